@@ -42,3 +42,11 @@ class CheckpointError(GraphnetError, ValueError):
 
 class CacheError(GraphnetError, RuntimeError):
     """The on-disk kernel cache is unusable (not writable, corrupted beyond repair)."""
+
+
+class FeedShapeError(FeedError, ShapeError):
+    """A fed array's shape does not fit its placeholder."""
+
+
+class FeedDTypeError(FeedError, DTypeError):
+    """A fed array's dtype cannot be cast safely to its placeholder's."""

@@ -1,0 +1,236 @@
+"""``gn.function``: check what the user asked for, compile it once, run it on arrays.
+
+The front end is the same for every backend: it validates inputs, outputs and
+updates, resolves the training/evaluation mode, hands the FunctionGraph to a
+backend, and on every call checks the fed arrays before any kernel runs and
+applies updates only after every output was computed, so a failed call leaves
+every shared variable as it was.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphnet import ops
+from graphnet.compiler.mode import specialize_mode
+from graphnet.errors import DTypeError, FeedDTypeError, FeedError, FeedShapeError, GraphnetError, ShapeError
+from graphnet.fgraph import FunctionGraph
+from graphnet.graph import Constant, Placeholder, SharedVariable, Variable, as_variable, shape_str
+
+BACKENDS = ("reference", "cpu", "cuda")
+
+
+def function(inputs, outputs, updates=None, backend="cpu", training=False, fuse=True, givens=None,
+             allow_input_downcast=False, check_numerics=False, disable_passes=(), name=None):
+    """Compile a callable that maps arrays for ``inputs`` to arrays of ``outputs``.
+
+    Outputs are computed before the updates; then all updates are applied at
+    once. ``training`` selects the training form of dropout and batch norm and
+    applies their state updates. ``fuse=False`` (cpu backend) compiles one
+    kernel per op: the unfused baseline. ``givens`` ({variable: replacement})
+    substitutes variables before compiling. Fed arrays must cast safely to the
+    placeholder's dtype (``allow_input_downcast=True`` accepts float64 for a
+    float32 placeholder).
+    """
+    return Function(inputs, outputs, updates, backend=backend, training=training, fuse=fuse, givens=givens,
+                    allow_input_downcast=allow_input_downcast, check_numerics=check_numerics,
+                    disable_passes=disable_passes, name=name)
+
+
+class Function:
+    """A compiled graph; call it with one array per input."""
+
+    def __init__(self, inputs, outputs, updates=None, backend="cpu", training=False, fuse=True, givens=None,
+                 allow_input_downcast=False, check_numerics=False, disable_passes=(), name=None):
+        if backend not in BACKENDS:
+            raise GraphnetError(f"function: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.training = bool(training)
+        self.allow_input_downcast = allow_input_downcast
+        self.name = name or "function"
+        self.inputs = _check_inputs(inputs)
+        self._single_output = not isinstance(outputs, (list, tuple))
+        out_list = [outputs] if self._single_output else list(outputs)
+        self.outputs = [_check_output(o, i) for i, o in enumerate(out_list)]
+        self.updates = _check_updates(updates)
+        fgraph = FunctionGraph(tuple(self.inputs), tuple(self.outputs), tuple(self.updates))
+        if givens:
+            fgraph = fgraph.replace(_check_givens(givens))
+        fgraph = specialize_mode(fgraph, self.training)
+        _check_feeds_suffice(fgraph, self.inputs)
+        self.fgraph = fgraph
+        options = {"fuse": fuse, "check_numerics": check_numerics, "disable_passes": tuple(disable_passes),
+                   "name": self.name}
+        self.program = _backend_module(backend).build(fgraph, options)
+
+    # --- introspection, delegated to the backend's program
+    @property
+    def kernels(self):
+        return getattr(self.program, "kernels", [])
+
+    def __getattr__(self, attr):
+        # report(), to_dot() and the like live on the compiled program.
+        if attr != "program" and "program" in self.__dict__ and hasattr(self.program, attr):
+            return getattr(self.program, attr)
+        raise AttributeError(attr)
+
+    # --- calling
+    def __call__(self, *args, **kwargs):
+        feeds = self._bind(args, kwargs)
+        outputs, new_values = self.program.run(feeds)
+        # Validate every update before committing any: all or nothing.
+        checked = [(shared, shared._validated(value, copy=False))
+                   for (shared, _), value in zip(self.fgraph.updates, new_values)]
+        for shared, value in checked:
+            # A view could alias another variable's buffer; a shared value owns its memory.
+            shared._value = value if value.flags.owndata and value.flags.writeable else value.copy()
+            shared.version += 1
+        outputs = [np.array(o, copy=True) for o in outputs]
+        return outputs[0] if self._single_output else outputs
+
+    def _bind(self, args, kwargs):
+        if len(args) > len(self.inputs):
+            raise FeedError(f"{self.name}: takes {len(self.inputs)} inputs "
+                            f"({', '.join(p.describe() for p in self.inputs)}), got {len(args)}")
+        values = dict(zip(self.inputs, args))
+        by_name = {p.name: p for p in self.inputs}
+        for key, value in kwargs.items():
+            if key not in by_name:
+                raise FeedError(f"{self.name}: unknown input {key!r}; inputs are {', '.join(by_name)}")
+            if by_name[key] in values:
+                raise FeedError(f"{self.name}: input {key!r} given twice")
+            values[by_name[key]] = value
+        missing = [p.describe() for p in self.inputs if p not in values]
+        if missing:
+            raise FeedError(f"{self.name}: missing input(s) {', '.join(missing)}")
+        return {p: coerce_feed(p, v, self.allow_input_downcast) for p, v in values.items()}
+
+
+def coerce_feed(placeholder, value, allow_downcast=False):
+    """The fed value as a C-contiguous array of the placeholder's dtype, or a FeedError.
+
+    Policy: casts NumPy calls "safe" are accepted (int32 -> int64, float32 ->
+    float64); Python lists and scalars take the placeholder's dtype if their
+    values fit; an integer array narrower than its values is refused; a float
+    array for an integer placeholder (labels with NaN) is refused; float64 ->
+    float32 only with ``allow_input_downcast=True``.
+    """
+    where = f"input {placeholder.describe()}"
+    is_array = isinstance(value, np.ndarray)
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001
+        raise FeedError(f"{where}: cannot convert {type(value).__name__} to an array ({exc})") from exc
+    want = placeholder.dtype
+    if arr.dtype.kind not in "biuf":
+        raise FeedDTypeError(f"{where}: expected {want} values, got an array of dtype {arr.dtype}")
+    if arr.dtype != want:
+        arr = _cast_feed(arr, want, where, lenient=not is_array or allow_downcast)
+    if not placeholder.type.accepts_shape(arr.shape):
+        raise FeedShapeError(f"{where}: expected shape {shape_str(placeholder.shape)}, got {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _cast_feed(arr, want, where, lenient):
+    if np.can_cast(arr.dtype, want, casting="safe"):
+        return arr.astype(want)
+    if want.kind in "iub" and arr.dtype.kind in "iub":
+        info = np.iinfo(want) if want.kind != "b" else None
+        if info is not None and (arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max)):
+            return arr.astype(want)
+        raise FeedDTypeError(f"{where}: values of dtype {arr.dtype} do not fit in {want}")
+    if want.kind in "iub" and arr.dtype.kind == "f":
+        nan = " (it holds NaN)" if np.isnan(arr).any() else ""
+        raise FeedDTypeError(f"{where}: expected {want} (integer) values, got {arr.dtype}{nan}; "
+                             "labels and indices must be integers")
+    if lenient:
+        return arr.astype(want)
+    raise FeedDTypeError(f"{where}: expected {want}, got {arr.dtype}; cast with .astype({want.name!r}) "
+                         "or compile with allow_input_downcast=True")
+
+
+def _backend_module(backend):
+    if backend == "reference":
+        from graphnet.compiler.codegen import reference
+        return reference
+    if backend == "cpu":
+        from graphnet.compiler import pipeline
+        return pipeline
+    from graphnet.compiler.codegen import cuda
+    return cuda
+
+
+def _check_inputs(inputs):
+    if isinstance(inputs, Variable):
+        inputs = [inputs]
+    inputs = list(inputs)
+    for i, p in enumerate(inputs):
+        if not isinstance(p, Variable) or p.owner is not None or isinstance(p, (SharedVariable, Constant)):
+            what = p.describe() if isinstance(p, Variable) else repr(p)
+            raise FeedError(f"function: input {i} ({what}) is not a placeholder; inputs are the "
+                            "placeholders fed on each call (shared variables and constants are not fed)")
+    names = [p.name for p in inputs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if len(set(map(id, inputs))) != len(inputs) or dupes:
+        raise FeedError(f"function: input(s) {', '.join(dupes)} listed twice")
+    return inputs
+
+
+def _check_output(out, index):
+    if not isinstance(out, Variable):
+        raise GraphnetError(f"function: output {index} is a {type(out).__name__}, not a graph variable")
+    return out
+
+
+def _check_updates(updates):
+    if updates is None:
+        return []
+    pairs = list(updates.items()) if isinstance(updates, dict) else list(updates)
+    checked, seen = [], set()
+    for pair in pairs:
+        try:
+            shared, expr = pair
+        except (TypeError, ValueError):
+            raise GraphnetError(f"function: an update must be a (shared variable, expression) pair, got {pair!r}") from None
+        if not isinstance(shared, SharedVariable):
+            raise GraphnetError(f"function: update target {getattr(shared, 'describe', lambda: repr(shared))()} "
+                                "is not a shared variable")
+        if shared in seen:
+            raise GraphnetError(f"function: shared variable {shared.describe()} is updated twice")
+        seen.add(shared)
+        expr = as_variable(expr, like=shared)
+        if expr.ndim != shared.ndim or any(a is not None and b is not None and a != b
+                                           for a, b in zip(expr.shape, shared.shape)):
+            raise ShapeError(f"function: the update of {shared.describe()} has shape {shape_str(expr.shape)}, "
+                             f"expected {shape_str(shared.shape)} (update built at {expr.source})")
+        if expr.dtype != shared.dtype:
+            if expr.dtype.kind == "f" and shared.dtype.kind in "iub":
+                raise DTypeError(f"function: the update of {shared.describe()} is {expr.dtype}, "
+                                 f"which cannot be stored in {shared.dtype}")
+            expr = ops.cast(expr, shared.dtype)
+        checked.append((shared, expr))
+    return checked
+
+
+def _check_givens(givens):
+    pairs = list(givens.items()) if isinstance(givens, dict) else list(givens)
+    mapping = {}
+    for old, new in pairs:
+        if not isinstance(old, Variable):
+            raise GraphnetError(f"givens: keys must be graph variables, got {old!r}")
+        new = as_variable(new, like=old)
+        if new.ndim != old.ndim or any(a is not None and b is not None and a != b
+                                       for a, b in zip(old.shape, new.shape)):
+            raise ShapeError(f"givens: {old.describe()} {shape_str(old.shape)} cannot be replaced by "
+                             f"{new.describe()} {shape_str(new.shape)}")
+        if new.dtype != old.dtype:
+            new = ops.cast(new, old.dtype)
+        mapping[old] = new
+    return mapping
+
+
+def _check_feeds_suffice(fgraph, inputs):
+    fed = set(inputs)
+    needed = [v for v in fgraph.variables() if isinstance(v, Placeholder) and v not in fed]
+    if needed:
+        raise FeedError("function: the outputs depend on placeholder(s) "
+                        f"{', '.join(v.describe() for v in needed)} that are not among the inputs")

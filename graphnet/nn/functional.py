@@ -1,0 +1,87 @@
+"""The network pieces of the lectures as graph functions: loss, weight decay,
+dropout and batch normalization.
+
+Dropout and batch norm differ between training and evaluation; each builds both
+forms joined by ``mode_select``, and compiling with ``training=True/False``
+keeps one. Their state (the dropout step counter, batch norm's running
+statistics) lives in shared variables whose ``default_update`` a training
+function applies automatically.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphnet import ops
+from graphnet.errors import GraphnetError, ShapeError
+from graphnet.graph import SharedVariable, as_variable
+from graphnet.ops.elementwise import DropoutScale
+
+_seed_source = np.random.SeedSequence()
+
+
+def cross_entropy(logits, labels):
+    """Mean over the batch of ``-log softmax(logits)[label]`` for integer labels."""
+    return ops.mean(ops.softmax_cross_entropy(logits, labels))
+
+
+def l2(*params):
+    """Sum of squares of every parameter: the lecture's weight-decay term ``sum W^2``."""
+    if not params:
+        raise GraphnetError("l2: give at least one parameter")
+    terms = [ops.sum(ops.mul(p, p)) for p in params]
+    total = terms[0]
+    for t in terms[1:]:
+        total = ops.add(total, t)
+    return total
+
+
+def dropout(x, rate, seed=None):
+    """Inverted dropout: zero each unit with probability ``rate`` and scale survivors by ``1/(1-rate)``.
+
+    The identity in evaluation mode. Each training call draws a new mask (a step
+    counter advances); the backward pass regenerates the same mask from
+    (seed, step, element index) instead of storing it.
+    """
+    if not 0 <= rate < 1:
+        raise GraphnetError(f"dropout: rate must be in [0, 1), got {rate}")
+    x = as_variable(x)
+    if rate == 0:
+        return x
+    if seed is None:
+        seed = int(_seed_source.spawn(1)[0].generate_state(1, dtype=np.uint32)[0])
+    step = SharedVariable(np.int64(0), name=f"dropout_step_{seed}")
+    step.default_update = ops.add(step, 1)
+    return ops.mode_select(DropoutScale(1.0 - rate, seed)(x, step), x)
+
+
+def batch_norm(x, gamma, beta, eps=1e-5, momentum=0.1, running_mean=None, running_var=None):
+    """Batch normalization over axis 0: ``gamma * (x - mean) / sqrt(var + eps) + beta``.
+
+    Training mode uses the mini-batch mean and biased variance (the gradient
+    flows through both) and updates the running statistics as PyTorch does:
+    ``running = (1 - momentum) * running + momentum * batch``, with the unbiased
+    batch variance for ``running_var``. Evaluation mode uses the running
+    statistics. They are created here (mean 0, variance 1) unless given.
+    """
+    x = as_variable(x)
+    features = x.shape[1:]
+    if None in features:
+        raise ShapeError(f"batch_norm: feature dimensions must be known, got shape {x.shape}")
+    if running_mean is None:
+        running_mean = SharedVariable(np.zeros(features, x.dtype), name="running_mean")
+    if running_var is None:
+        running_var = SharedVariable(np.ones(features, x.dtype), name="running_var")
+    mean, var = ops.moments(x, axis=0)
+    train = normalize(x, mean, var, gamma, beta, eps)
+    evaluate = normalize(x, running_mean, running_var, gamma, beta, eps)
+    count = ops.cast(ops.size_of(x, 0), x.dtype)
+    unbiased = ops.mul(var, ops.true_div(count, ops.maximum(ops.sub(count, 1), 1)))
+    running_mean.default_update = ops.add(ops.mul(running_mean, 1 - momentum), ops.mul(mean, momentum))
+    running_var.default_update = ops.add(ops.mul(running_var, 1 - momentum), ops.mul(unbiased, momentum))
+    return ops.mode_select(train, evaluate)
+
+
+def normalize(x, mean, var, gamma, beta, eps):
+    """``(x - mean) / sqrt(var + eps) * gamma + beta``."""
+    inv_std = ops.true_div(1, ops.sqrt(ops.add(var, eps)))
+    return ops.add(ops.mul(ops.mul(ops.sub(x, mean), inv_std), gamma), beta)
