@@ -235,7 +235,7 @@ class SharedVariable(Variable):
         if not self.type.accepts_shape(data.shape):
             raise ShapeError(f"shared {self.describe()}: value of shape {data.shape} does not fit "
                              f"declared shape {shape_str(static_shape)}")
-        self._value = np.ascontiguousarray(data)
+        self._value = np.array(data, order="C")  # (ascontiguousarray would make 0-d values 1-d)
         self.default_update = None
         self.version = 0  # bumped on every change, so caches of the value can tell
 

@@ -58,7 +58,10 @@ class Reduce(Op):
 
     def expand(self, g, x):
         """``g`` with the reduced axes put back as size 1, ready to broadcast against ``x``."""
-        return g if self.keepdims or not self.axis else ExpandDims(self.axis)(g)
+        if self.keepdims or not self.axis or self.axis == tuple(range(len(self.axis))):
+            # Reduced leading axes come back by broadcasting alone (right-aligned).
+            return g
+        return ExpandDims(self.axis)(g)
 
 
 class Sum(Reduce):

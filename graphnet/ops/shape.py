@@ -191,9 +191,8 @@ def sum_to(g, shape):
     from graphnet.ops.reduce import Sum
     lead = g.ndim - len(shape)
     stretched = tuple(lead + i for i, d in enumerate(shape) if d == 1 and g.shape[lead + i] != 1)
-    axes = tuple(range(lead)) + stretched
-    if axes:
-        g = Sum(axes, keepdims=True)(g)
-    if lead:
-        g = Squeeze(tuple(range(lead)))(g)
-    return g
+    if not stretched:
+        # Summing the leading axes away: a "col" reduction, no reshape needed.
+        return Sum(tuple(range(lead)), keepdims=False)(g) if lead else g
+    g = Sum(tuple(range(lead)) + stretched, keepdims=True)(g)
+    return Squeeze(tuple(range(lead)))(g) if lead else g

@@ -1,0 +1,246 @@
+"""Generate readable Numba source for fused kernels.
+
+Every fused kernel iterates over its domain collapsed to 2-D, ``R`` rows (all
+leading axes) by ``C`` columns (the last axis), in ``n_chunks`` blocks of rows
+(``prange``: one block per thread in the parallel variant). Inputs are read
+by pattern: ``full`` (every element, via a row slice), ``row`` (a vector over
+columns: a bias), ``col`` (one value per row) or ``scalar``. Reductions
+accumulate per row (``row``), per column in per-block partial sums (``col``),
+or over everything (``all``), in float64 for floating-point data.
+
+The generated text names no graph node in its code, only in a header comment
+kept outside the compiled module, so structurally identical kernels share one
+source, one cache file and one compiled function.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphnet.compiler.passes.fuse import input_pattern
+from graphnet.ops.reduce import Max, Moments, Sum
+
+PRELUDE = """\
+import math
+import numpy as np
+import numba
+from numba import prange
+from graphnet.compiler.codegen.scalar_prelude import *
+"""
+
+
+def cast_expr(expr, dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return f"bool({expr})"
+    return f"np.{dtype.name}({expr})"
+
+
+def accumulator_dtype(dtype):
+    return np.dtype(np.float64) if np.dtype(dtype).kind in "fb" else np.dtype(np.int64)
+
+
+class FusedKernelSource:
+    """The source of one fused kernel and the order of its arguments.
+
+    ``inputs``: external variables read, with their patterns; ``outputs``:
+    elementwise results written to ``(R, C)`` buffers; ``reduced``: reduction
+    output variables, written as vectors of R, C or 1 values.
+    """
+
+    def __init__(self, group, written):
+        self.group = group
+        self.domain = group.domain
+        self.inputs = []
+        for node in group.nodes:
+            for var in node.inputs:
+                if not group.produces(var) and var not in self.inputs:
+                    self.inputs.append(var)
+        self.patterns = [input_pattern(v.shape, self.domain) for v in self.inputs]
+        self.outputs = [v for n in group.nodes if n not in group.reductions for v in n.outputs if v in written]
+        self.reduced = [v for n in group.nodes if n in group.reductions for v in n.outputs]
+        self.body = self._render()
+
+    # ------------------------------------------------------------------ render
+    def _render(self):
+        args = ["R", "C", "n_chunks"] + [f"in{k}" for k in range(len(self.inputs))] + \
+               [f"out{k}" for k in range(len(self.outputs))] + [f"red{k}" for k in range(len(self.reduced))]
+        names, hoisted, row_setup, inner, row_finish, before, after = {}, [], [], [], [], [], []
+        for k, (var, pattern) in enumerate(zip(self.inputs, self.patterns)):
+            if pattern == "full":
+                row_setup.append(f"in{k}_r = in{k}[i]")
+                inner.append(f"x{k} = in{k}_r[j]")
+            elif pattern == "row":
+                inner.append(f"x{k} = in{k}[j]")
+            elif pattern == "col":
+                row_setup.append(f"x{k} = in{k}[i]")
+            else:
+                hoisted.append(f"x{k} = in{k}[0]")
+            names[var] = f"x{k}"
+        if any(getattr(n.op, "uses_element_index", False) for n in self.group.nodes):
+            inner.append("index = i * C + j")
+        for k in range(len(self.outputs)):
+            row_setup.append(f"out{k}_r = out{k}[i]")
+        out_slot = {v: k for k, v in enumerate(self.outputs)}
+        red_slot = {v: k for k, v in enumerate(self.reduced)}
+        acc_id = 0
+        for t, node in enumerate(self.group.nodes):
+            if node in self.group.reductions:
+                acc_id = self._render_reduction(node, names, red_slot, acc_id, row_setup, inner, row_finish,
+                                                before, after)
+                continue
+            out = node.outputs[0]
+            compute = out.dtype if out.dtype.kind == "f" else np.result_type(*[v.dtype for v in node.inputs])
+            expr = node.op.scalar([names[v] for v in node.inputs], compute)
+            inner.append(f"t{t} = {cast_expr(expr, out.dtype)}  # {node.op}")
+            names[out] = f"t{t}"
+            if out in out_slot:
+                inner.append(f"out{out_slot[out]}_r[j] = t{t}")
+        lines = [f"def kernel({', '.join(args)}):"]
+        lines += ["    " + s for s in hoisted + before]
+        lines += ["    for c in prange(n_chunks):",
+                  "        for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):"]
+        lines += ["            " + s for s in row_setup]
+        lines += ["            for j in range(C):"]
+        lines += ["                " + s for s in inner]
+        lines += ["            " + s for s in row_finish]
+        lines += ["    " + s for s in after]
+        return "\n".join(lines) + "\n"
+
+    def _render_reduction(self, node, names, red_slot, acc_id, row_setup, inner, row_finish, before, after):
+        """Accumulate ``node``'s input; store the result(s) once the rows are done."""
+        pattern = self.group.reduce_kind
+        value = names[node.inputs[0]]
+        acc_t = f"np.{accumulator_dtype(node.inputs[0].dtype).name}"
+        is_max = isinstance(node.op, Max)
+        init = "-np.inf" if is_max and acc_t == "np.float64" else ("-(2**62)" if is_max else "0")
+        accs = [(f"a{acc_id}", value)]
+        if isinstance(node.op, Moments):
+            accs.append((f"a{acc_id + 1}", f"{acc_t}({value}) * {value}"))
+        for acc, val in accs:
+            if pattern == "col":
+                before.append(f"p_{acc} = np.full((n_chunks, C), {init}, {acc_t})")
+                row_setup.append(f"q_{acc} = p_{acc}[c]")
+                target = f"q_{acc}[j]"
+            else:
+                row_setup.append(f"{acc} = {acc_t}({init})")
+                target = acc
+            inner.append(f"{target} = max({target}, {val})" if is_max else f"{target} += {val}")
+            if pattern == "all":
+                before.append(f"p_{acc} = np.full(n_chunks, {init}, {acc_t})")
+                row_finish.append(f"p_{acc}[c] = max(p_{acc}[c], {acc})" if is_max else f"p_{acc}[c] += {acc}")
+
+        # Totals: per row (already in the accumulator), or folded over the row blocks.
+        fold = (lambda a, b: f"max({a}, {b})") if is_max else (lambda a, b: f"{a} + {b}")
+        totals, fold_lines = [], []
+        for acc, _ in accs:
+            if pattern == "row":
+                totals.append(acc)
+            elif pattern == "col":
+                fold_lines += [f"t_{acc} = p_{acc}[0, j]", "for k in range(1, n_chunks):",
+                               f"    t_{acc} = {fold(f't_{acc}', f'p_{acc}[k, j]')}"]
+                totals.append(f"t_{acc}")
+            else:
+                fold_lines += [f"t_{acc} = p_{acc}[0]", "for k in range(1, n_chunks):",
+                               f"    t_{acc} = {fold(f't_{acc}', f'p_{acc}[k]')}"]
+                totals.append(f"t_{acc}")
+        count = {"row": "C", "col": "R", "all": "R * C"}[pattern]
+        if isinstance(node.op, Moments):
+            mean = f"{totals[0]} / max({count}, 1)"
+            results = [mean, f"max({totals[1]} / max({count}, 1) - ({mean}) ** 2, 0.0)"]
+        else:
+            results = [totals[0]]
+        index = {"row": "i", "col": "j", "all": "0"}[pattern]
+        stores = [f"red{red_slot[v]}[{index}] = {r}" for v, r in zip(node.outputs, results)]
+        if pattern == "row":
+            row_finish.extend(stores)
+        elif pattern == "col":
+            after.append("for j in range(C):")
+            after.extend("    " + line for line in fold_lines + stores)
+        else:
+            after.extend(fold_lines + stores)
+        return acc_id + len(accs)
+
+
+def module_source(body):
+    """A kernel module: the body twice, as a serial and a parallel dispatcher.
+
+    Two named functions, not two dispatchers of one function, so Numba's
+    on-disk cache keeps their compiled code apart.
+    """
+    serial = body.replace("def kernel(", "def kernel_serial(", 1)
+    parallel = body.replace("def kernel(", "def kernel_parallel(", 1)
+    return (PRELUDE + "\n\n@numba.njit(cache=True, nogil=True)\n" + serial +
+            "\n\n@numba.njit(cache=True, nogil=True, parallel=True)\n" + parallel)
+
+
+# ------------------------------------------------------------ rowwise templates
+ROWWISE_BODIES = {
+    "softmax": """\
+def kernel(R, C, n_chunks, x, out):
+    for c in prange(n_chunks):
+        for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
+            xr = x[i]
+            o = out[i]
+            m = -np.inf
+            for j in range(C):
+                m = max(m, xr[j])
+            total = 0.0
+            for j in range(C):
+                e = math.exp(xr[j] - m)
+                o[j] = e
+                total += e
+            scale = 1.0 / total
+            for j in range(C):
+                o[j] = o[j] * scale
+""",
+    "log_softmax": """\
+def kernel(R, C, n_chunks, x, out):
+    for c in prange(n_chunks):
+        for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
+            xr = x[i]
+            o = out[i]
+            m = -np.inf
+            for j in range(C):
+                m = max(m, xr[j])
+            total = 0.0
+            for j in range(C):
+                total += math.exp(xr[j] - m)
+            shift = m + math.log(total)
+            for j in range(C):
+                o[j] = xr[j] - shift
+""",
+    # Per-example -log softmax(x)[label]; labels were range-checked before any kernel ran.
+    "softmax_cross_entropy": """\
+def kernel(R, C, n_chunks, x, labels, out):
+    for c in prange(n_chunks):
+        for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
+            xr = x[i]
+            m = -np.inf
+            for j in range(C):
+                m = max(m, xr[j])
+            total = 0.0
+            for j in range(C):
+                total += math.exp(xr[j] - m)
+            out[i] = m + math.log(total) - xr[labels[i]]
+""",
+    # (softmax(x) - onehot(label)) * g: the stable gradient of the above.
+    "softmax_cross_entropy_grad": """\
+def kernel(R, C, n_chunks, g, x, labels, out):
+    for c in prange(n_chunks):
+        for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
+            xr = x[i]
+            o = out[i]
+            m = -np.inf
+            for j in range(C):
+                m = max(m, xr[j])
+            total = 0.0
+            for j in range(C):
+                e = math.exp(xr[j] - m)
+                o[j] = e
+                total += e
+            scale = g[i] / total
+            for j in range(C):
+                o[j] = o[j] * scale
+            o[labels[i]] -= g[i]
+""",
+}

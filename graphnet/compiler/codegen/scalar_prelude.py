@@ -1,0 +1,44 @@
+"""Scalar helpers that generated CPU kernels call (``from ... import *``).
+
+Each is a small ``numba.njit`` function inlined by LLVM; op ``scalar``
+expressions name them. ``keep_mask`` is the counter-based RNG of
+``graphnet.rng``, shared with the NumPy reference and the CUDA backend.
+"""
+import math
+
+import numba
+import numpy as np
+
+from graphnet.rng import keep_mask_nb as keep_mask  # noqa: F401
+
+
+@numba.njit(cache=True)
+def sigmoid(x):
+    # Two branches so that exp never overflows.
+    if x >= 0:
+        return 1 / (1 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1 + e)
+
+
+@numba.njit(cache=True)
+def softplus(x):
+    return max(x, 0) + math.log1p(math.exp(-abs(x)))
+
+
+@numba.njit(cache=True)
+def safe_log(x):
+    # NumPy semantics: log(0) = -inf, log(<0) = nan, no exception.
+    if x > 0:
+        return math.log(x)
+    if x == 0:
+        return -np.inf
+    return np.nan
+
+
+@numba.njit(cache=True)
+def safe_sqrt(x):
+    return math.sqrt(x) if x >= 0 else np.nan
+
+
+__all__ = ["math", "np", "numba", "keep_mask", "sigmoid", "softplus", "safe_log", "safe_sqrt"]

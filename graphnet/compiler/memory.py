@@ -1,0 +1,89 @@
+"""Memory planning: which buffer each kernel writes, reused across calls and nodes.
+
+For one signature of run-time input shapes, every variable a kernel writes gets
+a buffer. A buffer returns to the pool after the last step that reads it (or a
+view of it), and a later write of the same shape and dtype takes it; buffers
+of outputs and updates live to the end. The plan, and its buffers, are made
+once per signature and reused by every later call with those shapes.
+
+An update ``W <- f(W, ...)`` computed elementwise writes straight into ``W``'s
+array when nothing reads the old ``W`` afterwards: parameters are updated in
+place (see :func:`in_place_updates`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def storage_roots(steps):
+    """{variable: the variable whose storage it is a view of} (itself if none)."""
+    root = {}
+    for step in steps:
+        for var in step.writes:
+            root[var] = var
+        if step.kind == "view":
+            for out in step.writes:
+                root[out] = root.get(step.nodes[0].inputs[0], step.nodes[0].inputs[0])
+    return root
+
+
+def last_reads(steps, root):
+    """{storage variable: index of the last step reading it or a view of it}."""
+    last = {}
+    for index, step in enumerate(steps):
+        for var in step.reads:
+            last[root.get(var, var)] = index
+    return last
+
+
+def in_place_updates(steps, updates, outputs):
+    """{update expression variable: shared variable} that may be written in place.
+
+    Legal when a fused kernel writes the expression elementwise over the shared
+    variable's full shape, no later step reads the old value (directly or through
+    a view), and the shared variable itself is not fetched.
+    """
+    root = storage_roots(steps)
+    fetched = set(outputs)
+    result = {}
+    for shared, expr in updates:
+        if shared in fetched or expr in result:
+            continue
+        writer = next((i for i, s in enumerate(steps) if expr in s.writes), None)
+        if writer is None or steps[writer].kind != "fused" or expr.shape != shared.shape:
+            continue
+        step = steps[writer]
+        if expr not in step.elementwise_writes or step.pattern_of(shared) not in (None, "full"):
+            continue
+        readers = [i for i, s in enumerate(steps) if any(root.get(v, v) is shared for v in s.reads)]
+        if all(i <= writer for i in readers) and not any(
+                v is shared for s in steps[writer + 1:] for v in s.writes):
+            result[expr] = shared
+    return result
+
+
+def plan_buffers(steps, shapes, roots, in_place):
+    """{variable: preallocated array} for every variable a kernel writes."""
+    root = storage_roots(steps)
+    last = last_reads(steps, root)
+    keep = {root.get(v, v) for v in roots}
+    pool = {}      # (shape, dtype) -> free arrays
+    buffers = {}
+    releases = {}  # step index -> storages freed after it
+    for var, index in last.items():
+        releases.setdefault(index, []).append(var)
+    for index, step in enumerate(steps):
+        for var in step.writes if step.kind != "view" and step.kind != "host" else ():
+            if var in in_place:
+                continue
+            key = (tuple(shapes[var]), var.dtype.str)
+            free = pool.get(key)
+            buffers[var] = free.pop() if free else np.empty(shapes[var], dtype=var.dtype)
+            if var not in last and var not in keep:
+                # Written but never read (a dead output of a multi-output kernel):
+                # free once this step is done.
+                releases.setdefault(index, []).append(var)
+        for var in releases.get(index, ()):
+            if var in buffers and var not in keep:
+                pool.setdefault((tuple(shapes[var]), var.dtype.str), []).append(buffers[var])
+    return buffers

@@ -1,0 +1,79 @@
+"""Algebraic canonicalization: drop work that cannot change a value.
+
+``x + 0``, ``x - 0``, ``x * 1``, ``x / 1`` -> ``x``; ``-(-x)`` -> ``x``;
+``second(a, b)`` -> ``b`` when ``b`` already has the full shape; ``0 * x`` and
+``x + zeros`` where the zeros come from gradients of unused branches. Each rule
+fires only when the result keeps the node's dtype and static shape.
+"""
+from __future__ import annotations
+
+
+from graphnet.compiler.passes import apply_local_rules
+from graphnet.fgraph import FunctionGraph
+from graphnet.graph import Constant
+from graphnet.ops import elementwise as ew
+
+
+def constant_value(var):
+    """The scalar value of ``var`` if it is a constant (or a broadcast constant), else None."""
+    if isinstance(var, Constant) and var.data.size == 1:
+        return var.data.reshape(()).item()
+    if var.owner is not None and isinstance(var.owner.op, ew.Second):
+        return constant_value(var.owner.inputs[1])
+    return None
+
+
+def _fits(var, node):
+    out = node.outputs[0]
+    return var.shape == out.shape and var.dtype == out.dtype
+
+
+def _identity_operand(node):
+    op = node.op
+    if isinstance(op, (ew.Add, ew.Sub, ew.Mul, ew.TrueDiv)):
+        a, b = node.inputs
+        neutral = 0 if isinstance(op, (ew.Add, ew.Sub)) else 1
+        if constant_value(b) == neutral and _fits(a, node):
+            return [a]
+        if isinstance(op, (ew.Add, ew.Mul)) and constant_value(a) == neutral and _fits(b, node):
+            return [b]
+    return None
+
+
+def _double_negation(node):
+    if isinstance(node.op, ew.Neg):
+        inner = node.inputs[0]
+        if inner.owner is not None and isinstance(inner.owner.op, ew.Neg):
+            return [inner.owner.inputs[0]]
+    return None
+
+
+def _redundant_broadcast(node):
+    if isinstance(node.op, ew.Second) and _fits(node.inputs[1], node):
+        return [node.inputs[1]]
+    return None
+
+
+def _where_of_zeros(node):
+    # Only where a zero gradient of a dead branch meets another gradient;
+    # ``0 * x`` for a finite-by-construction x (gradients of unused branches).
+    if isinstance(node.op, ew.Where):
+        cond, a, b = node.inputs
+        if constant_value(a) == 0 and constant_value(b) == 0:
+            return [ew.zeros_like(node.outputs[0])]
+    return None
+
+
+def _cast_of_constant_dtype(node):
+    if isinstance(node.op, ew.Cast) and node.inputs[0].dtype == node.op.dtype:
+        return [node.inputs[0]]
+    return None
+
+
+def canonicalize(fgraph: FunctionGraph) -> FunctionGraph:
+    rules = [_identity_operand, _double_negation, _redundant_broadcast, _where_of_zeros,
+             _cast_of_constant_dtype]
+    return apply_local_rules(fgraph, rules)
+
+
+

@@ -1,0 +1,51 @@
+"""The CPU compiler: an ordered, named list of passes, then the kernel plan.
+
+Read it top to bottom: every pass is a function FunctionGraph -> FunctionGraph
+and can be switched off by name (``gn.function(..., disable_passes=["fold"])``)
+for debugging and for the benchmark. Fusion (``fuse=False`` switches it off)
+and memory planning follow in :class:`graphnet.compiler.program.CpuProgram`.
+"""
+from __future__ import annotations
+
+from graphnet.compiler.passes.canonicalize import canonicalize
+from graphnet.compiler.passes.cse import merge_equal_nodes
+from graphnet.compiler.passes.fold import fold_constants
+from graphnet.compiler.passes.stabilize import stabilize
+from graphnet.errors import CompileError, GraphnetError
+
+PASSES = [
+    ("merge", merge_equal_nodes, "merge equal nodes (common subexpressions)"),
+    ("canonicalize", canonicalize, "drop x + 0, x * 1, -(-x), redundant broadcasts"),
+    ("fold", fold_constants, "fold constants and statically known sizes"),
+    ("stabilize", stabilize, "log(softmax) -> log_softmax, log(1 + exp) -> softplus"),
+    ("canonicalize_again", canonicalize, "simplify what folding and stabilizing exposed"),
+    ("fold_again", fold_constants, "fold what canonicalization exposed"),
+    ("merge_again", merge_equal_nodes, "merge what the rewrites made equal"),
+]
+
+PASS_NAMES = tuple(name for name, _, _ in PASSES)
+
+
+def optimize(fgraph, disable_passes=()):
+    """Run every pass not in ``disable_passes``, in order."""
+    unknown = set(disable_passes) - set(PASS_NAMES)
+    if unknown:
+        raise GraphnetError(f"unknown pass(es) {', '.join(sorted(unknown))}; passes are {', '.join(PASS_NAMES)}")
+    for name, run_pass, _ in PASSES:
+        if name in disable_passes:
+            continue
+        try:
+            fgraph = run_pass(fgraph)
+        except GraphnetError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a pass bug must name the pass
+            raise CompileError(f"pass {name!r} failed: {type(exc).__name__}: {exc}") from exc
+    return fgraph
+
+
+def build(fgraph, options):
+    """Optimize ``fgraph`` and compile it into a CpuProgram."""
+    from graphnet.compiler.program import CpuProgram
+    optimized = optimize(fgraph, options.get("disable_passes", ()))
+    return CpuProgram(optimized, fuse=options.get("fuse", True), check_numerics=options.get("check_numerics", False),
+                      name=options.get("name", "function"))

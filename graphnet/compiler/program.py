@@ -1,0 +1,180 @@
+"""A compiled CPU program: kernel plan -> steps with generated Numba code -> runs.
+
+Building turns each fusion group into a step (loading its kernel module from
+the on-disk cache, compiling only what is new). Running checks the fed shapes
+against every node's shape rule and the labels against their class counts
+*before* any kernel runs, so a bad call fails without touching state; then it
+runs the steps on preallocated buffers (one memory plan per input-shape
+signature) and hands back outputs and update values.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from graphnet.compiler import cache
+from graphnet.compiler.codegen import cpu as cpu_codegen
+from graphnet.compiler.codegen.reference import check_finite, node_error
+from graphnet.compiler.memory import in_place_updates, plan_buffers
+from graphnet.compiler.passes.fuse import plan_fusion
+from graphnet.compiler.steps import BlasStep, FusedStep, HostStep, Kernel, RowwiseStep
+from graphnet.errors import GraphnetError
+from graphnet.graph import Constant, SharedVariable
+from graphnet.ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, check_labels
+
+DEBUG = int(os.environ.get("GRAPHNET_DEBUG", "0"))
+
+
+def rowwise_template(node):
+    """The row-wise kernel template for ``node``, or None when it has none."""
+    op = node.op
+    if isinstance(op, (Softmax, LogSoftmax)):
+        if node.inputs[0].ndim == 2 and op.axis == 1:
+            return "log_softmax" if isinstance(op, LogSoftmax) else "softmax"
+        return None
+    if isinstance(op, SoftmaxCrossEntropy):
+        return "softmax_cross_entropy"
+    if isinstance(op, SoftmaxCrossEntropyGrad):
+        return "softmax_cross_entropy_grad"
+    return None
+
+
+class CpuProgram:
+    backend = "cpu"
+
+    def __init__(self, fgraph, fuse=True, check_numerics=False, name="function"):
+        self.fgraph = fgraph
+        self.check_numerics = check_numerics
+        self.name = name
+        self.plan = plan_fusion(fgraph, fuse=fuse)
+        self.refusals = self.plan.refusals
+        roots = set(fgraph.roots)
+        used_outside = self._used_outside_group(roots)
+        self.steps = [self._make_step(i, group, used_outside) for i, group in enumerate(self.plan.groups)]
+        self.kernels = [s.kernel for s in self.steps]
+        self.in_place = in_place_updates(self.steps, fgraph.updates, fgraph.outputs)
+        self._frames = {}
+        self._label_inputs = [(n.inputs[-1], n) for n in fgraph.nodes()
+                              if isinstance(n.op, (SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad))
+                              and n.inputs[-1].owner is None]
+
+    # ---------------------------------------------------------------- building
+    def _used_outside_group(self, roots):
+        group_of = {n: g for g in self.plan.groups for n in g.nodes}
+        used = set(roots)
+        for g in self.plan.groups:
+            for n in g.nodes:
+                for v in n.inputs:
+                    if v.owner is not None and group_of[v.owner] is not g:
+                        used.add(v)
+        return used
+
+    def _make_step(self, index, group, used_outside):
+        node = group.nodes[0]
+        label = ", ".join(n.op.name for n in group.nodes)
+        if group.kind == "fused" and group.domain == ():
+            kernel = Kernel(f"k{index}_scalar", list(group.nodes), [], [], kind="host",
+                            source=f"# NumPy reference of {label} (0-d values: not worth a compiled kernel)")
+            step = HostStep(group.nodes, kernel)
+            kernel.inputs, kernel.outputs = list(step.reads), list(step.writes)
+            return step
+        if group.kind == "fused":
+            source = cpu_codegen.FusedKernelSource(group, used_outside)
+            module = self._load(source.body)
+            name = f"k{index}_fused"
+            kernel = Kernel(name, list(group.nodes), list(source.inputs),
+                            list(source.outputs) + list(source.reduced), source=self._annotate(source.body, group),
+                            compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel)
+            return FusedStep(group, source, module, kernel)
+        template = rowwise_template(node) if group.kind == "rowwise" else None
+        if template is not None:
+            body = cpu_codegen.ROWWISE_BODIES[template]
+            module = self._load(body)
+            kernel = Kernel(f"k{index}_{template}", [node], list(node.inputs), list(node.outputs),
+                            source=self._annotate(body, group), compiled=module.kernel_serial,
+                            compiled_parallel=module.kernel_parallel, kind="rowwise")
+            return RowwiseStep(node, module, kernel, template)
+        if group.kind == "blas":
+            kernel = Kernel(f"k{index}_gemm", [node], list(node.inputs), list(node.outputs), is_blas=True,
+                            kind="blas", source=f"np.dot({node.inputs[0].describe()}, {node.inputs[1].describe()}, out=buffer)")
+            return BlasStep(node, kernel)
+        kind = "view" if group.kind == "view" else "host"
+        kernel = Kernel(f"k{index}_{node.op.name}", [node], list(node.inputs), list(node.outputs), kind=kind,
+                        source=f"# NumPy reference of {label}")
+        return HostStep([node], kernel, kind)
+
+    def _load(self, body):
+        return cache.load_module(cpu_codegen.module_source(body), name_hint="k")
+
+    @staticmethod
+    def _annotate(body, group):
+        header = [f"# {n.op} -> {n.outputs[0].describe()}  ({n.source})" for n in group.nodes]
+        return "\n".join(header) + "\n" + body
+
+    # ----------------------------------------------------------------- running
+    def _frame(self, env):
+        """Shapes and buffers for this signature of input shapes (made once)."""
+        inputs = [v for v in self.fgraph.variables() if not isinstance(v, Constant)]
+        signature = tuple(env[v].shape for v in inputs)
+        frame = self._frames.get(signature)
+        if frame is None:
+            shapes = self._infer_shapes(env)
+            buffers = plan_buffers(self.steps, shapes, self.fgraph.roots, self.in_place)
+            self._estimate_traffic(shapes)
+            frame = self._frames[signature] = (shapes, buffers)
+        return frame
+
+    def _infer_shapes(self, env):
+        shapes = {v: np.shape(value) for v, value in env.items()}
+        for node in self.fgraph.nodes():
+            try:
+                out_shapes = node.op.infer_shape(node, [shapes[v] for v in node.inputs])
+            except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+                node_error(node, exc)
+            for var, shape in zip(node.outputs, out_shapes):
+                shapes[var] = tuple(int(d) for d in shape)
+        return shapes
+
+    def _estimate_traffic(self, shapes):
+        for step in self.steps:
+            size = lambda v: int(np.prod(shapes[v], dtype=np.int64)) * v.dtype.itemsize  # noqa: E731
+            step.kernel.bytes_read = sum(size(v) for v in step.reads)
+            step.kernel.bytes_written = sum(size(v) for v in step.writes)
+
+    def run(self, feeds):
+        env = dict(feeds)
+        for var in self.fgraph.variables():
+            if isinstance(var, Constant):
+                env[var] = var.data
+            elif isinstance(var, SharedVariable):
+                env[var] = var.get_value(copy=False)
+        shapes, buffers = self._frame(env)
+        for labels, node in self._label_inputs:
+            check_labels(env[labels], shapes[node.inputs[-2]][1], f"cross_entropy ({node.source})")
+        buffers = dict(buffers)
+        for expr, shared in self.in_place.items():
+            buffers[expr] = env[shared]
+        timing = DEBUG >= 2
+        for step in self.steps:
+            start = time.perf_counter() if timing else 0.0
+            try:
+                step.run(env, buffers, shapes)
+            except GraphnetError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+                node_error(step.nodes[-1], exc)
+            if timing:
+                print(f"[graphnet] {step.kernel.name:28s} {1e6 * (time.perf_counter() - start):9.1f} us "
+                      f"({', '.join(step.kernel.ops)})", file=sys.stderr)
+            if self.check_numerics:
+                for var in step.writes:
+                    check_finite(var.owner, var, np.asarray(env[var]))
+        outputs = [env[v] for v in self.fgraph.outputs]
+        # Pooled buffers are reused next call: an update that was not written in
+        # place is handed over as a copy the shared variable can own.
+        updates = [env[expr] if expr in self.in_place else np.array(env[expr], copy=True)
+                   for _, expr in self.fgraph.updates]
+        return outputs, updates

@@ -1,0 +1,185 @@
+"""The steps a compiled CPU program runs: fused kernels, BLAS calls, row-wise
+templates, views, and the NumPy fallback for everything else.
+
+Each step knows what it reads and writes (for the memory plan) and carries a
+:class:`Kernel` record that users inspect as ``fn.kernels``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graphnet.compiler import threads
+from graphnet.compiler.codegen.reference import node_error
+from graphnet.ops.nn import check_labels
+
+
+@dataclass(eq=False)
+class Kernel:
+    """What one step computes, for ``fn.kernels``, reports and graph views."""
+
+    name: str
+    nodes: list
+    inputs: list
+    outputs: list
+    is_blas: bool = False
+    source: str = ""
+    compiled: object = None          # the Numba dispatcher (serial variant)
+    compiled_parallel: object = None
+    kind: str = "fused"
+    bytes_read: int = None
+    bytes_written: int = None
+    ran_parallel: bool = field(default=False, repr=False)
+
+    @property
+    def ops(self):
+        return [n.op.name for n in self.nodes]
+
+
+def rows_cols(shape):
+    """The collapsed (rows, columns) of an iteration shape."""
+    if not shape:
+        return 1, 1
+    cols = shape[-1]
+    rows = 1
+    for d in shape[:-1]:
+        rows *= d
+    return rows, cols
+
+
+class Step:
+    kind = "host"
+
+    def __init__(self, nodes, reads, writes, kernel):
+        self.nodes, self.reads, self.writes, self.kernel = nodes, reads, writes, kernel
+
+    @property
+    def elementwise_writes(self):
+        return ()
+
+    def pattern_of(self, var):
+        return None
+
+    def run(self, env, buffers, shapes):
+        raise NotImplementedError
+
+
+class FusedStep(Step):
+    """A generated kernel over the (rows, columns) of its domain."""
+
+    kind = "fused"
+
+    def __init__(self, group, source, module, kernel):
+        super().__init__(group.nodes, list(source.inputs), list(source.outputs) + list(source.reduced), kernel)
+        self.group = group
+        self.source = source
+        self.serial = module.kernel_serial
+        self.parallel = module.kernel_parallel
+        self.domain_var = next(iter(group.nodes[0].inputs if group.nodes[0] in group.reductions
+                                    else group.nodes[0].outputs))
+
+    @property
+    def elementwise_writes(self):
+        return self.source.outputs
+
+    def pattern_of(self, var):
+        if var in self.source.inputs:
+            return self.source.patterns[self.source.inputs.index(var)]
+        return None
+
+    def run(self, env, buffers, shapes):
+        rows, cols = rows_cols(shapes[self.domain_var])
+        args = []
+        for var, pattern in zip(self.source.inputs, self.source.patterns):
+            value = env[var]
+            if pattern == "full":
+                args.append(value.reshape(rows, cols))
+            elif pattern == "row":
+                args.append(value.reshape(cols))
+            elif pattern == "col":
+                args.append(value.reshape(rows))
+            else:
+                args.append(value.reshape(1))
+        for var in self.source.outputs:
+            out = buffers[var]
+            env[var] = out
+            args.append(out.reshape(rows, cols))
+        for var in self.source.reduced:
+            out = buffers[var]
+            env[var] = out
+            args.append(out.reshape(-1))
+        parallel = threads.use_parallel(rows * cols, rows)
+        self.kernel.ran_parallel = parallel
+        kernel = self.parallel if parallel else self.serial
+        kernel(rows, cols, threads.chunks(rows) if parallel else 1, *args)
+
+
+class RowwiseStep(Step):
+    """Softmax, log-softmax and softmax cross-entropy over the last axis of a matrix."""
+
+    kind = "rowwise"
+
+    def __init__(self, node, module, kernel, template):
+        super().__init__([node], list(node.inputs), list(node.outputs), kernel)
+        self.node, self.template = node, template
+        self.serial, self.parallel = module.kernel_serial, module.kernel_parallel
+
+    def run(self, env, buffers, shapes):
+        args = [env[v] for v in self.node.inputs]
+        logits = args[1] if self.template == "softmax_cross_entropy_grad" else args[0]
+        rows, cols = logits.shape
+        if self.template.startswith("softmax_cross_entropy"):
+            check_labels(args[-1], cols, f"cross_entropy ({self.node.source})")
+        out = buffers[self.node.outputs[0]]
+        env[self.node.outputs[0]] = out
+        parallel = threads.use_parallel(rows * cols, rows)
+        kernel = self.parallel if parallel else self.serial
+        kernel(rows, cols, threads.chunks(rows) if parallel else 1, *args, out)
+
+
+class BlasStep(Step):
+    """``np.dot`` into a preallocated buffer: one BLAS GEMM/GEMV call."""
+
+    kind = "blas"
+
+    def __init__(self, node, kernel):
+        super().__init__([node], list(node.inputs), list(node.outputs), kernel)
+        self.node = node
+
+    def run(self, env, buffers, shapes):
+        a, b = (env[v] for v in self.node.inputs)
+        out = buffers[self.node.outputs[0]]
+        if a.dtype == b.dtype == out.dtype and a.dtype.kind == "f":
+            np.dot(a, b, out=out)
+        else:
+            out[...] = np.dot(a, b)
+        env[self.node.outputs[0]] = out
+
+
+class HostStep(Step):
+    """Nodes run by their ops' NumPy ``perform``, in order.
+
+    Used for views (free in NumPy), for ops without a kernel, and for fused
+    groups over 0-d values, where a compiled kernel would cost more to compile
+    than NumPy costs to run.
+    """
+
+    kind = "host"
+
+    def __init__(self, nodes, kernel, kind="host"):
+        produced = {v for n in nodes for v in n.outputs}
+        reads = []
+        for n in nodes:
+            reads += [v for v in n.inputs if v not in produced and v not in reads]
+        super().__init__(list(nodes), reads, [v for n in nodes for v in n.outputs], kernel)
+        self.kind = kind
+
+    def run(self, env, buffers, shapes):
+        for node in self.nodes:
+            try:
+                results = node.op.perform([env[v] for v in node.inputs])
+            except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+                node_error(node, exc)
+            for var, value in zip(node.outputs, results):
+                env[var] = np.asarray(value, dtype=var.dtype)
