@@ -61,6 +61,8 @@ class Function:
         options = {"fuse": fuse, "check_numerics": check_numerics, "disable_passes": tuple(disable_passes),
                    "name": self.name}
         self.program = _backend_module(backend).build(fgraph, options)
+        # The graph as compiled (after the backend's passes), which kernels refer to.
+        self.fgraph = getattr(self.program, "fgraph", fgraph)
 
     # --- introspection, delegated to the backend's program
     @property

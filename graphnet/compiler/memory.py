@@ -53,7 +53,7 @@ def in_place_updates(steps, updates, outputs):
         if writer is None or steps[writer].kind != "fused" or expr.shape != shared.shape:
             continue
         step = steps[writer]
-        if expr not in step.elementwise_writes or step.pattern_of(shared) not in (None, "full"):
+        if expr not in step.elementwise_writes or step.pattern_of(shared) not in (None, "full2d"):
             continue
         readers = [i for i, s in enumerate(steps) if any(root.get(v, v) is shared for v in s.reads)]
         if all(i <= writer for i in readers) and not any(

@@ -23,6 +23,7 @@ from graphnet.compiler.passes.fuse import plan_fusion
 from graphnet.compiler.steps import BlasStep, FusedStep, HostStep, Kernel, RowwiseStep
 from graphnet.errors import GraphnetError
 from graphnet.graph import Constant, SharedVariable
+from graphnet.ops.reduce import SizeOf
 from graphnet.ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, check_labels
 
 DEBUG = int(os.environ.get("GRAPHNET_DEBUG", "0"))
@@ -42,6 +43,24 @@ def rowwise_template(node):
     return None
 
 
+def shape_arithmetic(fgraph):
+    """Nodes whose values depend only on run-time shapes: element counts and
+    scalar arithmetic on them (``mean``'s divisor, batch norm's ``n / (n - 1)``).
+
+    They are evaluated once per input-shape signature instead of on every call.
+    """
+    static = set()
+    nodes = []
+    for node in fgraph.nodes():
+        if isinstance(node.op, SizeOf) or (
+                node.outputs[0].ndim == 0 and any(v in static for v in node.inputs)
+                and all(v in static or isinstance(v, Constant) for v in node.inputs)
+                and not getattr(node.op, "uses_element_index", False)):
+            nodes.append(node)
+            static.update(node.outputs)
+    return nodes
+
+
 class CpuProgram:
     backend = "cpu"
 
@@ -49,7 +68,8 @@ class CpuProgram:
         self.fgraph = fgraph
         self.check_numerics = check_numerics
         self.name = name
-        self.plan = plan_fusion(fgraph, fuse=fuse)
+        self.shape_nodes = shape_arithmetic(fgraph)
+        self.plan = plan_fusion(fgraph, fuse=fuse, precomputed=set(self.shape_nodes))
         self.refusals = self.plan.refusals
         roots = set(fgraph.roots)
         used_outside = self._used_outside_group(roots)
@@ -68,7 +88,7 @@ class CpuProgram:
         for g in self.plan.groups:
             for n in g.nodes:
                 for v in n.inputs:
-                    if v.owner is not None and group_of[v.owner] is not g:
+                    if v.owner is not None and v.owner in group_of and group_of[v.owner] is not g:
                         used.add(v)
         return used
 
@@ -85,8 +105,8 @@ class CpuProgram:
             source = cpu_codegen.FusedKernelSource(group, used_outside)
             module = self._load(source.body)
             name = f"k{index}_fused"
-            kernel = Kernel(name, list(group.nodes), list(source.inputs),
-                            list(source.outputs) + list(source.reduced), source=self._annotate(source.body, group),
+            kernel = Kernel(name, list(group.nodes), [v for v, _ in source.inputs],
+                            list(source.written), source=self._annotate(source.body, group),
                             compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel)
             return FusedStep(group, source, module, kernel)
         template = rowwise_template(node) if group.kind == "rowwise" else None
@@ -124,8 +144,18 @@ class CpuProgram:
             shapes = self._infer_shapes(env)
             buffers = plan_buffers(self.steps, shapes, self.fgraph.roots, self.in_place)
             self._estimate_traffic(shapes)
-            frame = self._frames[signature] = (shapes, buffers)
+            frame = self._frames[signature] = (shapes, buffers, self._shape_values(shapes))
         return frame
+
+    def _shape_values(self, shapes):
+        """Values of the shape arithmetic (element counts and what is computed from them)."""
+        values = {}
+        for node in self.shape_nodes:
+            args = [values.get(v, v.data if isinstance(v, Constant) else np.broadcast_to(np.zeros((), v.dtype), shapes[v]))
+                    for v in node.inputs]
+            for var, value in zip(node.outputs, node.op.perform(args)):
+                values[var] = np.asarray(value, dtype=var.dtype)
+        return values
 
     def _infer_shapes(self, env):
         shapes = {v: np.shape(value) for v, value in env.items()}
@@ -151,7 +181,8 @@ class CpuProgram:
                 env[var] = var.data
             elif isinstance(var, SharedVariable):
                 env[var] = var.get_value(copy=False)
-        shapes, buffers = self._frame(env)
+        shapes, buffers, shape_values = self._frame(env)
+        env.update(shape_values)
         for labels, node in self._label_inputs:
             check_labels(env[labels], shapes[node.inputs[-2]][1], f"cross_entropy ({node.source})")
         buffers = dict(buffers)

@@ -71,44 +71,35 @@ class FusedStep(Step):
     kind = "fused"
 
     def __init__(self, group, source, module, kernel):
-        super().__init__(group.nodes, list(source.inputs), list(source.outputs) + list(source.reduced), kernel)
+        reads = []
+        for var, _ in source.inputs:
+            if var not in reads:
+                reads.append(var)
+        super().__init__(group.nodes, reads, source.written, kernel)
         self.group = group
         self.source = source
         self.serial = module.kernel_serial
         self.parallel = module.kernel_parallel
-        self.domain_var = next(iter(group.nodes[0].inputs if group.nodes[0] in group.reductions
-                                    else group.nodes[0].outputs))
+        first = next(n for n in group.nodes if n not in group.epilogue)
+        self.domain_var = first.inputs[0] if first in group.reductions else first.outputs[0]
 
     @property
     def elementwise_writes(self):
         return self.source.outputs
 
     def pattern_of(self, var):
-        if var in self.source.inputs:
-            return self.source.patterns[self.source.inputs.index(var)]
-        return None
+        return next((view for v, view in self.source.inputs if v is var), None)
 
     def run(self, env, buffers, shapes):
         rows, cols = rows_cols(shapes[self.domain_var])
-        args = []
-        for var, pattern in zip(self.source.inputs, self.source.patterns):
-            value = env[var]
-            if pattern == "full":
-                args.append(value.reshape(rows, cols))
-            elif pattern == "row":
-                args.append(value.reshape(cols))
-            elif pattern == "col":
-                args.append(value.reshape(rows))
-            else:
-                args.append(value.reshape(1))
+        views = {"full2d": (rows, cols), "cols": (cols,), "rows": (rows,), "one": (1,)}
+        args = [env[var].reshape(views[view]) for var, view in self.source.inputs]
         for var in self.source.outputs:
-            out = buffers[var]
-            env[var] = out
-            args.append(out.reshape(rows, cols))
-        for var in self.source.reduced:
-            out = buffers[var]
-            env[var] = out
-            args.append(out.reshape(-1))
+            env[var] = buffers[var]
+            args.append(buffers[var].reshape(rows, cols))
+        for var in self.source.reduced + self.source.epilogue_outputs:
+            env[var] = buffers[var]
+            args.append(buffers[var].reshape(-1))
         parallel = threads.use_parallel(rows * cols, rows)
         self.kernel.ran_parallel = parallel
         kernel = self.parallel if parallel else self.serial

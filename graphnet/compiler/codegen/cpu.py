@@ -39,12 +39,20 @@ def accumulator_dtype(dtype):
     return np.dtype(np.float64) if np.dtype(dtype).kind in "fb" else np.dtype(np.int64)
 
 
+#: how an input is viewed when passed to a kernel, by its pattern
+PROLOGUE_VIEWS = {"full": "full2d", "row": "cols", "col": "rows", "scalar": "one"}
+EPILOGUE_VIEWS = {"col": {"full": "cols", "scalar": "one"}, "row": {"full": "rows", "scalar": "one"},
+                  "all": {"full": "one", "scalar": "one"}}
+
+
 class FusedKernelSource:
     """The source of one fused kernel and the order of its arguments.
 
-    ``inputs``: external variables read, with their patterns; ``outputs``:
-    elementwise results written to ``(R, C)`` buffers; ``reduced``: reduction
-    output variables, written as vectors of R, C or 1 values.
+    ``inputs``: (variable, view) pairs read, the view saying how the driver
+    reshapes the array ("full2d" to (R, C), "cols" to (C,), "rows" to (R,),
+    "one" to (1,)); ``outputs``: elementwise results written to ``(R, C)``
+    buffers; ``reduced``: reduction outputs; ``epilogue_outputs``: results of
+    the epilogue on reduced values. The last two are written as flat vectors.
     """
 
     def __init__(self, group, written):
@@ -52,31 +60,46 @@ class FusedKernelSource:
         self.domain = group.domain
         self.inputs = []
         for node in group.nodes:
+            stage_views = (EPILOGUE_VIEWS[group.reduce_kind] if node in group.epilogue else PROLOGUE_VIEWS)
+            domain = group.reduced_domain if node in group.epilogue else self.domain
             for var in node.inputs:
-                if not group.produces(var) and var not in self.inputs:
-                    self.inputs.append(var)
-        self.patterns = [input_pattern(v.shape, self.domain) for v in self.inputs]
-        self.outputs = [v for n in group.nodes if n not in group.reductions for v in n.outputs if v in written]
-        self.reduced = [v for n in group.nodes if n in group.reductions for v in n.outputs]
-        self.body = self._render()
+                if not group.produces(var):
+                    pair = (var, stage_views[input_pattern(var.shape, domain)])
+                    if pair not in self.inputs:
+                        self.inputs.append(pair)
+        inner_nodes = [n for n in group.nodes if n not in group.reductions and n not in group.epilogue]
+        self.outputs = [v for n in inner_nodes for v in n.outputs if v in written]
+        self.reduced = [v for n in group.reductions for v in n.outputs]
+        self.epilogue_outputs = [v for n in group.epilogue for v in n.outputs if v in written]
+        self.body = self._render(inner_nodes)
+
+    @property
+    def written(self):
+        return self.outputs + self.reduced + self.epilogue_outputs
 
     # ------------------------------------------------------------------ render
-    def _render(self):
+    def _render(self, inner_nodes):
         args = ["R", "C", "n_chunks"] + [f"in{k}" for k in range(len(self.inputs))] + \
-               [f"out{k}" for k in range(len(self.outputs))] + [f"red{k}" for k in range(len(self.reduced))]
+               [f"out{k}" for k in range(len(self.outputs))] + [f"red{k}" for k in range(len(self.reduced))] + \
+               [f"epi{k}" for k in range(len(self.epilogue_outputs))]
         names, hoisted, row_setup, inner, row_finish, before, after = {}, [], [], [], [], [], []
-        for k, (var, pattern) in enumerate(zip(self.inputs, self.patterns)):
-            if pattern == "full":
+        epilogue_loads = {}
+        for k, (var, view) in enumerate(self.inputs):
+            if view == "one":
+                hoisted.append(f"x{k} = in{k}[0]")
+            if any(var in n.inputs for n in self.group.epilogue):
+                epilogue_loads[var] = k
+            if not any(var in n.inputs for n in inner_nodes + self.group.reductions):
+                continue
+            if view == "full2d":
                 row_setup.append(f"in{k}_r = in{k}[i]")
                 inner.append(f"x{k} = in{k}_r[j]")
-            elif pattern == "row":
+            elif view == "cols":
                 inner.append(f"x{k} = in{k}[j]")
-            elif pattern == "col":
+            elif view == "rows":
                 row_setup.append(f"x{k} = in{k}[i]")
-            else:
-                hoisted.append(f"x{k} = in{k}[0]")
             names[var] = f"x{k}"
-        if any(getattr(n.op, "uses_element_index", False) for n in self.group.nodes):
+        if any(getattr(n.op, "uses_element_index", False) for n in inner_nodes):
             inner.append("index = i * C + j")
         for k in range(len(self.outputs)):
             row_setup.append(f"out{k}_r = out{k}[i]")
@@ -87,14 +110,10 @@ class FusedKernelSource:
             if node in self.group.reductions:
                 acc_id = self._render_reduction(node, names, red_slot, acc_id, row_setup, inner, row_finish,
                                                 before, after)
-                continue
-            out = node.outputs[0]
-            compute = out.dtype if out.dtype.kind == "f" else np.result_type(*[v.dtype for v in node.inputs])
-            expr = node.op.scalar([names[v] for v in node.inputs], compute)
-            inner.append(f"t{t} = {cast_expr(expr, out.dtype)}  # {node.op}")
-            names[out] = f"t{t}"
-            if out in out_slot:
-                inner.append(f"out{out_slot[out]}_r[j] = t{t}")
+            elif node not in self.group.epilogue:
+                inner += self._render_elementwise(node, f"t{t}", names, out_slot, "out{}_r[j]")
+        if self.group.epilogue:
+            self._render_epilogue(red_slot, epilogue_loads, row_finish, after)
         lines = [f"def kernel({', '.join(args)}):"]
         lines += ["    " + s for s in hoisted + before]
         lines += ["    for c in prange(n_chunks):",
@@ -105,6 +124,35 @@ class FusedKernelSource:
         lines += ["            " + s for s in row_finish]
         lines += ["    " + s for s in after]
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _render_elementwise(node, name, names, slots, store):
+        out = node.outputs[0]
+        compute = out.dtype if out.dtype.kind == "f" else np.result_type(*[v.dtype for v in node.inputs])
+        expr = node.op.scalar([names[v] for v in node.inputs], compute)
+        lines = [f"{name} = {cast_expr(expr, out.dtype)}  # {node.op}"]
+        names[out] = name
+        if out in slots:
+            lines.append(f"{store.format(slots[out])} = {name}")
+        return lines
+
+    def _render_epilogue(self, red_slot, epilogue_loads, row_finish, after):
+        """Elementwise work on the reduced values, once per reduced element."""
+        index = {"row": "i", "col": "j", "all": "0"}[self.group.reduce_kind]
+        names = {v: f"red{k}[{index}]" for v, k in red_slot.items()}
+        for var, k in epilogue_loads.items():
+            names[var] = f"x{k}" if self.inputs[k][1] == "one" else f"in{k}[{index}]"
+        slots = {v: k for k, v in enumerate(self.epilogue_outputs)}
+        lines = []
+        for t, node in enumerate(self.group.epilogue):
+            lines += self._render_elementwise(node, f"e{t}", names, slots, f"epi{{}}[{index}]")
+        if self.group.reduce_kind == "row":
+            row_finish.extend(lines)
+        elif self.group.reduce_kind == "col":
+            after.append("for j in range(C):")
+            after.extend("    " + line for line in lines)
+        else:
+            after.extend(lines)
 
     def _render_reduction(self, node, names, red_slot, acc_id, row_setup, inner, row_finish, before, after):
         """Accumulate ``node``'s input; store the result(s) once the rows are done."""

@@ -2,8 +2,11 @@
 
 1. An elementwise node joins its producer's kernel when it iterates over the
    same domain (the same shape, its other inputs broadcast from smaller ones).
-2. A reduction joins the kernel of its elementwise producer as the kernel's
-   epilogue; elementwise work that reads the reduced value starts a new kernel.
+2. A reduction joins the kernel of its elementwise producer (that chain is
+   its prologue). Elementwise work on the reduced values themselves (batch
+   norm's ``1 / sqrt(var + eps)``) is the reduction's epilogue, in the same
+   kernel; elementwise work that broadcasts a reduced value back over the
+   full shape (batch norm's normalize) starts a new kernel.
 3. A matrix product stays a BLAS call; its epilogue (bias, activation) is the
    kernel of rule 1 reading the product's buffer.
 
@@ -82,9 +85,22 @@ class Group:
     domain: tuple = None           # static iteration shape of a fused group
     reduce_kind: str = None        # "row", "col" or "all" once a reduction joined
     reductions: list = field(default_factory=list)
+    epilogue: list = field(default_factory=list)   # elementwise nodes on reduced values
 
     def produces(self, var):
         return var.owner is not None and var.owner in self.nodes
+
+    @property
+    def reduced_domain(self):
+        """Static shape of the reduced values (the epilogue's domain)."""
+        return strip_leading_ones(self.reductions[0].outputs[0].shape) if self.reductions else None
+
+
+def strip_leading_ones(shape):
+    shape = tuple(shape)
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape
 
 
 @dataclass
@@ -107,22 +123,44 @@ def fusion_refusal(group, node, reaches):
         return f"the producer is a {group.kind} step, which has no fusable epilogue slot"
     if kind_of(node) != "fused":
         return f"{node.op.name} is not elementwise or a fusable reduction"
+    for var in node.inputs:
+        producer = var.owner
+        if producer is not None and not group.produces(var) and reaches(group, producer):
+            return "fusing would create a cycle (the node also depends on the kernel through another step)"
+    if is_epilogue_candidate(group, node):
+        return epilogue_refusal(group, node)
     domain = iteration_domain(node)
     if domain != group.domain:
         return f"different iteration shapes {shape_str(group.domain)} and {shape_str(domain)}"
     for var in node.inputs:
-        if group.produces(var) and var.owner in group.reductions:
-            return "it reads a reduction of that kernel (rule 2: a broadcast-back is a second kernel)"
+        if group.produces(var) and (var.owner in group.reductions or var.owner in group.epilogue):
+            return "it broadcasts a reduction of that kernel back over the full shape (rule 2: a second kernel)"
         if not group.produces(var) and input_pattern(var.shape, domain) is None:
             return f"input {var.describe()} {shape_str(var.shape)} broadcasts in a way the 2-D kernel cannot index"
     if is_fusable_reduction(node):
         pattern = reduce_pattern(node.op, node.inputs[0].ndim)
         if group.reduce_kind not in (None, pattern):
             return f"the kernel already reduces by {group.reduce_kind}, this reduction is by {pattern}"
+        if group.epilogue:
+            return "the kernel already has an epilogue on its reduced values"
+    return None
+
+
+def is_epilogue_candidate(group, node):
+    """An elementwise node over the reduced values of ``group``'s reductions."""
+    return (bool(group.reductions) and is_elementwise(node)
+            and strip_leading_ones(node.outputs[0].shape) == group.reduced_domain
+            and any(group.produces(v) and (v.owner in group.reductions or v.owner in group.epilogue)
+                    for v in node.inputs))
+
+
+def epilogue_refusal(group, node):
     for var in node.inputs:
-        producer = var.owner
-        if producer is not None and not group.produces(var) and reaches(group, producer):
-            return "fusing would create a cycle (the node also depends on the kernel through another step)"
+        if group.produces(var):
+            if var.owner not in group.reductions and var.owner not in group.epilogue:
+                return "it mixes per-element values with reduced values"
+        elif input_pattern(var.shape, group.reduced_domain) not in ("full", "scalar"):
+            return f"input {var.describe()} {shape_str(var.shape)} does not fit the reduced shape"
     return None
 
 
@@ -135,8 +173,12 @@ def bytes_saved(var):
 
 
 # --------------------------------------------------------------------- planner
-def plan_fusion(fgraph: FunctionGraph, fuse=True) -> FusionPlan:
-    """Greedy, topological grouping by the rules above."""
+def plan_fusion(fgraph: FunctionGraph, fuse=True, precomputed=frozenset()) -> FusionPlan:
+    """Greedy, topological grouping by the rules above.
+
+    ``precomputed`` nodes (shape arithmetic, evaluated once per input-shape
+    signature) get no kernel; their outputs are read like constants.
+    """
     group_of = {}
     groups = []
     refusals = []
@@ -144,8 +186,9 @@ def plan_fusion(fgraph: FunctionGraph, fuse=True) -> FusionPlan:
 
     def reaches(src, node):
         """Whether ``node``'s group transitively depends on group ``src`` via another group."""
-        target = group_of[node]
-        stack, seen = [target], set()
+        if node not in group_of:
+            return False   # precomputed shape arithmetic depends on no kernel
+        stack, seen = [group_of[node]], set()
         while stack:
             g = stack.pop()
             if g is src:
@@ -160,12 +203,16 @@ def plan_fusion(fgraph: FunctionGraph, fuse=True) -> FusionPlan:
         return False
 
     for node in fgraph.nodes():
+        if node in precomputed:
+            continue
         kind = kind_of(node)
         joined = None
         if fuse and kind == "fused":
-            for var in node.inputs:
-                if var.owner is None or var.owner not in group_of:
-                    continue
+            # Try kernels with reductions first, so work on reduced values lands
+            # in their epilogue rather than in a kernel of its own.
+            producers = [v for v in node.inputs if v.owner is not None and v.owner in group_of]
+            producers.sort(key=lambda v: not group_of[v.owner].reductions)
+            for var in producers:
                 group = group_of[var.owner]
                 if group is joined:
                     continue
@@ -187,7 +234,7 @@ def plan_fusion(fgraph: FunctionGraph, fuse=True) -> FusionPlan:
                 refusals.append((var, node, reason))
         elif not fuse and kind == "fused":
             for var in node.inputs:
-                if var.owner is not None:
+                if var.owner is not None and var.owner in group_of:
                     refusals.append((var, node, "fusion is off (fuse=False)"))
         if joined is None:
             group = Group([node], kind, domain=iteration_domain(node) if kind == "fused" else None)
@@ -201,15 +248,26 @@ def plan_fusion(fgraph: FunctionGraph, fuse=True) -> FusionPlan:
 
 def _add(group, node):
     group.nodes.append(node)
-    if is_fusable_reduction(node):
+    if is_epilogue_candidate(group, node):
+        group.epilogue.append(node)
+    elif is_fusable_reduction(node):
         group.reduce_kind = reduce_pattern(node.op, node.inputs[0].ndim)
         group.reductions.append(node)
 
 
 def _may_merge(a, b, reaches):
-    if b.kind != "fused" or b.domain != a.domain:
+    """Whether producer kernel ``b`` may merge into ``a`` (which a node just joined)."""
+    if b.kind != "fused" or b.reductions and a.reductions and a.reduce_kind != b.reduce_kind:
         return False
-    if a.reduce_kind and b.reduce_kind and a.reduce_kind != b.reduce_kind:
+    if a.epilogue or b.epilogue:
+        # Only plain elementwise work over the reduced shape can join an epilogue.
+        host, guest = (a, b) if a.epilogue else (b, a)
+        if guest.reductions or guest.epilogue or strip_leading_ones(guest.domain) != host.reduced_domain:
+            return False
+        if any(input_pattern(v.shape, host.reduced_domain) not in ("full", "scalar")
+               for n in guest.nodes for v in n.inputs if not guest.produces(v)):
+            return False
+    elif b.domain != a.domain:
         return False
     # A path a -> other -> b (or back) would make the merged kernel wait on itself.
     return not _depends_via_other(a, b, reaches) and not _depends_via_other(b, a, reaches)
@@ -229,9 +287,19 @@ def _depends_via_other(src, dst, reaches):
 def _merge(into, other, group_of, groups):
     for n in other.nodes:
         group_of[n] = into
+    if into.epilogue and not other.epilogue:
+        into.epilogue.extend(other.nodes)   # elementwise work over the reduced shape
+    elif other.epilogue and not into.epilogue:
+        into.epilogue.extend(into.nodes)
+        into.epilogue.extend(other.epilogue)
+        into.domain, into.reduce_kind = other.domain, other.reduce_kind
+    else:
+        into.epilogue.extend(other.epilogue)
     into.nodes.extend(other.nodes)
     into.reductions.extend(other.reductions)
     into.reduce_kind = into.reduce_kind or other.reduce_kind
+    if other.reductions and not into.epilogue:
+        into.domain = other.domain
     groups.remove(other)
 
 
@@ -241,7 +309,7 @@ def _schedule(groups, group_of):
     for g in groups:
         for n in g.nodes:
             for inp in n.inputs:
-                if inp.owner is not None and group_of[inp.owner] is not g:
+                if inp.owner in group_of and group_of[inp.owner] is not g:
                     deps[id(g)].add(id(group_of[inp.owner]))
     done, ordered = set(), []
     remaining = list(groups)
@@ -253,6 +321,7 @@ def _schedule(groups, group_of):
         # Nodes inside a kernel run in graph order; a node's outputs are always
         # created after its inputs, so output ids are a topological order.
         ready.nodes.sort(key=lambda n: n.outputs[0].id)
+        ready.epilogue.sort(key=lambda n: n.outputs[0].id)
         ordered.append(ready)
     return ordered
 

@@ -1,0 +1,86 @@
+"""The kernel plan: which nodes fuse, what users see in ``fn.kernels``, and why nodes stay apart."""
+import numpy as np
+import pytest
+
+import graphnet as gn
+
+
+def non_blas(fn):
+    return [k for k in fn.kernels if not k.is_blas and k.kind != "view"]
+
+
+@pytest.fixture(scope="module")
+def dense_relu():
+    x = gn.placeholder("x", (None, 6))
+    W = gn.shared(np.random.default_rng(0).standard_normal((6, 5)).astype("float32"), name="W")
+    b = gn.shared(np.linspace(-1, 1, 5).astype("float32"), name="b")
+    return x, W, b, gn.relu(gn.dot(x, W) + b)
+
+
+def test_dense_relu_is_one_gemm_and_one_epilogue_kernel(dense_relu):
+    x, W, b, h = dense_relu
+    fn = gn.function([x], h, backend="cpu")
+    assert [k.is_blas for k in fn.kernels].count(True) == 1
+    (epilogue,) = non_blas(fn)
+    assert epilogue.ops == ["add", "relu"]
+    assert "def kernel" in epilogue.source and "relu" in epilogue.source
+    xb = np.random.default_rng(1).standard_normal((4, 6)).astype("float32")
+    expected = np.maximum(xb @ W.get_value() + b.get_value(), 0)
+    np.testing.assert_allclose(fn(xb), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_backward_epilogue_fuses_relu_mask_with_bias_gradient(dense_relu):
+    x, W, b, h = dense_relu
+    gW, gb = gn.grad(gn.sum(h * h), [W, b])
+    fn = gn.function([x], [gW, gb], backend="cpu")
+    fused_with_sum = [k for k in non_blas(fn) if "sum" in k.ops and "where" in k.ops]
+    assert fused_with_sum, [k.ops for k in fn.kernels]
+
+
+def test_batch_norm_relu_forward_is_at_most_two_kernels():
+    x = gn.placeholder("x", (None, 8))
+    gamma = gn.shared(np.ones(8, "float32"), name="gamma")
+    beta = gn.shared(np.zeros(8, "float32"), name="beta")
+    y = gn.relu(gn.nn.batch_norm(x, gamma, beta))
+    fn = gn.function([x], y, backend="cpu", training=True)
+    assert len(non_blas(fn)) <= 2, [k.ops for k in fn.kernels]
+    xb = np.random.default_rng(2).standard_normal((16, 8)).astype("float32") * 3 + 1
+    ref = gn.function([x], y, backend="reference", training=True)
+    np.testing.assert_allclose(fn(xb), ref(xb), rtol=1e-4, atol=1e-5)
+
+
+def test_momentum_update_is_one_kernel_per_parameter():
+    x = gn.placeholder("x", (None, 3))
+    W = gn.shared(np.ones((3, 2), "float32"), name="W")
+    v = gn.shared(np.zeros((3, 2), "float32"), name="v")
+    loss = gn.sum(gn.dot(x, W) ** 2)
+    v_new = 0.9 * v - 0.1 * gn.grad(loss, W)
+    fn = gn.function([x], loss, updates=[(v, v_new), (W, W + v_new)], backend="cpu")
+    writers = [k for k in fn.kernels if any(o in (fn.fgraph.updates[0][1], fn.fgraph.updates[1][1])
+                                            for o in k.outputs)]
+    assert len(writers) == 1
+
+
+def test_unfused_plan_has_one_kernel_per_op(dense_relu):
+    x, W, b, h = dense_relu
+    fn = gn.function([x], h, backend="cpu", fuse=False)
+    assert all(len(k.ops) == 1 for k in fn.kernels)
+    assert any("fusion is off" in reason for _, _, reason in fn.refusals)
+
+
+def test_refusals_name_a_readable_reason():
+    x = gn.placeholder("x", (None, 4))
+    s = gn.softmax(x)
+    y = gn.exp(s) + gn.sum(x, axis=1, keepdims=True)
+    fn = gn.function([x], y, backend="cpu")
+    reasons = [reason for _, _, reason in fn.refusals]
+    assert reasons and all(isinstance(r, str) and len(r) > 10 for r in reasons)
+
+
+def test_structurally_identical_kernels_share_one_compiled_function():
+    x = gn.placeholder("x", (None, 4))
+    a = gn.shared(np.ones(4, "float32"), name="a")
+    c = gn.shared(np.ones(4, "float32"), name="c")
+    fn = gn.function([x], [gn.tanh(x * 2.0 + a), gn.tanh(x * 3.0 + c)], backend="cpu")
+    compiled = [k.compiled for k in non_blas(fn)]
+    assert len(compiled) == 2 and compiled[0] is compiled[1]
