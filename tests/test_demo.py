@@ -1,0 +1,56 @@
+"""``python -m graphnet demo``: a short in-process run reaches a sane accuracy and writes the report."""
+import json
+import re
+
+import pytest
+
+from graphnet.__main__ import build_parser, main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """Run ``demo --quick`` once through the command line entry point; return (stdout lines, report dir)."""
+    import contextlib
+    import io
+    report = tmp_path_factory.mktemp("report")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["demo", "--quick", "--epochs", "4", "--backend", "reference", "--quiet",
+                       "--report-dir", str(report)])
+    assert status == 0
+    return out.getvalue().splitlines(), report
+
+
+def test_quick_demo_ends_with_a_sane_test_accuracy(quick_demo):
+    lines, _ = quick_demo
+    match = re.fullmatch(r"test accuracy: (0\.\d{4}|1\.0000)", lines[-1])
+    assert match, lines[-1]
+    assert float(match.group(1)) > 0.9
+
+
+def test_quick_demo_prints_one_progress_line_per_epoch(quick_demo):
+    lines, _ = quick_demo
+    epochs = [line for line in lines if line.startswith("epoch")]
+    assert len(epochs) == 4
+    assert all("val acc" in line for line in epochs)
+
+
+def test_quick_demo_writes_the_plots_and_a_summary(quick_demo):
+    _, report = quick_demo
+    for name in ("training_curves.png", "activations.png"):
+        path = report / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, name
+        assert path.stat().st_size > 10_000, name      # a drawn figure, not an empty canvas
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["test_accuracy"] > 0.9
+    assert len(summary["history"]["epoch"]) == 4
+
+
+def test_the_command_line_has_a_demo_subcommand_with_its_options():
+    args = build_parser().parse_args(["demo", "--epochs", "7", "--report-dir", "out", "--backend", "reference"])
+    assert (args.command, args.epochs, args.report_dir, args.backend, args.quick) == ("demo", 7, "out", "reference",
+                                                                                      False)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([])
