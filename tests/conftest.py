@@ -1,0 +1,96 @@
+"""Shared test machinery: the ``backend`` fixture and a compile-once ``run`` helper.
+
+Every backend that exists runs the same tests. ``"reference"`` (NumPy) is the
+oracle; ``"cpu"`` (the Numba compiler) joins as soon as
+``graphnet.compiler.pipeline`` exists. Compiling for the CPU costs about half a
+second per kernel, so ``compiled`` keeps one Function per (outputs, inputs,
+updates, mode, options, backend): tests that build their graph once, at module
+level, share it.
+
+The helpers are fixtures (``run``, ``compiled``) rather than imports, because
+every ``conftest.py`` outside a package is imported under the same module name.
+"""
+import importlib.util
+
+import pytest
+
+import graphnet as gn
+
+CPU_MISSING = importlib.util.find_spec("graphnet.compiler.pipeline") is None
+
+BACKENDS = [
+    pytest.param("reference", id="reference"),
+    pytest.param("cpu", id="cpu", marks=pytest.mark.skipif(
+        CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The name of a backend that exists: each test using it runs once per backend."""
+    return request.param
+
+
+# Variable ids are never reused, and each cached Function holds its graph alive,
+# so a key of ids cannot be confused with a later graph's.
+_FUNCTIONS = {}
+
+
+def compile_once(outputs, inputs, backend, updates=None, training=False, **options):
+    """``gn.function(inputs, outputs, ...)``, compiled on first use of this signature, then reused."""
+    single = not isinstance(outputs, (list, tuple))
+    out_list = [outputs] if single else list(outputs)
+    update_list = list(updates.items()) if isinstance(updates, dict) else list(updates or [])
+    key = (backend, bool(training), single, tuple(id(o) for o in out_list), tuple(id(p) for p in inputs),
+           tuple((id(s), id(e)) for s, e in update_list), tuple(sorted(options.items())))
+    fn = _FUNCTIONS.get(key)
+    if fn is None:
+        fn = gn.function(list(inputs), outputs, updates=update_list or None, backend=backend,
+                         training=training, **options)
+        _FUNCTIONS[key] = fn
+    return fn
+
+
+def run_once_compiled(outputs, feeds, backend, updates=None, training=False):
+    """Values of ``outputs`` (a variable or a list) for ``feeds`` ({placeholder: array})."""
+    inputs = sorted(feeds, key=lambda p: p.id)
+    fn = compile_once(outputs, inputs, backend, updates=updates, training=training)
+    return fn(*[feeds[p] for p in inputs])
+
+
+@pytest.fixture
+def compiled():
+    """``compiled(outputs, inputs, backend, updates=None, training=False, **options)`` -> Function."""
+    return compile_once
+
+
+@pytest.fixture
+def run():
+    """``run(outputs, feeds, backend, updates=None, training=False)`` -> array or list of arrays."""
+    return run_once_compiled
+
+
+# ---------------------------------------------------------------- known bugs
+# Tests that fail because of a reported graphnet bug run as strict xfails: the
+# suite stays green, and the fix shows up as an XPASS failure, telling whoever
+# fixed it to delete the entry here. Keys are "file::test[params]".
+_CPU_BROADCAST_BUG = (
+    "bug: the cpu fuser (compiler/passes/fuse.py) admits a node with an input whose broadcast over a 3-d "
+    "domain has no (rows, cols) pattern (input_pattern returns None: (3, 1) or (3, 4) into (2, 3, 4), "
+    "mean's count into (1, 3, 4)); codegen/cpu.py:67 then fails with KeyError: None")
+
+KNOWN_BUGS = {
+    **{f"test_ops_forward.py::test_broadcasting_matches_numpy[cpu-cube_times_column-{dtype}]": _CPU_BROADCAST_BUG
+       for dtype in ("float64", "float32")},
+    **{f"test_ops_forward.py::test_reduction_matches_numpy[cpu-mean-axis={axis}-keepdims=True-{dtype}]":
+       _CPU_BROADCAST_BUG for axis in ("0", "1", "(0,2)", "(-1,0)") for dtype in ("float64", "float32")},
+    **{f"test_ops_grad.py::test_gradient_matches_finite_differences[cpu-{op}-axis={axis}]": _CPU_BROADCAST_BUG
+       for op in ("sum", "mean", "max", "min", "var") for axis in ("0", "1", "(0,2)", "1-keepdims")},
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        reason = KNOWN_BUGS.get(item.nodeid.rsplit("/", 1)[-1])
+        if reason:
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
