@@ -48,9 +48,7 @@ class Optimizer:
     """Base class: holds the learning rate in a shared scalar and builds update pairs."""
 
     def __init__(self, lr, dtype="float32"):
-        rate = np.asarray(_check_rate(lr, "learning rate"), dtype)
-        self.lr = SharedVariable(rate, name="learning_rate")
-        self.lr.set_value(rate)  # core bug workaround: the constructor stores a 0-d value as shape (1,)
+        self.lr = SharedVariable(np.asarray(_check_rate(lr, "learning rate"), dtype), name="learning_rate")
         self.slots = {}   # slot name -> list of shared variables, one per parameter
 
     @property
@@ -180,7 +178,6 @@ class Adam(Optimizer):
         self.beta2 = _check_fraction(beta2, "Adam: beta2")
         self.eps = _check_rate(eps, "Adam: eps")
         self.t = SharedVariable(np.int64(0), name="adam_step")
-        self.t.set_value(np.int64(0))  # core bug workaround: the constructor stores a 0-d value as shape (1,)
         self._t_new = None
 
     def _global_updates(self):

@@ -72,19 +72,6 @@ def _work_around_reduce_axis_bug():
 _work_around_reduce_axis_bug()
 
 
-def repair_scalar_shared(outputs):
-    """Core bug workaround (graphnet/graph.py, ``SharedVariable.__init__``):
-    ``np.ascontiguousarray`` turns a 0-d value into shape (1,), so a scalar
-    shared variable (the dropout step counter) holds a value that does not fit
-    its own type. Resetting the value through ``set_value`` keeps it 0-d. Fixes
-    every such variable the graph of ``outputs`` reads; a no-op once fixed in core.
-    """
-    from graphnet.graph import graph_inputs
-    for var in graph_inputs(list(outputs)):
-        if isinstance(var, SharedVariable) and var.ndim == 0 and var.get_value(copy=False).shape != ():
-            var.set_value(var.get_value().reshape(()))
-
-
 def _check_activation(name):
     if name not in ACTIVATIONS:
         raise GraphnetError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
@@ -312,9 +299,7 @@ class Dropout(Layer):
         self.seed = seed
 
     def build(self, x):
-        out = dropout(x, self.rate, seed=self.seed)
-        repair_scalar_shared([out])
-        return out
+        return dropout(x, self.rate, seed=self.seed)
 
     def describe(self):
         return f"rate={self.rate}"
