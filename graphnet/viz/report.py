@@ -1,0 +1,182 @@
+"""``kernel_report``: what the compiler made of a function, one row per kernel.
+
+For each kernel, in run order: the ops it fuses, the bytes it reads and
+writes, and the bytes saved against the unfused plan, in which every op reads
+each of its inputs from memory and writes each of its outputs to memory. Below
+the table, every pair of adjacent nodes left in different kernels, with the
+compiler's reason.
+"""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+
+from graphnet.graph import Constant, Placeholder, SharedVariable, shape_str
+from graphnet.viz.walk import compiled_graph
+
+OPS_WIDTH = 34
+
+
+def kernel_report(fn, input_shapes=None):
+    """A table of ``fn``'s kernels and the reasons adjacent nodes were not fused, as text.
+
+    Reads ``fn.kernels`` (``.name``, ``.ops``, ``.nodes``, ``.inputs``,
+    ``.outputs``, ``.is_blas``, ``.bytes_read``, ``.bytes_written``) and
+    ``fn.program.refusals`` ((producer variable, consumer node, reason)).
+    Sizes known only at run time (the batch) come from ``input_shapes``
+    ({placeholder or its name: shape}); then every byte count is computed from
+    the shapes, so the fused and unfused columns agree on the batch. Without
+    it the kernels' own estimates are used and unknown counts print as ``?``.
+    """
+    kernels = list(getattr(fn, "kernels", None) or [])
+    name = getattr(fn, "name", "function")
+    if not kernels:
+        backend = getattr(fn, "backend", "?")
+        return (f"{name} ({backend} backend) has no kernels: each op runs on its own "
+                "(compile with backend=\"cpu\" to see the fused plan)\n")
+    fgraph = compiled_graph(fn)
+    sizes = _Sizes(fgraph, input_shapes)
+    rows, totals = [], [0, 0, 0]
+    for i, kernel in enumerate(kernels):
+        if input_shapes:
+            read, written = sizes.total(kernel.inputs), sizes.total(kernel.outputs)
+        else:
+            read = kernel.bytes_read if kernel.bytes_read is not None else sizes.total(kernel.inputs)
+            written = kernel.bytes_written if kernel.bytes_written is not None else sizes.total(kernel.outputs)
+        unfused = _sum([sizes.total(n.inputs) for n in kernel.nodes] + [sizes.total(n.outputs) for n in kernel.nodes])
+        saved = None if None in (unfused, read, written) else unfused - read - written
+        for j, value in enumerate((read, written, unfused)):
+            totals[j] = None if totals[j] is None or value is None else totals[j] + value
+        rows.append((f"#{i}", kernel.name + ("  BLAS" if kernel.is_blas else ""), ", ".join(kernel.ops),
+                     read, written, unfused, saved))
+    lines = [_title(name, kernels, input_shapes), ""]
+    lines += _table(rows, totals)
+    lines += [""] + _not_fused(fn, fgraph, kernels)
+    return "\n".join(lines) + "\n"
+
+
+def _title(name, kernels, input_shapes):
+    blas = sum(k.is_blas for k in kernels)
+    title = f"{name}: {len(kernels)} kernels ({blas} BLAS)"
+    if input_shapes:
+        given = ", ".join(f"{getattr(k, 'name', k)}={shape_str(tuple(v))}" for k, v in input_shapes.items())
+        title += f", bytes for {given}"
+    return title
+
+
+def _table(rows, totals):
+    header = ("", "kernel", "ops fused", "read", "written", "unfused r+w", "saved")
+    body = [(idx, kname, ops, *map(format_bytes, nums)) for idx, kname, ops, *nums in rows]
+    read, written, unfused = totals
+    saved = None if None in totals else unfused - read - written
+    share = f" ({saved / unfused:.0%})" if saved is not None and unfused else ""
+    body.append(("", "total", "", format_bytes(read), format_bytes(written), format_bytes(unfused),
+                 format_bytes(saved) + share))
+    name_width = max(len(r[1]) for r in body + [header])
+    num_widths = [max(len(r[k]) for r in body + [header]) for k in range(3, 7)]
+
+    def line(idx, kname, ops_lines, nums):
+        cells = [f"{idx:>3}", f"{kname:<{name_width}}", f"{ops_lines[0]:<{OPS_WIDTH}}"]
+        cells += [f"{n:>{w}}" for n, w in zip(nums, num_widths)]
+        out = ["  ".join(cells).rstrip()]
+        pad = " " * (3 + 2 + name_width + 2)
+        out += [pad + more for more in ops_lines[1:]]
+        return out
+
+    lines = line(header[0], header[1], [header[2]], header[3:])
+    lines.append("-" * len(lines[0]))
+    for idx, kname, ops, *nums in body:
+        if kname == "total":
+            lines.append("-" * len(lines[0]))
+        lines += line(idx, kname, textwrap.wrap(ops, OPS_WIDTH) or [""], nums)
+    return lines
+
+
+def _not_fused(fn, fgraph, kernels):
+    """Every producer/consumer pair in different kernels, with the recorded reason."""
+    kernel_of = {node: i for i, k in enumerate(kernels) for node in k.nodes}
+    program = getattr(fn, "program", None)
+    reasons = {}
+    for var, node, reason in getattr(program, "refusals", None) or []:
+        reasons[(var, node)] = reason
+    pairs, seen = [], set()
+    for node in fgraph.nodes():
+        for var in node.inputs:
+            if var.owner is not None and kernel_of.get(var.owner) != kernel_of.get(node) and (var, node) not in seen:
+                seen.add((var, node))
+                pairs.append((var, node))
+    pairs += [pair for pair in reasons if pair not in seen]
+    if not pairs:
+        return ["every pair of adjacent nodes is fused"]
+
+    def where(node):
+        i = kernel_of.get(node)
+        return f"#{i}" if i is not None else "host"
+
+    lines = ["not fused (producer (kernel) -> consumer (kernel): reason):"]
+    for var, node in pairs:
+        reason = reasons.get((var, node), "(the compiler recorded no reason)")
+        lines.append(f"  {var.describe()} ({where(var.owner) if var.owner else 'input'}) -> "
+                     f"{node.outputs[0].describe()} ({where(node)}): {reason}")
+    return lines
+
+
+class _Sizes:
+    """Bytes of each variable: static shapes, refined by ``input_shapes`` through ``infer_shape``."""
+
+    def __init__(self, fgraph, input_shapes):
+        self.shapes = {}
+        given = {}
+        for key, shape in (input_shapes or {}).items():
+            given[key if isinstance(key, str) else id(key)] = tuple(shape)
+        for var in fgraph.variables():
+            if isinstance(var, SharedVariable):
+                self.shapes[var] = var.get_value(copy=False).shape
+            elif isinstance(var, Constant):
+                self.shapes[var] = var.data.shape
+            elif isinstance(var, Placeholder):
+                self.shapes[var] = given.get(id(var), given.get(var.name, var.shape))
+        if input_shapes:
+            self._propagate(fgraph)
+
+    def _propagate(self, fgraph):
+        for node in fgraph.nodes():
+            inputs = [self.shape(v) for v in node.inputs]
+            if any(None in s for s in inputs):
+                continue
+            try:
+                outputs = node.op.infer_shape(node, inputs)
+            except Exception:  # noqa: BLE001 - a size we cannot infer is shown as unknown
+                continue
+            for var, shape in zip(node.outputs, outputs):
+                self.shapes[var] = tuple(shape)
+
+    def shape(self, var):
+        return tuple(self.shapes.get(var, var.shape))
+
+    def nbytes(self, var):
+        shape = self.shape(var)
+        if None in shape:
+            return None
+        return int(np.prod(shape, dtype=np.int64)) * var.dtype.itemsize
+
+    def total(self, variables):
+        return _sum([self.nbytes(v) for v in variables])
+
+
+def _sum(values):
+    return None if any(v is None for v in values) else sum(values)
+
+
+def format_bytes(n):
+    """``1.5 MB``; ``?`` when unknown (a size known only at run time)."""
+    if n is None:
+        return "?"
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.1f} {unit}"
+        n /= 1000
+    return f"{sign}{n:.1f} GB"
