@@ -131,10 +131,6 @@ class Variable:
         return self.type.dtype
 
     @property
-    def shape(self):
-        return self.type.shape
-
-    @property
     def ndim(self):
         return self.type.ndim
 
@@ -169,6 +165,60 @@ class Variable:
 
     def __iter__(self):
         raise GraphnetError(f"symbolic variable {self.describe()} is not iterable")
+
+    # --- Theano-style front end (graphnet.ops.indexing, graphnet.tensor) -----------
+    # ``x.shape`` is the static shape, a tuple of ints and None; in user code
+    # ``x.shape[i]`` of a None dimension is the symbolic size ``gn.size_of(x, i)``
+    # (package code keeps reading None: see ShapeTuple). ``x[key]`` builds basic
+    # or integer-array indexing; the methods mirror NumPy's ndarray methods.
+    @property
+    def shape(self):
+        from graphnet.ops.indexing import ShapeTuple
+        return ShapeTuple(self.type.shape, self)
+
+    def __getitem__(self, key):
+        from graphnet.ops.indexing import getitem
+        return getitem(self, key)
+
+    def sum(self, axis=None, keepdims=False):
+        from graphnet import ops
+        return ops.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        from graphnet import ops
+        return ops.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        from graphnet import ops
+        return ops.max(self, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        from graphnet import ops
+        return ops.min(self, axis, keepdims)
+
+    def argmax(self, axis=None, keepdims=False):
+        """As ``ndarray.argmax``: ``axis=None`` is the index into the flattened array."""
+        from graphnet import ops
+        if axis is None:
+            return ops.argmax(ops.reshape(self, (-1,)), 0, keepdims)
+        return ops.argmax(self, axis, keepdims)
+
+    def astype(self, dtype):
+        from graphnet import ops
+        return ops.cast(self, dtype)
+
+    def reshape(self, *shape):
+        from graphnet import ops
+        return ops.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+
+    def flatten(self):
+        from graphnet import ops
+        return ops.reshape(self, (-1,))
+
+    def dimshuffle(self, *pattern):
+        from graphnet.ops.indexing import dimshuffle
+        return dimshuffle(self, *pattern)
+    # --- end of the Theano-style front end ---------------------------------------
 
 
 def _arith(name, reflected=False):
