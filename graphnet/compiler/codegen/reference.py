@@ -24,6 +24,19 @@ def node_error(node, exc):
     raise err from exc
 
 
+def infer_output_shapes(node, args):
+    """``node``'s output shapes for its input arrays ``args``, checked by its op.
+
+    An op whose output shape depends on input values (a slice with symbolic
+    bounds, ``arange(n)``) sets ``infer_shape_needs_values`` and is given the
+    arrays too, so it can also check index bounds before anything reads them.
+    """
+    shapes = [np.shape(a) for a in args]
+    if getattr(node.op, "infer_shape_needs_values", False):
+        return node.op.infer_shape(node, shapes, values=args)
+    return node.op.infer_shape(node, shapes)
+
+
 class ReferenceProgram:
     """Runs a FunctionGraph node by node with NumPy."""
 
@@ -45,7 +58,7 @@ class ReferenceProgram:
         for node in self.nodes:
             args = [values[v] for v in node.inputs]
             try:
-                shapes = node.op.infer_shape(node, [np.shape(a) for a in args])
+                shapes = infer_output_shapes(node, args)
                 results = node.op.perform(args)
             except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
                 node_error(node, exc)
