@@ -129,7 +129,7 @@ def coerce_feed(placeholder, value, allow_downcast=False):
         arr = _cast_feed(arr, want, where, lenient=not is_array or allow_downcast)
     if not placeholder.type.accepts_shape(arr.shape):
         raise FeedShapeError(f"{where}: expected shape {shape_str(placeholder.shape)}, got {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return np.asarray(arr, order="C")  # (ascontiguousarray would make 0-d feeds 1-d)
 
 
 def _cast_feed(arr, want, where, lenient):

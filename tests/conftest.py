@@ -68,29 +68,3 @@ def compiled():
 def run():
     """``run(outputs, feeds, backend, updates=None, training=False)`` -> array or list of arrays."""
     return run_once_compiled
-
-
-# ---------------------------------------------------------------- known bugs
-# Tests that fail because of a reported graphnet bug run as strict xfails: the
-# suite stays green, and the fix shows up as an XPASS failure, telling whoever
-# fixed it to delete the entry here. Keys are "file::test[params]".
-_CPU_BROADCAST_BUG = (
-    "bug: the cpu fuser (compiler/passes/fuse.py) admits a node with an input whose broadcast over a 3-d "
-    "domain has no (rows, cols) pattern (input_pattern returns None: (3, 1) or (3, 4) into (2, 3, 4), "
-    "mean's count into (1, 3, 4)); codegen/cpu.py:67 then fails with KeyError: None")
-
-KNOWN_BUGS = {
-    **{f"test_ops_forward.py::test_broadcasting_matches_numpy[cpu-cube_times_column-{dtype}]": _CPU_BROADCAST_BUG
-       for dtype in ("float64", "float32")},
-    **{f"test_ops_forward.py::test_reduction_matches_numpy[cpu-mean-axis={axis}-keepdims=True-{dtype}]":
-       _CPU_BROADCAST_BUG for axis in ("0", "1", "(0,2)", "(-1,0)") for dtype in ("float64", "float32")},
-    **{f"test_ops_grad.py::test_gradient_matches_finite_differences[cpu-{op}-axis={axis}]": _CPU_BROADCAST_BUG
-       for op in ("sum", "mean", "max", "min", "var") for axis in ("0", "1", "(0,2)", "1-keepdims")},
-}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        reason = KNOWN_BUGS.get(item.nodeid.rsplit("/", 1)[-1])
-        if reason:
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))

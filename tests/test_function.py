@@ -84,8 +84,6 @@ def test_list_of_outputs_returns_a_list(backend, compiled):
     np.testing.assert_array_equal(out[0], [0.0, 2.0, 4.0])
 
 
-@pytest.mark.xfail(reason="bug: graphnet/function.py:130 coerce_feed returns np.ascontiguousarray(arr), "
-                          "which turns a 0-d feed into shape (1,)", strict=True)
 def test_scalar_placeholder_gives_a_scalar_output(backend, compiled):
     s = gn.placeholder("s", (), "float64")
     out = compiled(s * 2.0, [s], backend)(np.float64(1.5))

@@ -80,7 +80,8 @@ class SoftmaxCrossEntropy(Op):
             raise DTypeError(f"cross_entropy: labels must be integers (class indices), got {labels.dtype}{hint}")
         n_logits, n_labels = logits.shape[0], labels.shape[0]
         if n_logits is not None and n_labels is not None and n_logits != n_labels:
-            raise ShapeError(f"cross_entropy: {n_logits} rows of logits but {n_labels} labels{hint}")
+            raise ShapeError(f"cross_entropy: logits {shape_str(logits.shape)} hold {n_logits} rows but labels "
+                             f"{shape_str(labels.shape)} hold {n_labels}{hint}")
         return Apply(self, [logits, labels], [TensorType(logits.dtype, (logits.shape[0],))])
 
     def infer_shape(self, node, shapes):

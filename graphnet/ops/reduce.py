@@ -5,6 +5,8 @@ means every axis), so equal reductions compare equal for CSE.
 """
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from graphnet.errors import GraphnetError, ShapeError
@@ -18,9 +20,9 @@ def normalize_axis(axis, ndim, op_name):
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:
-        if not isinstance(a, (int, np.integer)) or not -ndim <= a < max(ndim, 1):
+        if not isinstance(a, (int, np.integer)) or not -ndim <= a < builtins.max(ndim, 1):
             raise ShapeError(f"{op_name}: axis {axis!r} is out of range for a {ndim}-d input")
-        out.append(int(a) % max(ndim, 1))
+        out.append(int(a) % builtins.max(ndim, 1))
     if len(set(out)) != len(out):
         raise ShapeError(f"{op_name}: axis {axis!r} repeats an axis")
     return tuple(sorted(out))

@@ -112,7 +112,10 @@ class FusionPlan:
 
 def kind_of(node):
     if is_elementwise(node) or is_fusable_reduction(node):
-        return "fused"
+        domain = iteration_domain(node)
+        if all(input_pattern(v.shape, domain) is not None for v in node.inputs):
+            return "fused"
+        return "host"   # a broadcast the 2-D kernel cannot index: NumPy runs it
     return {"blas": "blas", "rowwise": "rowwise", "view": "view"}.get(node.op.kind, "host")
 
 
@@ -269,8 +272,25 @@ def _may_merge(a, b, reaches):
             return False
     elif b.domain != a.domain:
         return False
+    if not _stages_consistent(a, b):
+        return False
     # A path a -> other -> b (or back) would make the merged kernel wait on itself.
     return not _depends_via_other(a, b, reaches) and not _depends_via_other(b, a, reaches)
+
+
+def _stages_consistent(a, b):
+    """After merging, per-element work must not read reduced values (rule 2)."""
+    host, guest = (a, b) if a.epilogue else (b, a)
+    reduced_stage = set(a.reductions) | set(b.reductions) | set(host.epilogue)
+    if host.epilogue:
+        reduced_stage |= set(guest.nodes)   # the guest becomes epilogue work
+    for group in (a, b):
+        for node in group.nodes:
+            if node in reduced_stage:
+                continue
+            if any(v.owner in reduced_stage for v in node.inputs):
+                return False
+    return True
 
 
 def _depends_via_other(src, dst, reaches):
