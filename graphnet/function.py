@@ -69,6 +69,21 @@ class Function:
     def kernels(self):
         return getattr(self.program, "kernels", [])
 
+    @property
+    def refusals(self):
+        """(producer, consumer node, reason) for adjacent nodes the compiler did not fuse."""
+        return getattr(self.program, "refusals", [])
+
+    def to_dot(self, title=None):
+        """Graphviz DOT of the compiled plan: one cluster per kernel (see ``gn.render``)."""
+        from graphnet.viz import function_to_dot
+        return function_to_dot(self, title=title)
+
+    def report(self, input_shapes=None):
+        """A table of kernels: ops fused, bytes moved and saved, and why neighbours did not fuse."""
+        from graphnet.viz import kernel_report
+        return kernel_report(self, input_shapes=input_shapes)
+
     def __getattr__(self, attr):
         # report(), to_dot() and the like live on the compiled program.
         if attr != "program" and "program" in self.__dict__ and hasattr(self.program, attr):

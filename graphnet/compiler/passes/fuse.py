@@ -120,12 +120,33 @@ def kind_of(node):
 
 
 # ---------------------------------------------------------------- legality
+PRODUCER_REASONS = {
+    "blas": "a matrix product stays a BLAS call; its epilogue is the next kernel (rule 3)",
+    "rowwise": "the producer is a row-wise template kernel (softmax, cross-entropy), which takes no epilogue",
+    "view": "the producer is a view (reshape/transpose), made by NumPy without a kernel",
+    "host": "the producer runs on the host (NumPy)",
+}
+
+
+def consumer_reason(node):
+    kind = kind_of(node)
+    if kind == "blas":
+        return "a matrix product reads its operands from memory (BLAS call, rule 3)"
+    if kind == "rowwise":
+        return f"{node.op.name} is a row-wise template kernel, which reads its inputs from memory"
+    if kind == "view":
+        return f"{node.op.name} is a view, made by NumPy without a kernel"
+    if is_elementwise(node) or isinstance(node.op, FUSABLE_REDUCTIONS):
+        return f"{node.op.name} broadcasts or reduces in a way the 2-D kernel cannot index, so NumPy runs it"
+    return f"{node.op.name} has no kernel template, so NumPy runs it"
+
+
 def fusion_refusal(group, node, reaches):
     """None if ``node`` may join ``group``, else the reason it may not."""
     if group.kind != "fused":
-        return f"the producer is a {group.kind} step, which has no fusable epilogue slot"
+        return PRODUCER_REASONS.get(group.kind, "the producer runs on the host (NumPy)")
     if kind_of(node) != "fused":
-        return f"{node.op.name} is not elementwise or a fusable reduction"
+        return consumer_reason(node)
     for var in node.inputs:
         producer = var.owner
         if producer is not None and not group.produces(var) and reaches(group, producer):
@@ -239,6 +260,10 @@ def plan_fusion(fgraph: FunctionGraph, fuse=True, precomputed=frozenset()) -> Fu
             for var in node.inputs:
                 if var.owner is not None and var.owner in group_of:
                     refusals.append((var, node, "fusion is off (fuse=False)"))
+        else:
+            for var in node.inputs:
+                if var.owner is not None and var.owner in group_of:
+                    refusals.append((var, node, consumer_reason(node)))
         if joined is None:
             group = Group([node], kind, domain=iteration_domain(node) if kind == "fused" else None)
             if kind == "fused" and is_fusable_reduction(node):
