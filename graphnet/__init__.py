@@ -21,7 +21,7 @@ from graphnet.ops import (  # noqa: F401
 from graphnet.autodiff import grad  # noqa: F401
 from graphnet.function import Function, function  # noqa: F401
 from graphnet.session import Session  # noqa: F401
-from graphnet import nn  # noqa: F401
+from graphnet import checkpoint, data, init, nn  # noqa: F401
 from graphnet.viz import debugprint, function_to_dot, kernel_report, render, to_dot, to_networkx  # noqa: F401
 from graphnet.compiler.threads import set_num_threads  # noqa: F401
 
