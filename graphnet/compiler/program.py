@@ -77,6 +77,10 @@ class CpuProgram:
         self.kernels = [s.kernel for s in self.steps]
         self.in_place = in_place_updates(self.steps, fgraph.updates, fgraph.outputs)
         self._frames = {}
+        inputs = fgraph.variables()
+        # Writable copies: a read-only array is another type to Numba, and another compile.
+        self._constants = {v: np.array(v.data) for v in inputs if isinstance(v, Constant)}
+        self._shared = [v for v in inputs if isinstance(v, SharedVariable)]
         self._label_inputs = [(n.inputs[-1], n) for n in fgraph.nodes()
                               if isinstance(n.op, (SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad))
                               and n.inputs[-1].owner is None]
@@ -176,11 +180,9 @@ class CpuProgram:
 
     def run(self, feeds):
         env = dict(feeds)
-        for var in self.fgraph.variables():
-            if isinstance(var, Constant):
-                env[var] = var.data
-            elif isinstance(var, SharedVariable):
-                env[var] = var.get_value(copy=False)
+        env.update(self._constants)
+        for var in self._shared:
+            env[var] = var.get_value(copy=False)
         shapes, buffers, shape_values = self._frame(env)
         env.update(shape_values)
         for labels, node in self._label_inputs:

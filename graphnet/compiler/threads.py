@@ -16,8 +16,9 @@ os.environ.setdefault("KMP_BLOCKTIME", "0")
 
 import numba  # noqa: E402
 
-#: kernels with fewer elements run serially (waking threads costs more)
-PARALLEL_MIN_ELEMENTS = int(os.environ.get("GRAPHNET_PARALLEL_MIN_ELEMENTS", 1 << 17))
+#: kernels with fewer elements run serially: waking threads costs more, and a
+#: parallel variant costs a second compile (~1 s cold) the first time it runs
+PARALLEL_MIN_ELEMENTS = int(os.environ.get("GRAPHNET_PARALLEL_MIN_ELEMENTS", 1 << 18))
 
 _threads = None
 

@@ -78,9 +78,9 @@ def test_refusals_name_a_readable_reason():
 
 
 def test_structurally_identical_kernels_share_one_compiled_function():
-    x = gn.placeholder("x", (None, 4))
+    x1, x2 = gn.placeholder("x1", (None, 4)), gn.placeholder("x2", (None, 4))
     a = gn.shared(np.ones(4, "float32"), name="a")
     c = gn.shared(np.ones(4, "float32"), name="c")
-    fn = gn.function([x], [gn.tanh(x * 2.0 + a), gn.tanh(x * 3.0 + c)], backend="cpu")
+    fn = gn.function([x1, x2], [gn.tanh(x1 * 2.0 + a), gn.tanh(x2 * 2.0 + c)], backend="cpu")
     compiled = [k.compiled for k in non_blas(fn)]
     assert len(compiled) == 2 and compiled[0] is compiled[1]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.compiler.passes.fuse import input_pattern
+from graphnet.graph import Constant
+from graphnet.ops.elementwise import lit
 from graphnet.ops.reduce import Max, Moments, Sum
 
 PRELUDE = """\
@@ -59,11 +61,16 @@ class FusedKernelSource:
         self.group = group
         self.domain = group.domain
         self.inputs = []
+        self.literals = {}
         for node in group.nodes:
             stage_views = (EPILOGUE_VIEWS[group.reduce_kind] if node in group.epilogue else PROLOGUE_VIEWS)
             domain = group.reduced_domain if node in group.epilogue else self.domain
             for var in node.inputs:
-                if not group.produces(var):
+                if isinstance(var, Constant) and var.data.size == 1:
+                    # Scalar constants are literals: LLVM folds them, and no
+                    # read-only array argument multiplies the compiled signatures.
+                    self.literals[var] = lit(var.data.reshape(()).item(), var.dtype)
+                elif not group.produces(var):
                     pair = (var, stage_views[input_pattern(var.shape, domain)])
                     if pair not in self.inputs:
                         self.inputs.append(pair)
@@ -82,7 +89,7 @@ class FusedKernelSource:
         args = ["R", "C", "n_chunks"] + [f"in{k}" for k in range(len(self.inputs))] + \
                [f"out{k}" for k in range(len(self.outputs))] + [f"red{k}" for k in range(len(self.reduced))] + \
                [f"epi{k}" for k in range(len(self.epilogue_outputs))]
-        names, hoisted, row_setup, inner, row_finish, before, after = {}, [], [], [], [], [], []
+        names, hoisted, row_setup, inner, row_finish, before, after = dict(self.literals), [], [], [], [], [], []
         epilogue_loads = {}
         for k, (var, view) in enumerate(self.inputs):
             if view == "one":
@@ -139,7 +146,8 @@ class FusedKernelSource:
     def _render_epilogue(self, red_slot, epilogue_loads, row_finish, after):
         """Elementwise work on the reduced values, once per reduced element."""
         index = {"row": "i", "col": "j", "all": "0"}[self.group.reduce_kind]
-        names = {v: f"red{k}[{index}]" for v, k in red_slot.items()}
+        names = dict(self.literals)
+        names.update({v: f"red{k}[{index}]" for v, k in red_slot.items()})
         for var, k in epilogue_loads.items():
             names[var] = f"x{k}" if self.inputs[k][1] == "one" else f"in{k}[{index}]"
         slots = {v: k for k, v in enumerate(self.epilogue_outputs)}
@@ -217,8 +225,10 @@ def module_source(body):
     """
     serial = body.replace("def kernel(", "def kernel_serial(", 1)
     parallel = body.replace("def kernel(", "def kernel_parallel(", 1)
-    return (PRELUDE + "\n\n@numba.njit(cache=True, nogil=True)\n" + serial +
-            "\n\n@numba.njit(cache=True, nogil=True, parallel=True)\n" + parallel)
+    # error_model="numpy": x / 0 gives inf or nan as in NumPy, with no exception
+    # path to generate (smaller code, faster compiles, vectorizable loops).
+    return (PRELUDE + "\n\n@numba.njit(cache=True, nogil=True, error_model=\"numpy\")\n" + serial +
+            "\n\n@numba.njit(cache=True, nogil=True, error_model=\"numpy\", parallel=True)\n" + parallel)
 
 
 # ------------------------------------------------------------ rowwise templates

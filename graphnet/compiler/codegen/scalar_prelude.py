@@ -12,7 +12,7 @@ import numpy as np
 from graphnet.rng import keep_mask_nb as keep_mask  # noqa: F401
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def sigmoid(x):
     # Two branches so that exp never overflows.
     if x >= 0:
@@ -21,12 +21,12 @@ def sigmoid(x):
     return e / (1 + e)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def softplus(x):
     return max(x, 0) + math.log1p(math.exp(-abs(x)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def safe_log(x):
     # NumPy semantics: log(0) = -inf, log(<0) = nan, no exception.
     if x > 0:
@@ -36,7 +36,7 @@ def safe_log(x):
     return np.nan
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def safe_sqrt(x):
     return math.sqrt(x) if x >= 0 else np.nan
 
