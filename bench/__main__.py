@@ -1,0 +1,233 @@
+"""``python -m bench``: graphnet fused vs unfused vs NumPy / PyTorch / JAX.
+
+    python -m bench                  # everything (several minutes)
+    python -m bench --quick          # tiny shapes, few repeats: the CI smoke test (< 1 min)
+    python -m bench --only W1,W3     # some workloads (a family W1..W5 or a case id)
+    python -m bench --profile W1-B128 [--unfused]   # per-kernel times of one graphnet case
+
+Exit status: 0 when every correctness check passed, 2 when one failed (that
+case was then not timed).
+"""
+import sys
+
+from bench.env import pin_threads, threads_from_argv
+
+if __name__ == "__main__":
+    # Before NumPy loads anywhere: thread counts are read at library start-up.
+    pin_threads(threads_from_argv(sys.argv))
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bench import compile_time, peers, probes, report  # noqa: E402
+from bench.env import machine_description  # noqa: E402
+from bench.timing import interleaved  # noqa: E402
+from bench.workloads import GraphnetRunner, all_cases, make_problem  # noqa: E402
+
+RTOL = 1e-3
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shapes and few repeats (CI smoke test)")
+    parser.add_argument("--only", default="", help="comma-separated workloads (W1..W5) or case ids")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every variant (default 2)")
+    parser.add_argument("--blocks", type=int, default=None, help="interleaved blocks per variant")
+    parser.add_argument("--block-seconds", type=float, default=None, help="length of one block")
+    parser.add_argument("--variants", default="", help="comma-separated subset of variants")
+    parser.add_argument("--no-compile", action="store_true", help="skip the cold/warm compile subprocesses")
+    parser.add_argument("--out", default=RESULTS_DIR, help="directory for JSON, Markdown and PNG")
+    parser.add_argument("--cache-dir", default=None, help="graphnet kernel cache for this process")
+    parser.add_argument("--profile", metavar="CASE", help="print per-kernel times of one graphnet case")
+    parser.add_argument("--unfused", action="store_true", help="with --profile: the unfused function")
+    return parser.parse_args(argv)
+
+
+def selected(case, only):
+    if not only:
+        return True
+    return any(case.family == w or case.id == w for w in only)
+
+
+def values_close(values, reference):
+    """None when every value matches the reference within float32 tolerance, else why not."""
+    if len(values) != len(reference):
+        return f"{len(values)} values, expected {len(reference)}"
+    for k, (a, b) in enumerate(zip(values, reference)):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a.shape != b.shape:
+            return f"value {k}: shape {a.shape}, expected {b.shape}"
+        scale = max(float(np.max(np.abs(b))) if b.size else 0.0, 1e-12)
+        if not np.allclose(a, b, rtol=RTOL, atol=RTOL * scale):
+            worst = float(np.max(np.abs(a - b)))
+            return f"value {k}: max abs difference {worst:.3g} (scale {scale:.3g}, rtol {RTOL})"
+    return None
+
+
+def run_case(case, builders, settings, log):
+    """Build, check, then time every variant of one case; returns the report row."""
+    row = {"case": {"id": case.id, "family": case.family, "task": case.task, "title": case.title,
+                    "dims": case.dims, "metric": case.metric, "work": case.work}, "notes": []}
+    problem = make_problem(case)
+    runners, first_calls = {}, {}
+    for name, build in builders.items():
+        try:
+            start = time.perf_counter()
+            runners[name] = build(case, problem)
+            first_calls[name] = time.perf_counter() - start
+        except Exception as exc:  # noqa: BLE001 - one variant's failure must not stop the others
+            note = f"{name} skipped: could not build ({type(exc).__name__}: {exc})"
+            row["notes"].append(note)
+            log(f"  NOTE {note}")
+    values = {}
+    for name, runner in list(runners.items()):
+        try:
+            start = time.perf_counter()
+            values[name] = runner.check()
+            first_calls[name] += time.perf_counter() - start
+        except Exception as exc:  # noqa: BLE001
+            note = f"{name} skipped: failed on its first call ({type(exc).__name__}: {str(exc)[:300]})"
+            row["notes"].append(note)
+            log(f"  NOTE {note}")
+            del runners[name]
+    row["first_call_s"] = first_calls
+    oracle = "numpy" if "numpy" in values else next(iter(values), None)
+    row["check"] = {"reference": oracle, "mismatches": {}}
+    for name, vals in values.items():
+        why = values_close(vals, values[oracle])
+        if why:
+            row["check"]["mismatches"][name] = why
+    row["check"]["passed"] = not row["check"]["mismatches"] and oracle is not None
+    if row["check"]["mismatches"]:
+        row["refused"] = True
+        for name, why in row["check"]["mismatches"].items():
+            log(f"  CHECK FAILED: {name} disagrees with {oracle}: {why}")
+        log("  refusing to time this case")
+        return row
+    log(f"  check passed: {', '.join(values)} agree with {oracle} (rtol {RTOL})")
+    timings = interleaved({name: r.run for name, r in runners.items()}, settings["blocks"],
+                          settings["block_seconds"])
+    row["timings"] = {name: t.as_dict() for name, t in timings.items()}
+    for name, t in timings.items():
+        if t.error:
+            row["notes"].append(f"{name} failed while timed: {t.error}")
+    row["rate"] = {}
+    ceiling = settings["ceilings"][case.metric]
+    for name, t in timings.items():
+        if t.median:
+            value = case.work / t.median / 1e9
+            row["rate"][name] = {"value": value, "percent_of_ceiling": 100 * value / ceiling}
+    base = timings.get("graphnet fused")
+    for name, t in timings.items():
+        if t.median:
+            r = t.median / base.median if base and base.median else float("nan")
+            log(f"  {name:17s} median {t.median * 1e3:10.4f} ms  min {t.min * 1e3:10.4f}  max {t.max * 1e3:10.4f}"
+                f"  x fused {r:6.2f}  {row['rate'][name]['value']:8.1f} {case.metric}")
+    return row
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.profile:
+        from bench.profile import format_profile, profile_case
+        _use_cache(args)
+        print(format_profile(profile_case(args.profile, fuse=not args.unfused, quick=args.quick)))
+        return 0
+    started = time.perf_counter()
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    only = [w.strip() for w in args.only.split(",") if w.strip()]
+    cases = [c for c in all_cases(args.quick) if selected(c, only)]
+    if not cases:
+        log(f"no case matches --only {args.only}")
+        return 1
+    settings = {"blocks": args.blocks or (3 if args.quick else 15),
+                "block_seconds": args.block_seconds or (0.005 if args.quick else 0.15),
+                "threads": args.threads, "quick": args.quick}
+    machine = machine_description()
+    results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine,
+               "settings": settings, "rows": [], "notes": []}
+    if machine["load_average"] and machine["load_average"][0] > 0.5 * (machine["logical_cpus"] or 1):
+        note = (f"the machine was busy at start (load {machine['load_average'][0]:.1f} on "
+                f"{machine['logical_cpus']} CPUs): timings are noisy, and 2-thread BLAS suffers most")
+        results["notes"].append(note)
+        log(f"NOTE {note}")
+
+    _use_cache(args)
+    import graphnet
+    from graphnet.compiler import threads as gn_threads
+    gn_threads.set_num_threads(args.threads)
+
+    wanted = [v for v in args.variants.split(",") if v] or list(report.VARIANT_ORDER)
+    peer_builders, peer_notes = peers.load_peers(args.threads, [p for p in report.PEER_NAMES if p in wanted])
+    for name, why in peer_notes.items():
+        results["notes"].append(f"{name} skipped: {why}")
+        log(f"NOTE {name} skipped: {why}")
+    builders = {}
+    if "graphnet fused" in wanted:
+        builders["graphnet fused"] = lambda c, p: GraphnetRunner(c, p, fuse=True)
+    if "graphnet unfused" in wanted:
+        builders["graphnet unfused"] = lambda c, p: GraphnetRunner(c, p, fuse=False)
+    builders.update(peer_builders)
+    results["versions"] = dict(peers.versions(peer_builders), graphnet=graphnet.__version__,
+                               numba=__import__("numba").__version__)
+
+    log(f"probes: GEMM and memory copy ({args.threads} threads)")
+    results["probes"] = probes.run_probes(quick=args.quick)
+    settings["ceilings"] = {"GFLOP/s": results["probes"]["gemm"]["gflops"], "GB/s": results["probes"]["copy"]["gbs"]}
+    log(f"  GEMM {settings['ceilings']['GFLOP/s']:.1f} GFLOP/s, copy {settings['ceilings']['GB/s']:.1f} GB/s")
+
+    for case in cases:
+        log(f"{case.id}: {case.title}")
+        row = run_case(case, builders, settings, log)
+        results["rows"].append(row)
+        gc.collect()
+    results["first_calls"] = {r["case"]["id"]: {k: v for k, v in r.get("first_call_s", {}).items() if k == "jax"}
+                              for r in results["rows"] if "jax" in r.get("first_call_s", {})}
+
+    if not args.no_compile:
+        results["compile"] = {}
+        probe_cases = [c for c in cases if c.compile_probe]
+        if args.quick:
+            probe_cases = probe_cases[:1]
+        for case in probe_cases:
+            for variant in ("graphnet fused",) if args.quick else ("graphnet fused", "graphnet unfused"):
+                if variant not in builders:
+                    continue
+                log(f"compile time, {case.id} {variant}: cold and warm processes")
+                measured = compile_time.measure(case.id, variant, args.threads, args.quick)
+                results["compile"].setdefault(case.id, {})[variant] = measured
+                cold, warm = measured.get("cold", {}), measured.get("warm", {})
+                if "compile_s" in cold and "compile_s" in warm:
+                    log(f"  cold {cold['compile_s']:.2f} s (import {cold['import_s']:.2f} s), warm "
+                        f"{warm['compile_s']:.2f} s, warm process compiled {warm['numba_compiles']} kernels")
+                else:
+                    log(f"  NOTE compile measurement failed: {measured}")
+
+    results["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results["targets"] = [] if args.quick else report.evaluate_targets(results)
+    results["elapsed_s"] = time.perf_counter() - started
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    paths = report.write_all(results, args.out, stamp)
+    log("")
+    log(report.markdown(results))
+    log("wrote " + ", ".join(paths.values()))
+    failed = [r["case"]["id"] for r in results["rows"] if not r["check"]["passed"]]
+    if failed:
+        log(f"CORRECTNESS CHECK FAILED for {', '.join(failed)}: those cases were not timed")
+        return 2
+    return 0
+
+
+def _use_cache(args):
+    from graphnet.compiler import cache
+    cache.set_cache_dir(args.cache_dir or os.path.join(RESULTS_DIR, ".cache"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

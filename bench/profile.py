@@ -1,0 +1,65 @@
+"""Where a graphnet call spends its time: each kernel's share and the Python around them.
+
+``python -m bench --profile W1-B128`` builds the case's graphnet function
+(fused, or unfused with ``--unfused``), wraps each step of the compiled
+program with a timer, and prints per-kernel median times over many calls,
+their achieved GB/s (from the program's own byte counts), and the overhead:
+the call's wall time minus the time inside steps (feeding checks, buffer
+lookups, output copies, the update commit).
+
+It reads ``fn.program.steps``, an internal of the CPU backend; the same
+timings in a rougher form come from ``GRAPHNET_DEBUG=2``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+from bench.workloads import GraphnetRunner, all_cases, make_problem
+
+
+def profile_case(case_id, fuse=True, calls=30, quick=False):
+    case = next(c for c in all_cases(quick) if c.id == case_id)
+    runner = GraphnetRunner(case, make_problem(case), fuse=fuse)
+    runner.run()  # compile and plan buffers
+    steps = runner.fn.program.steps
+    samples = {id(s): [] for s in steps}
+    for step in steps:
+        original = step.run
+
+        def timed(env, buffers, shapes, _original=original, _samples=samples[id(step)]):
+            start = time.perf_counter()
+            _original(env, buffers, shapes)
+            _samples.append(time.perf_counter() - start)
+
+        step.run = timed
+    totals = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        runner.run()
+        totals.append(time.perf_counter() - start)
+    rows = []
+    for step in steps:
+        k = step.kernel
+        median = statistics.median(samples[id(step)])
+        moved = (k.bytes_read or 0) + (k.bytes_written or 0)
+        rows.append({"kernel": k.name, "kind": k.kind, "ops": ", ".join(k.ops), "median_s": median,
+                     "bytes": moved, "gbs": moved / median / 1e9 if median > 0 else None,
+                     "parallel": getattr(k, "ran_parallel", False)})
+    total = statistics.median(totals)
+    inside = sum(r["median_s"] for r in rows)
+    return {"case": case_id, "fuse": fuse, "call_s": total, "kernels_s": inside, "overhead_s": total - inside,
+            "rows": rows}
+
+
+def format_profile(result):
+    lines = [f"profile of {result['case']} ({'fused' if result['fuse'] else 'unfused'}): "
+             f"call {1e3 * result['call_s']:.3f} ms = kernels {1e3 * result['kernels_s']:.3f} ms "
+             f"+ overhead {1e3 * result['overhead_s']:.3f} ms",
+             f"{'kernel':32s} {'kind':8s} {'us':>10s} {'share':>6s} {'GB/s':>7s} par  ops"]
+    for r in sorted(result["rows"], key=lambda r: -r["median_s"]):
+        gbs = f"{r['gbs']:7.1f}" if r["gbs"] else "      -"
+        lines.append(f"{r['kernel']:32s} {r['kind']:8s} {1e6 * r['median_s']:10.1f} "
+                     f"{100 * r['median_s'] / result['call_s']:5.1f}% {gbs} {'y' if r['parallel'] else 'n':3s}  "
+                     f"{r['ops'][:80]}")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""The benchmark harness's smoke test: ``python -m bench --quick`` completes and every
+variant computes the same values before anything is timed. No speed is asserted."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out),
+                           "--cache-dir", str(out / "cache")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    results = [p for p in out.iterdir() if p.suffix == ".json"]
+    return proc, out, results
+
+
+def test_quick_run_completes(quick_run):
+    proc, _, results = quick_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(results) == 1
+
+
+def test_quick_run_writes_json_markdown_and_chart(quick_run):
+    _, out, results = quick_run
+    stem = results[0].stem
+    assert (out / f"{stem}.md").read_text().startswith("# graphnet benchmark")
+    pytest.importorskip("matplotlib")
+    assert (out / f"{stem}.png").stat().st_size > 0
+
+
+def test_every_workload_family_runs_and_passes_its_correctness_check(quick_run):
+    _, _, results = quick_run
+    data = json.loads(results[0].read_text())
+    families = {row["case"]["family"] for row in data["rows"]}
+    assert families == {"W1", "W2", "W3", "W4", "W5"}
+    for row in data["rows"]:
+        assert row["check"]["passed"], (row["case"]["id"], row["check"])
+        assert not row.get("refused")
+
+
+def test_both_graphnet_variants_and_numpy_are_checked_and_timed(quick_run):
+    _, _, results = quick_run
+    data = json.loads(results[0].read_text())
+    for row in data["rows"]:
+        for variant in ("graphnet fused", "graphnet unfused", "numpy"):
+            timing = row["timings"].get(variant)
+            assert timing and timing["blocks"] > 0 and timing["error"] is None, (row["case"]["id"], variant)
+
+
+def test_compile_time_is_measured_cold_and_warm_in_new_processes(quick_run):
+    _, _, results = quick_run
+    data = json.loads(results[0].read_text())
+    (case, by_variant), = data["compile"].items()
+    phases = by_variant["graphnet fused"]
+    assert phases["cold"]["numba_compiles"] > 0
+    assert phases["warm"]["numba_compiles"] == 0
+
+
+def test_a_disagreeing_variant_is_refused_timing():
+    sys.path.insert(0, REPO)
+    from bench.__main__ import run_case
+    from bench.peers import Runner
+    from bench.workloads import all_cases
+
+    case = next(c for c in all_cases(quick=True) if c.task == "momentum")
+    builders = {"numpy": lambda c, p: Runner(run=lambda: None, check=lambda: [p["p"]]),
+                "off by one": lambda c, p: Runner(run=lambda: None, check=lambda: [p["p"] + 1])}
+    settings = {"blocks": 1, "block_seconds": 0.001, "ceilings": {"GB/s": 1.0, "GFLOP/s": 1.0}}
+    row = run_case(case, builders, settings, log=lambda msg: None)
+    assert row["refused"] and "off by one" in row["check"]["mismatches"]
+    assert "timings" not in row
