@@ -11,7 +11,7 @@ import importlib
 import sys
 
 #: Modules that each register one subcommand.
-COMMANDS = ("graphnet.demo",)
+COMMANDS = ("graphnet.demo", "graphnet.cli_dot")
 
 
 def build_parser():

@@ -38,40 +38,6 @@ _DEFAULT_INIT = {"relu": "he_normal", "leaky_relu": "he_normal", "prelu": "he_no
                  "linear": "glorot_uniform"}
 
 
-def _work_around_reduce_axis_bug():
-    """Core bug workaround (graphnet/ops/reduce.py, ``normalize_axis``): it calls ``max``,
-    which the module's own ``max`` op shadows, so any reduction given an ``axis``
-    recurses forever. Until the core uses ``builtins.max`` there, swap in a fixed
-    copy. Does nothing once the core is fixed.
-    """
-    import builtins
-
-    from graphnet.ops import reduce as reduce_ops
-    try:
-        reduce_ops.normalize_axis(0, 1, "probe")
-        return
-    except RecursionError:
-        pass
-
-    def normalize_axis(axis, ndim, op_name):
-        if axis is None:
-            return tuple(range(ndim))
-        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-        out = []
-        for a in axes:
-            if not isinstance(a, (int, np.integer)) or not -ndim <= a < builtins.max(ndim, 1):
-                raise ShapeError(f"{op_name}: axis {axis!r} is out of range for a {ndim}-d input")
-            out.append(int(a) % builtins.max(ndim, 1))
-        if len(set(out)) != len(out):
-            raise ShapeError(f"{op_name}: axis {axis!r} repeats an axis")
-        return tuple(sorted(out))
-
-    reduce_ops.normalize_axis = normalize_axis
-
-
-_work_around_reduce_axis_bug()
-
-
 def _check_activation(name):
     if name not in ACTIVATIONS:
         raise GraphnetError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
