@@ -152,6 +152,9 @@ class FusedKernelSource:
             names[var] = f"x{k}" if self.inputs[k][1] == "one" else f"in{k}[{index}]"
         slots = {v: k for k, v in enumerate(self.epilogue_outputs)}
         lines = []
+        if any(getattr(n.op, "uses_element_index", False) for n in self.group.epilogue):
+            # The flat index of a reduced value (dropout's counter) is its index in the reduced vector.
+            lines.append(f"index = {index}")
         for t, node in enumerate(self.group.epilogue):
             lines += self._render_elementwise(node, f"e{t}", names, slots, f"epi{{}}[{index}]")
         if self.group.reduce_kind == "row":

