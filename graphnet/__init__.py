@@ -45,3 +45,8 @@ def constant(value, name=None, dtype=None):
     """A value fixed in the graph."""
     import numpy as np
     return Constant(np.asarray(value, dtype=dtype), name=name)
+
+
+# The Theano idiom: ``graphnet.config.floatX``, ``import graphnet.tensor as T``, indexing helpers.
+from graphnet import config  # noqa: E402,F401
+from graphnet.ops.indexing import OutOfBoundsError, alloc, arange  # noqa: E402,F401
