@@ -8,6 +8,10 @@ every shared variable as it was.
 """
 from __future__ import annotations
 
+import threading
+import weakref
+from contextlib import ExitStack
+
 import numpy as np
 
 from graphnet import ops
@@ -63,6 +67,8 @@ class Function:
         self.program = _backend_module(backend).build(fgraph, options)
         # The graph as compiled (after the backend's passes), which kernels refer to.
         self.fgraph = getattr(self.program, "fgraph", fgraph)
+        self._lock = threading.RLock()
+        self._state_locks = state_locks(self.fgraph)
 
     # --- introspection, delegated to the backend's program
     @property
@@ -92,7 +98,27 @@ class Function:
 
     # --- calling
     def __call__(self, *args, **kwargs):
+        """Run on the given arrays; safe to call from several threads (see ``_serialized``)."""
         feeds = self._bind(args, kwargs)
+        with self._serialized():
+            return self._run(feeds)
+
+    def _serialized(self):
+        """Hold this function's lock and the lock of every shared variable it reads or updates.
+
+        A compiled program reuses its preallocated buffers on every call, and
+        updates parameters in place, so calls run one at a time: two calls of
+        one function never overlap, nor do two functions that share a shared
+        variable (a training step and an evaluation of the same weights).
+        Shared-variable locks are taken in one global order (by id): no deadlock.
+        """
+        stack = ExitStack()
+        stack.enter_context(self._lock)
+        for lock in self._state_locks:
+            stack.enter_context(lock)
+        return stack
+
+    def _run(self, feeds):
         outputs, new_values = self.program.run(feeds)
         # Validate every update before committing any: all or nothing.
         checked = [(shared, shared._validated(value, copy=False))
@@ -120,6 +146,18 @@ class Function:
         if missing:
             raise FeedError(f"{self.name}: missing input(s) {', '.join(missing)}")
         return {p: coerce_feed(p, v, self.allow_input_downcast) for p, v in values.items()}
+
+
+_shared_locks = weakref.WeakKeyDictionary()
+_shared_locks_guard = threading.Lock()
+
+
+def state_locks(fgraph):
+    """The locks of the shared variables ``fgraph`` reads or updates, in a global order."""
+    shared = {v for v in fgraph.variables() if isinstance(v, SharedVariable)}
+    shared.update(s for s, _ in fgraph.updates)
+    with _shared_locks_guard:
+        return [_shared_locks.setdefault(v, threading.RLock()) for v in sorted(shared, key=lambda v: v.id)]
 
 
 def coerce_feed(placeholder, value, allow_downcast=False):
