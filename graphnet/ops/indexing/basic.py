@@ -48,8 +48,17 @@ def resolve_entry(entry, n, axis, describe):
 
 
 def _concrete(entries, scalars):
-    """Entries with their SYMBOLIC parts replaced by the values in ``scalars``."""
-    values = iter(int(v) for v in scalars)
+    """Entries with their SYMBOLIC parts replaced by the values in ``scalars``.
+
+    Symbolic values must not be negative: Python's wrap-around is for literal
+    ``x[-3:]``; a computed bound below zero is a bug (and would make the static
+    length of ``x[i * k:(i + 1) * k]`` wrong).
+    """
+    values = [int(v) for v in scalars]
+    if any(v < 0 for v in values):
+        raise OutOfBoundsError(f"symbolic index or slice bound {min(values)} is negative; computed bounds "
+                               "must lie in [0, size] (only literal ints wrap around)")
+    values = iter(values)
     return [tuple(next(values) if part is SYMBOLIC else part for part in e) for e in entries]
 
 
