@@ -105,3 +105,81 @@ def test_session_run_from_several_threads_is_safe():
             np.testing.assert_array_equal(sess.run(y, {x: xb}), expected)
 
     run_threads(work, 3)
+
+
+# ---------------------------------------------------------------- check_numerics
+def test_nan_passes_silently_when_check_numerics_is_off():
+    x = gn.placeholder("x", (None, 3))
+    fn = gn.function([x], gn.log(x), backend="cpu")
+    assert np.isnan(fn(-np.ones((2, 3), "float32"))).all()
+
+
+@pytest.mark.parametrize("backend,fuse", [("cpu", True), ("cpu", False), ("reference", True)],
+                         ids=["cpu-fused", "cpu-unfused", "reference"])
+def test_check_numerics_names_the_first_node_with_nan_its_op_and_user_line(backend, fuse):
+    x = gn.placeholder("x", (None, 3))
+    scaled = x * 2.0
+    logged = gn.log(scaled)  # first NaN here
+    logged.name = "logged"
+    out = gn.exp(logged) + 1.0
+    fn = gn.function([x], out, backend=backend, fuse=fuse, check_numerics=True)
+    np.testing.assert_allclose(fn(np.ones((2, 3), "float32")), 3.0, rtol=1e-6)
+    with pytest.raises(gn.NumericsError) as excinfo:
+        fn(np.array([[1, -1, 1], [1, 1, 1]], "float32"))
+    message = str(excinfo.value)
+    assert "log" in message and "logged" in message and "NaN" in message
+    assert f"{THIS_FILE}:{line_of('# first NaN here')}" in message
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_check_numerics_sees_nan_in_a_value_fused_away_inside_a_kernel(backend):
+    # log(x) is never written to memory in the fused kernel, yet it holds NaN:
+    # every backend reports it, as the reference (which checks every node) does.
+    x = gn.placeholder("x", (None, 4))
+    safe = gn.where(x > 0, gn.log(x), 0.0)  # log of a negative: NaN, then discarded
+    fn = gn.function([x], safe * 2.0, backend=backend, check_numerics=True)
+    if backend == "cpu":
+        assert len([k for k in fn.kernels if k.kind == "fused"]) == 1
+    with pytest.raises(gn.NumericsError, match="log"):
+        fn(np.array([[1, -1, 2, 3]], "float32"))
+
+
+def test_check_numerics_is_computed_inside_the_fused_kernel():
+    x = gn.placeholder("x", (None, 4))
+    fn = gn.function([x], gn.exp(x) * 2.0 + 1.0, backend="cpu", check_numerics=True)
+    (kernel,) = [k for k in fn.kernels if k.kind == "fused"]
+    assert "flags" in kernel.source
+    with pytest.raises(gn.NumericsError, match=r"Inf.*exp"):
+        fn(np.array([[1, 1000, 2, 3]], "float32"))
+
+
+def test_check_numerics_reports_overflow_in_a_matrix_product():
+    x = gn.placeholder("x", (None, 2))
+    W = gn.shared(np.full((2, 2), 1e30, "float32"), name="W")
+    product = gn.dot(x, W)  # overflows here
+    fn = gn.function([x], gn.tanh(product), backend="cpu", check_numerics=True)
+    with pytest.raises(gn.NumericsError) as excinfo:
+        fn(np.full((3, 2), 1e10, "float32"))
+    assert "dot" in str(excinfo.value) and f"{THIS_FILE}:{line_of('# overflows here')}" in str(excinfo.value)
+
+
+def test_check_numerics_reports_a_reduction_that_overflows():
+    x = gn.placeholder("x", (None, 4))
+    fn = gn.function([x], gn.sum(x, axis=0), backend="cpu", check_numerics=True)
+    with pytest.raises(gn.NumericsError, match="sum"):
+        fn(np.full((4, 4), 3e38, "float32"))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_a_call_stopped_by_check_numerics_leaves_parameters_unchanged(backend):
+    # The cpu backend updates parameters in place; a NaN found after that kernel
+    # ran would otherwise leave W half trained by a failed call.
+    x = gn.placeholder("x", (None, 4))
+    W = gn.shared(np.ones((4, 3), "float32"), name="W")
+    loss = gn.mean(gn.dot(x, W) ** 2)
+    new_W = W - 0.01 * gn.grad(loss, W)
+    late = gn.log(gn.sum(new_W) - 100.0)  # NaN, computed after the update
+    fn = gn.function([x], [loss, late], updates=[(W, new_W)], backend=backend, check_numerics=True)
+    with pytest.raises(gn.NumericsError, match="log"):
+        fn(np.ones((5, 4), "float32"))
+    np.testing.assert_array_equal(W.get_value(), np.ones((4, 3)))

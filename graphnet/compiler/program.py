@@ -21,7 +21,7 @@ from graphnet.compiler.codegen.reference import check_finite, node_error
 from graphnet.compiler.memory import in_place_updates, plan_buffers
 from graphnet.compiler.passes.fuse import plan_fusion
 from graphnet.compiler.steps import BlasStep, FusedStep, HostStep, Kernel, RowwiseStep
-from graphnet.errors import GraphnetError
+from graphnet.errors import GraphnetError, NumericsError
 from graphnet.graph import Constant, SharedVariable
 from graphnet.ops.reduce import SizeOf
 from graphnet.ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, check_labels
@@ -75,7 +75,9 @@ class CpuProgram:
         used_outside = self._used_outside_group(roots)
         self.steps = [self._make_step(i, group, used_outside) for i, group in enumerate(self.plan.groups)]
         self.kernels = [s.kernel for s in self.steps]
-        self.in_place = in_place_updates(self.steps, fgraph.updates, fgraph.outputs)
+        # check_numerics may stop a call after an update kernel ran: updates then
+        # go to fresh buffers, so the failed call leaves every parameter as it was.
+        self.in_place = {} if check_numerics else in_place_updates(self.steps, fgraph.updates, fgraph.outputs)
         self._frames = {}
         inputs = fgraph.variables()
         # Writable copies: a read-only array is another type to Numba, and another compile.
@@ -106,7 +108,7 @@ class CpuProgram:
             kernel.inputs, kernel.outputs = list(step.reads), list(step.writes)
             return step
         if group.kind == "fused":
-            source = cpu_codegen.FusedKernelSource(group, used_outside)
+            source = cpu_codegen.FusedKernelSource(group, used_outside, check_numerics=self.check_numerics)
             module = self._load(source.body)
             name = f"k{index}_fused"
             kernel = Kernel(name, list(group.nodes), [v for v, _ in source.inputs],
@@ -178,6 +180,19 @@ class CpuProgram:
             step.kernel.bytes_read = sum(size(v) for v in step.reads)
             step.kernel.bytes_written = sum(size(v) for v in step.writes)
 
+    @staticmethod
+    def _check_numerics(step, env):
+        """Raise NumericsError naming the first node of ``step`` whose output holds NaN or Inf."""
+        if isinstance(step, FusedStep):
+            found = step.first_non_finite(env)
+            if found:
+                node, var, what = found
+                raise NumericsError(f"check_numerics: {what} in the output of {node.op} ({var.describe()}), "
+                                    f"built at {node.source}")
+            return
+        for var in step.writes:
+            check_finite(var.owner, var, np.asarray(env[var]))
+
     def run(self, feeds):
         env = dict(feeds)
         env.update(self._constants)
@@ -203,8 +218,7 @@ class CpuProgram:
                 print(f"[graphnet] {step.kernel.name:28s} {1e6 * (time.perf_counter() - start):9.1f} us "
                       f"({', '.join(step.kernel.ops)})", file=sys.stderr)
             if self.check_numerics:
-                for var in step.writes:
-                    check_finite(var.owner, var, np.asarray(env[var]))
+                self._check_numerics(step, env)
         outputs = [env[v] for v in self.fgraph.outputs]
         # Pooled buffers are reused next call: an update that was not written in
         # place is handed over as a copy the shared variable can own.

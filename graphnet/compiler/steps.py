@@ -37,6 +37,14 @@ class Kernel:
         return [n.op.name for n in self.nodes]
 
 
+def non_finite(value):
+    """"NaN", "Inf" or None: what non-finite values a float array holds."""
+    value = np.asarray(value)
+    if value.dtype.kind != "f" or np.isfinite(value).all():
+        return None
+    return "NaN" if np.isnan(value).any() else "Inf"
+
+
 def rows_cols(shape):
     """The collapsed (rows, columns) of an iteration shape."""
     if not shape:
@@ -82,6 +90,8 @@ class FusedStep(Step):
         self.parallel = module.kernel_parallel
         first = next(n for n in group.nodes if n not in group.epilogue)
         self.domain_var = first.inputs[0] if first in group.reductions else first.outputs[0]
+        #: check_numerics: one byte per flagged node, set by the kernel on NaN or Inf
+        self.flags = np.zeros(len(source.flagged), np.uint8) if source.flagged else None
 
     @property
     def elementwise_writes(self):
@@ -89,6 +99,24 @@ class FusedStep(Step):
 
     def pattern_of(self, var):
         return next((view for v, view in self.source.inputs if v is var), None)
+
+    def first_non_finite(self, env):
+        """(node, variable, what) of the first node of this kernel whose values hold NaN or Inf, or None.
+
+        Elementwise nodes by the flags the kernel set; reductions by their
+        (small) outputs, so an overflowing sum is reported as the sum.
+        """
+        for node in self.group.nodes:
+            if node in self.group.reductions:
+                for var in node.outputs:
+                    what = non_finite(env[var])
+                    if what:
+                        return node, var, what
+            elif node in self.source.flag_slot and self.flags[self.source.flag_slot[node]]:
+                var = node.outputs[0]
+                # A value written to memory can say which; one fused away cannot.
+                return node, var, non_finite(env[var]) if var in self.source.written else "NaN or Inf"
+        return None
 
     def run(self, env, buffers, shapes):
         rows, cols = rows_cols(shapes[self.domain_var])
@@ -100,6 +128,9 @@ class FusedStep(Step):
         for var in self.source.reduced + self.source.epilogue_outputs:
             env[var] = buffers[var]
             args.append(buffers[var].reshape(-1))
+        if self.flags is not None:
+            self.flags[:] = 0
+            args.append(self.flags)
         parallel = threads.use_parallel(rows * cols, rows)
         self.kernel.ran_parallel = parallel
         kernel = self.parallel if parallel else self.serial
