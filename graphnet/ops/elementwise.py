@@ -155,14 +155,16 @@ class Sign(Elemwise):
     def impl(self, a): return np.sign(a)
     def scalar(self, args, dtype):
         x = args[0]
-        return f"({lit(1, dtype)} if {x} > 0 else ({lit(-1, dtype)} if {x} < 0 else {lit(0, dtype)}))"
+        # Neither above nor below zero: zero itself, or NaN for floats (np.sign(nan) is nan).
+        rest = x if np.dtype(dtype).kind == "f" else lit(0, dtype)
+        return f"({lit(1, dtype)} if {x} > 0 else ({lit(-1, dtype)} if {x} < 0 else {rest}))"
     def grad(self, inputs, outputs, g): return [zeros_like(inputs[0])]
 
 
 class Maximum(Elemwise):
     nin = 2
     def impl(self, a, b): return np.maximum(a, b)
-    def scalar(self, args, dtype): return f"max({args[0]}, {args[1]})"
+    def scalar(self, args, dtype): return f"nan_max({args[0]}, {args[1]})"  # NaN wins, as in NumPy
     def grad(self, inputs, outputs, g):
         a, b = inputs
         takes_a = greater_equal(a, b)
@@ -172,7 +174,7 @@ class Maximum(Elemwise):
 class Minimum(Elemwise):
     nin = 2
     def impl(self, a, b): return np.minimum(a, b)
-    def scalar(self, args, dtype): return f"min({args[0]}, {args[1]})"
+    def scalar(self, args, dtype): return f"nan_min({args[0]}, {args[1]})"  # NaN wins, as in NumPy
     def grad(self, inputs, outputs, g):
         a, b = inputs
         takes_a = less_equal(a, b)

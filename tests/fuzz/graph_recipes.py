@@ -204,6 +204,13 @@ def make_values(rng, spec, dtype):
         return rng.random(shape) < 0.5
     if spec.values == "integers":
         return rng.integers(-3, 4, shape).astype(dtype)
+    if spec.values == "special":
+        # Mostly ordinary values, some NaN, +-Inf, +-0 and huge ones: how backends propagate them.
+        values = rng.uniform(-2.0, 2.0, shape)
+        specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30])
+        mask = rng.random(shape) < 0.3
+        values[mask] = rng.choice(specials, size=int(np.count_nonzero(mask)))
+        return np.asarray(values, dtype=dtype)
     if spec.values == "positive":
         return rng.uniform(0.5, 2.0, shape).astype(dtype)
     return rng.uniform(-2.0, 2.0, shape).astype(dtype)
@@ -245,7 +252,8 @@ class _Pool:
 
 
 def _mag(b):
-    return max(abs(b[0]), abs(b[1]))
+    m = max(abs(b[0]), abs(b[1]))
+    return math.inf if math.isnan(m) or math.isnan(b[0]) or math.isnan(b[1]) else m
 
 
 def bound_of(op, bounds, params, in_shapes, out_shape):
@@ -365,12 +373,12 @@ def recipes(draw, max_steps=10):
         var = (gn.placeholder(f"v{k}", static, dtype) if kind == "placeholder"
                else gn.shared(np.zeros(shape, dtype), name=f"v{k}", shape=static))
         var.recipe_input = recipe.inputs[-1]
-        bound = {"normal": (-2, 2), "integers": (-3, 3), "positive": (0.5, 2), "bool": (0, 1)}.get(
-            values, (0, 1))
+        bound = {"normal": (-2, 2), "integers": (-3, 3), "positive": (0.5, 2), "bool": (0, 1),
+                 "special": (-math.inf, math.inf)}.get(values, (0, 1))
         return pool.add(var, shape, bound)
 
     for _ in range(draw(st.integers(1, 3))):
-        new_input(values=draw(st.sampled_from(["normal", "normal", "positive", "integers"])))
+        new_input(values=draw(st.sampled_from(["normal", "normal", "positive", "integers", "special"])))
     if draw(st.integers(0, 4)) == 0:
         new_input(dtype=draw(st.sampled_from(["int32", "int64", "bool", "float32", "float64"])),
                   values="integers")

@@ -42,3 +42,34 @@ def test_dropout_on_a_reduced_value_draws_its_mask_by_the_reduced_index():
 
 def test_rtol_table_covers_both_float_dtypes():
     assert set(RTOL) == {np.dtype("float32"), np.dtype("float64")}
+
+
+SPECIALS = np.array([[np.nan, 1.0, -np.inf, 0.0], [2.0, np.nan, np.inf, -0.0], [-1.0, 3.0, np.nan, np.nan]])
+NAN_OPS = {
+    "sign": lambda x, y: gn.sign(x),
+    "maximum": lambda x, y: gn.maximum(x, y),
+    "maximum_reversed": lambda x, y: gn.maximum(y, x),
+    "minimum": lambda x, y: gn.minimum(x, y),
+    "minimum_reversed": lambda x, y: gn.minimum(y, x),
+    "relu": lambda x, y: gn.relu(x),
+    "max_rows": lambda x, y: gn.max(x * 1.0, axis=1),
+    "max_cols": lambda x, y: gn.max(x * 1.0, axis=0),
+    "max_all": lambda x, y: gn.max(x * 1.0),
+    "min_rows": lambda x, y: gn.min(x * 1.0, axis=1),
+    "abs": lambda x, y: gn.abs(x),
+    "leaky_relu": lambda x, y: gn.leaky_relu(x),
+    "elu": lambda x, y: gn.elu(x),
+    "where": lambda x, y: gn.where(x > y, x, y),
+    "softplus": lambda x, y: gn.softplus(x),
+    "sigmoid": lambda x, y: gn.sigmoid(x),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op", list(NAN_OPS))
+def test_nan_and_inf_propagate_as_in_numpy(op, dtype):
+    # Found by the fuzzer: sign(NaN) was 0 in generated kernels, NaN in NumPy.
+    x = gn.placeholder("x", (None, 4), dtype)
+    y = gn.placeholder("y", (None, 4), dtype)
+    yb = np.where(np.isnan(SPECIALS), 0.5, np.nan)  # NaN where x is not: either operand may hold it
+    agree([x, y], [NAN_OPS[op](x, y)], [SPECIALS.astype(dtype), yb.astype(dtype)])

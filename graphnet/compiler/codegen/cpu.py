@@ -198,13 +198,14 @@ class FusedKernelSource:
             else:
                 row_setup.append(f"{acc} = {acc_t}({init})")
                 target = acc
-            inner.append(f"{target} = max({target}, {val})" if is_max else f"{target} += {val}")
+            inner.append(f"{target} = nan_max({target}, {val})" if is_max else f"{target} += {val}")
             if pattern == "all":
                 before.append(f"p_{acc} = np.full(n_chunks, {init}, {acc_t})")
-                row_finish.append(f"p_{acc}[c] = max(p_{acc}[c], {acc})" if is_max else f"p_{acc}[c] += {acc}")
+                row_finish.append(f"p_{acc}[c] = nan_max(p_{acc}[c], {acc})" if is_max else f"p_{acc}[c] += {acc}")
 
         # Totals: per row (already in the accumulator), or folded over the row blocks.
-        fold = (lambda a, b: f"max({a}, {b})") if is_max else (lambda a, b: f"{a} + {b}")
+        # nan_max: a NaN anywhere is the maximum, as in np.max (Python's max drops it).
+        fold = (lambda a, b: f"nan_max({a}, {b})") if is_max else (lambda a, b: f"{a} + {b}")
         totals, fold_lines = [], []
         for acc, _ in accs:
             if pattern == "row":

@@ -41,4 +41,16 @@ def safe_sqrt(x):
     return math.sqrt(x) if x >= 0 else np.nan
 
 
-__all__ = ["math", "np", "numba", "keep_mask", "sigmoid", "softplus", "safe_log", "safe_sqrt"]
+@numba.njit(cache=True, error_model="numpy")
+def nan_max(a, b):
+    # np.maximum semantics: a NaN in either operand is the result (Python's max drops it).
+    return a if a >= b or a != a else b
+
+
+@numba.njit(cache=True, error_model="numpy")
+def nan_min(a, b):
+    return a if a <= b or a != a else b
+
+
+__all__ = ["math", "np", "numba", "keep_mask", "sigmoid", "softplus", "safe_log", "safe_sqrt", "nan_max",
+           "nan_min"]
