@@ -201,7 +201,8 @@ class CpuProgram:
         shapes, buffers, shape_values = self._frame(env)
         env.update(shape_values)
         for labels, node in self._label_inputs:
-            check_labels(env[labels], shapes[node.inputs[-2]][1], f"cross_entropy ({node.source})")
+            check_labels(env[labels], shapes[node.inputs[-2]][1],
+                         f"input {labels.describe()} of cross_entropy ({node.source})")
         buffers = dict(buffers)
         for expr, shared in self.in_place.items():
             buffers[expr] = env[shared]

@@ -58,7 +58,9 @@ class Elemwise(Op):
         try:
             out = np.broadcast_shapes(*shapes)
         except ValueError:
-            raise ShapeError(f"{self.name}: run-time shapes {' and '.join(map(str, shapes))} do not broadcast") from None
+            named = " and ".join(f"{tuple(s)} of {v.describe()}" for v, s in zip(node.inputs, shapes))
+            raise ShapeError(f"{self.name}: run-time shapes {named} do not broadcast "
+                             "(inconsistent batch sizes?)") from None
         for var, shape in zip(node.inputs, shapes):
             lead = len(out) - len(shape)
             for axis, (static, dim) in enumerate(zip(var.shape, shape)):
