@@ -183,3 +183,65 @@ def test_a_call_stopped_by_check_numerics_leaves_parameters_unchanged(backend):
     with pytest.raises(gn.NumericsError, match="log"):
         fn(np.ones((5, 4), "float32"))
     np.testing.assert_array_equal(W.get_value(), np.ones((4, 3)))
+
+
+# ------------------------------------------------------------- error provenance
+class BrokenScalar(Elemwise):
+    """An elementwise op whose kernel expression the code generator cannot produce."""
+
+    def impl(self, a):
+        return a
+
+    def scalar(self, args, dtype):
+        raise KeyError("no scalar form")
+
+
+class UntypableScalar(Elemwise):
+    """An elementwise op whose kernel expression Numba cannot compile."""
+
+    def impl(self, a):
+        return a
+
+    def scalar(self, args, dtype):
+        return f"no_such_helper({args[0]})"
+
+
+def test_a_codegen_failure_names_the_node_and_the_user_line():
+    x = gn.placeholder("x", (None, 3))
+    y = BrokenScalar()(gn.exp(x))  # codegen fails here
+    with pytest.raises(gn.CompileError) as excinfo:
+        gn.function([x], y * 2.0, backend="cpu")
+    message = str(excinfo.value)
+    assert "brokenscalar" in message and f"{THIS_FILE}:{line_of('# codegen fails here')}" in message
+
+
+def test_a_kernel_numba_cannot_compile_names_its_nodes_and_user_lines():
+    x = gn.placeholder("x", (None, 3))
+    y = UntypableScalar()(x)  # numba fails here
+    fn = gn.function([x], gn.exp(y), backend="cpu")
+    with pytest.raises(gn.CompileError) as excinfo:
+        fn(np.ones((2, 3), "float32"))
+    message = str(excinfo.value)
+    assert "untypablescalar" in message and f"{THIS_FILE}:{line_of('# numba fails here')}" in message
+    assert "no_such_helper" in message   # Numba's own reason is kept
+
+
+def test_a_pass_that_fails_on_a_node_names_the_pass_the_node_and_the_user_line(monkeypatch):
+    from graphnet.compiler import pipeline
+    from graphnet.compiler.passes import apply_local_rules
+
+    def exploding_rule(node):
+        if node.op.name == "tanh":
+            raise ZeroDivisionError("rule bug")
+        return None
+
+    monkeypatch.setattr(pipeline, "PASSES", pipeline.PASSES + [
+        ("explode", lambda fg: apply_local_rules(fg, [exploding_rule]), "a broken rewrite")])
+    monkeypatch.setattr(pipeline, "PASS_NAMES", pipeline.PASS_NAMES + ("explode",))
+    x = gn.placeholder("x", (None, 3))
+    y = gn.tanh(x) + 1.0  # the rule fails here
+    with pytest.raises(gn.CompileError) as excinfo:
+        gn.function([x], y, backend="cpu")
+    message = str(excinfo.value)
+    assert "explode" in message and "exploding_rule" in message and "tanh" in message
+    assert f"{THIS_FILE}:{line_of('# the rule fails here')}" in message

@@ -36,6 +36,8 @@ def optimize(fgraph, disable_passes=()):
             continue
         try:
             fgraph = run_pass(fgraph)
+        except CompileError as exc:
+            raise CompileError(f"pass {name!r} failed: {exc}") from exc
         except GraphnetError:
             raise
         except Exception as exc:  # noqa: BLE001 - a pass bug must name the pass

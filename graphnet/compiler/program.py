@@ -14,6 +14,7 @@ import sys
 import time
 
 import numpy as np
+from numba.core.errors import NumbaError
 
 from graphnet.compiler import cache
 from graphnet.compiler.codegen import cpu as cpu_codegen
@@ -21,12 +22,17 @@ from graphnet.compiler.codegen.reference import check_finite, node_error
 from graphnet.compiler.memory import in_place_updates, plan_buffers
 from graphnet.compiler.passes.fuse import plan_fusion
 from graphnet.compiler.steps import BlasStep, FusedStep, HostStep, Kernel, RowwiseStep
-from graphnet.errors import GraphnetError, NumericsError
+from graphnet.errors import CompileError, GraphnetError, NumericsError
 from graphnet.graph import Constant, SharedVariable
 from graphnet.ops.reduce import SizeOf
 from graphnet.ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, check_labels
 
 DEBUG = int(os.environ.get("GRAPHNET_DEBUG", "0"))
+
+
+def describe_nodes(nodes):
+    """``op -> name, built at file:line`` for each node: where a kernel's work came from."""
+    return "; ".join(f"{n.op} -> {n.outputs[0].describe()}, built at {n.source}" for n in nodes)
 
 
 def rowwise_template(node):
@@ -73,7 +79,7 @@ class CpuProgram:
         self.refusals = self.plan.refusals
         roots = set(fgraph.roots)
         used_outside = self._used_outside_group(roots)
-        self.steps = [self._make_step(i, group, used_outside) for i, group in enumerate(self.plan.groups)]
+        self.steps = [self._compile_step(i, group, used_outside) for i, group in enumerate(self.plan.groups)]
         self.kernels = [s.kernel for s in self.steps]
         # check_numerics may stop a call after an update kernel ran: updates then
         # go to fresh buffers, so the failed call leaves every parameter as it was.
@@ -97,6 +103,16 @@ class CpuProgram:
                     if v.owner is not None and v.owner in group_of and group_of[v.owner] is not g:
                         used.add(v)
         return used
+
+    def _compile_step(self, index, group, used_outside):
+        """``_make_step``, with a failure of the code generator named by its nodes and their lines."""
+        try:
+            return self._make_step(index, group, used_outside)
+        except GraphnetError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a codegen bug must name the nodes it met
+            raise CompileError(f"code generation failed for kernel {index} ({describe_nodes(group.nodes)}): "
+                               f"{type(exc).__name__}: {exc}") from exc
 
     def _make_step(self, index, group, used_outside):
         node = group.nodes[0]
@@ -213,6 +229,9 @@ class CpuProgram:
                 step.run(env, buffers, shapes)
             except GraphnetError:
                 raise
+            except NumbaError as exc:  # compiled lazily, on the first call: still a compile error
+                raise CompileError(f"Numba could not compile kernel {step.kernel.name} "
+                                   f"({describe_nodes(step.nodes)}): {exc}") from exc
             except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
                 node_error(step.nodes[-1], exc)
             if timing:

@@ -5,6 +5,7 @@ applied to every node until nothing changes; see :func:`apply_local_rules`.
 """
 from __future__ import annotations
 
+from graphnet.errors import CompileError
 from graphnet.fgraph import FunctionGraph
 
 
@@ -24,7 +25,14 @@ def apply_local_rules(fgraph: FunctionGraph, rules, max_rounds=20) -> FunctionGr
             if any(o in mapping for o in node.outputs):
                 continue
             for rule in rules:
-                new = rule(node)
+                try:
+                    new = rule(node)
+                except CompileError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a rule's bug must name the node it met
+                    raise CompileError(f"rewrite rule {rule.__name__} failed on {node.op} -> "
+                                       f"{node.outputs[0].describe()}, built at {node.source}: "
+                                       f"{type(exc).__name__}: {exc}") from exc
                 if new is not None and all(_same_type(o, n) for o, n in zip(node.outputs, new)):
                     mapping.update({o: n for o, n in zip(node.outputs, new) if o is not n})
                     break
