@@ -11,6 +11,7 @@ from graphnet.compiler.passes.canonicalize import canonicalize
 from graphnet.compiler.passes.cse import merge_equal_nodes
 from graphnet.compiler.passes.fold import fold_constants
 from graphnet.compiler.passes.stabilize import stabilize
+from graphnet.compiler.passes.stabilize_nll import stabilize_nll_idiom
 from graphnet.errors import CompileError, GraphnetError
 
 PASSES = [
@@ -18,6 +19,7 @@ PASSES = [
     ("canonicalize", canonicalize, "drop x + 0, x * 1, -(-x), redundant broadcasts"),
     ("fold", fold_constants, "fold constants and statically known sizes"),
     ("stabilize", stabilize, "log(softmax) -> log_softmax, log(1 + exp) -> softplus"),
+    ("stabilize_nll", stabilize_nll_idiom, "-log(softmax(z))[arange(n), y] -> cross-entropy (Theano idiom)"),
     ("canonicalize_again", canonicalize, "simplify what folding and stabilizing exposed"),
     ("fold_again", fold_constants, "fold what canonicalization exposed"),
     ("merge_again", merge_equal_nodes, "merge what the rewrites made equal"),

@@ -18,7 +18,7 @@ from numba.core.errors import NumbaError
 
 from graphnet.compiler import cache
 from graphnet.compiler.codegen import cpu as cpu_codegen
-from graphnet.compiler.codegen.reference import check_finite, node_error
+from graphnet.compiler.codegen.reference import check_finite, infer_output_shapes, node_error
 from graphnet.compiler.memory import in_place_updates, plan_buffers
 from graphnet.compiler.passes.fuse import plan_fusion
 from graphnet.compiler.steps import BlasStep, FusedStep, HostStep, Kernel, RowwiseStep
@@ -28,6 +28,10 @@ from graphnet.ops.reduce import SizeOf
 from graphnet.ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, check_labels
 
 DEBUG = int(os.environ.get("GRAPHNET_DEBUG", "0"))
+#: values with at most this many elements are tracked while inferring shapes
+SMALL_VALUE = 16
+#: shape signatures kept per program (each holds its buffers)
+MAX_FRAMES = 64
 
 
 def describe_nodes(nodes):
@@ -85,6 +89,7 @@ class CpuProgram:
         # go to fresh buffers, so the failed call leaves every parameter as it was.
         self.in_place = {} if check_numerics else in_place_updates(self.steps, fgraph.updates, fgraph.outputs)
         self._frames = {}
+        self._value_dependent = any(getattr(n.op, "infer_shape_needs_values", False) for n in fgraph.nodes())
         inputs = fgraph.variables()
         # Writable copies: a read-only array is another type to Numba, and another compile.
         self._constants = {v: np.array(v.data) for v in inputs if isinstance(v, Constant)}
@@ -158,11 +163,19 @@ class CpuProgram:
 
     # ----------------------------------------------------------------- running
     def _frame(self, env):
-        """Shapes and buffers for this signature of input shapes (made once)."""
+        """Shapes and buffers for this signature of input shapes (made once).
+
+        Where an output shape depends on input values (a slice with symbolic
+        bounds), the small input values belong to the signature too.
+        """
         inputs = [v for v in self.fgraph.variables() if not isinstance(v, Constant)]
         signature = tuple(env[v].shape for v in inputs)
+        if self._value_dependent:
+            signature += tuple(env[v].tobytes() for v in inputs if env[v].size <= SMALL_VALUE)
         frame = self._frames.get(signature)
         if frame is None:
+            if len(self._frames) >= MAX_FRAMES:
+                self._frames.pop(next(iter(self._frames)))
             shapes = self._infer_shapes(env)
             buffers = plan_buffers(self.steps, shapes, self.fgraph.roots, self.in_place)
             self._estimate_traffic(shapes)
@@ -181,14 +194,44 @@ class CpuProgram:
 
     def _infer_shapes(self, env):
         shapes = {v: np.shape(value) for v, value in env.items()}
+        # Small values (scalars, bounds) are followed through the graph only
+        # when some op needs them to know its shape.
+        values = {v: a for v, a in env.items() if np.size(a) <= SMALL_VALUE} if self._value_dependent else None
         for node in self.fgraph.nodes():
             try:
-                out_shapes = node.op.infer_shape(node, [shapes[v] for v in node.inputs])
+                if getattr(node.op, "infer_shape_needs_values", False):
+                    out_shapes = infer_output_shapes(node, self._known_values(node, values, shapes))
+                else:
+                    out_shapes = node.op.infer_shape(node, [shapes[v] for v in node.inputs])
             except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
                 node_error(node, exc)
             for var, shape in zip(node.outputs, out_shapes):
                 shapes[var] = tuple(int(d) for d in shape)
+            if values is not None:
+                self._follow_small_values(node, shapes, values)
         return shapes
+
+    @staticmethod
+    def _known_values(node, values, shapes):
+        """Inputs for a value-dependent ``infer_shape``: small values, else zero-filled
+        stand-ins of the right shape (the data being sliced; its own ``perform``
+        checks every index again before reading)."""
+        return [values[v] if v in values else np.broadcast_to(np.zeros((), v.dtype), shapes[v])
+                for v in node.inputs]
+
+    @staticmethod
+    def _follow_small_values(node, shapes, values):
+        """Compute ``node``'s value during shape inference when it is small and its inputs are known."""
+        if any(int(np.prod(shapes[o], dtype=np.int64)) > SMALL_VALUE for o in node.outputs):
+            return
+        if isinstance(node.op, SizeOf):
+            args = [np.broadcast_to(np.zeros((), v.dtype), shapes[v]) for v in node.inputs]
+        elif all(v in values for v in node.inputs):
+            args = [values[v] for v in node.inputs]
+        else:
+            return
+        for var, value in zip(node.outputs, node.op.perform(args)):
+            values[var] = np.asarray(value, dtype=var.dtype)
 
     def _estimate_traffic(self, shapes):
         for step in self.steps:

@@ -84,4 +84,9 @@ def check_finite(node, var, value):
 
 
 def build(fgraph, options):
+    """The graph as written, except the Theano NLL idiom: ``log(softmax(z))[arange(n), y]``
+    underflows to -inf for large logits, so even the oracle computes it stably."""
+    from graphnet.compiler.passes.stabilize_nll import stabilize_nll_idiom
+    if "stabilize_nll" not in options.get("disable_passes", ()):
+        fgraph = stabilize_nll_idiom(fgraph)
     return ReferenceProgram(fgraph, check_numerics=options.get("check_numerics", False))
