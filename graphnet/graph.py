@@ -289,8 +289,10 @@ class SharedVariable(Variable):
         self.default_update = None
         self.version = 0  # bumped on every change, so caches of the value can tell
 
-    def get_value(self, copy=True):
-        """The current value (a copy unless ``copy=False``)."""
+    def get_value(self, copy=True, borrow=None):
+        """The current value: a copy unless ``copy=False`` (or Theano's ``borrow=True``)."""
+        if borrow is not None:
+            copy = not borrow
         return self._value.copy() if copy else self._value
 
     def set_value(self, value):
@@ -300,7 +302,10 @@ class SharedVariable(Variable):
 
     def _validated(self, value, copy=True):
         """``value`` checked against this variable's dtype and shape, as a C array."""
-        value = np.asarray(value)
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise ShapeError(f"shared {self.describe()}: cannot make an array of the new value ({exc})") from None
         if value.dtype != self.dtype:
             if not np.can_cast(value.dtype, self.dtype, casting="same_kind") or (
                     value.dtype.kind == "f" and self.dtype.kind in "iub"):

@@ -238,8 +238,6 @@ def test_set_value_of_an_unsafe_dtype_is_refused(value):
     np.testing.assert_array_equal(w.get_value(), np.ones((4, 3)))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: SharedVariable._validated (graphnet/graph.py) lets NumPy's "
-                   "ValueError for a ragged list escape instead of a graphnet error naming the variable")
 def test_set_value_of_a_ragged_list_is_a_graphnet_error():
     w = gn.shared(np.ones(2, "float32"), name="weights")
     with pytest.raises(gn.GraphnetError, match="weights"):
