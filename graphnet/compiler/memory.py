@@ -41,13 +41,16 @@ def in_place_updates(steps, updates, outputs):
 
     Legal when a fused kernel writes the expression elementwise over the shared
     variable's full shape, no later step reads the old value (directly or through
-    a view), and the shared variable itself is not fetched.
+    a view), and neither the shared variable nor a view of it is fetched or is
+    another update's new value.
     """
     root = storage_roots(steps)
-    fetched = set(outputs)
     result = {}
     for shared, expr in updates:
-        if shared in fetched or expr in result:
+        # Outputs and the other updates are read after every step ran: one that
+        # is (a view of) the shared variable must still see its old value.
+        kept = list(outputs) + [e for _, e in updates if e is not expr]
+        if any(root.get(v, v) is shared for v in kept) or expr in result:
             continue
         writer = next((i for i, s in enumerate(steps) if expr in s.writes), None)
         if writer is None or steps[writer].kind != "fused" or expr.shape != shared.shape:

@@ -18,6 +18,15 @@ VARIANTS = {"reference": dict(backend="reference"), "cpu-fused": dict(backend="c
 RTOL = {np.dtype("float32"): 1e-4, np.dtype("float64"): 1e-10}
 
 
+def graph_rtol(variables):
+    """The tolerance of the least precise float in the graph: a float64 output computed
+    from float32 values (``minimum(tanh(x32), i64)``) carries float32 rounding."""
+    from graphnet.graph import ancestors_toposort
+    dtypes = {v.dtype for v in variables} | {o.dtype for n in ancestors_toposort(variables) for o in n.outputs}
+    dtypes |= {i.dtype for n in ancestors_toposort(variables) for i in n.inputs}
+    return max(RTOL.get(np.dtype(d), 0.0) for d in dtypes)
+
+
 def run_variants(recipe, variants=VARIANTS):
     """{variant: (outputs, new shared values) or the exception it raised}."""
     built = build(recipe)
@@ -34,15 +43,17 @@ def run_variants(recipe, variants=VARIANTS):
             results[name] = (outputs, [w.get_value() for w, _ in built.updates])
         except Exception as exc:  # noqa: BLE001 - a crash of one variant is a finding like a mismatch
             results[name] = exc
+    results["rtol"] = graph_rtol(built.outputs + [e for _, e in built.updates])
     return results
 
 
 def disagreement(results, oracle="reference"):
     """None when every variant agrees with ``oracle``, else a readable description."""
     expected = results[oracle]
+    rtol = results.get("rtol")
     problems = []
     for name, got in results.items():
-        if name == oracle:
+        if name in (oracle, "rtol"):
             continue
         if isinstance(expected, Exception) or isinstance(got, Exception):
             if not (isinstance(expected, Exception) and isinstance(got, Exception)
@@ -53,14 +64,18 @@ def disagreement(results, oracle="reference"):
         labelled = [(f"output {i}", r, g) for i, (r, g) in enumerate(zip(ref_out, out))]
         labelled += [(f"update {i}", r, g) for i, (r, g) in enumerate(zip(ref_state, state))]
         for label, ref, value in labelled:
-            reason = array_difference(np.asarray(ref), np.asarray(value))
+            reason = array_difference(np.asarray(ref), np.asarray(value), rtol)
             if reason:
                 problems.append(f"{name} {label}: {reason}")
     return "\n".join(problems) or None
 
 
-def array_difference(ref, got):
-    """Why ``got`` does not match ``ref`` (shape, dtype, NaN/Inf pattern, values), or None."""
+def array_difference(ref, got, rtol=None):
+    """Why ``got`` does not match ``ref`` (shape, dtype, NaN/Inf pattern, values), or None.
+
+    ``rtol`` defaults to the one of ``ref``'s dtype; errors are relative to each
+    value and to the output's largest magnitude (``1 + max |ref|``).
+    """
     if ref.shape != got.shape:
         return f"shape {got.shape}, expected {ref.shape}"
     if ref.dtype != got.dtype:
@@ -74,7 +89,7 @@ def array_difference(ref, got):
             where = np.argwhere(test(ref) != test(got))[:3].tolist()
             return f"{what} pattern differs at {where}: {got[test(ref) != test(got)][:3]} vs {ref[test(ref) != test(got)][:3]}"
     finite = np.isfinite(ref)
-    rtol = RTOL[ref.dtype]
+    rtol = rtol or RTOL[ref.dtype]
     scale = 1.0 + (np.abs(ref[finite]).max() if finite.any() else 0.0)
     err = np.abs(got[finite].astype(np.float64) - ref[finite])
     allowed = rtol * np.abs(ref[finite]) + rtol * scale

@@ -73,3 +73,24 @@ def test_nan_and_inf_propagate_as_in_numpy(op, dtype):
     y = gn.placeholder("y", (None, 4), dtype)
     yb = np.where(np.isnan(SPECIALS), 0.5, np.nan)  # NaN where x is not: either operand may hold it
     agree([x, y], [NAN_OPS[op](x, y)], [SPECIALS.astype(dtype), yb.astype(dtype)])
+
+
+@pytest.mark.parametrize("view", ["expand_dims", "transpose", "reshape"])
+def test_a_fetched_view_of_a_parameter_shows_its_value_before_the_update(view):
+    # Found by the fuzzer: the update of v was written in place while a fetched
+    # view of v still pointed at v's array, so the output showed the new value.
+    v = gn.shared(np.array([[1.0, 2.0, 3.0]], "float32"), name="v")
+    shown = {"expand_dims": lambda: gn.expand_dims(v, 0), "transpose": lambda: gn.transpose(v),
+             "reshape": lambda: gn.reshape(v, (3,))}[view]()
+    cost = gn.sum(v * v)
+    results = agree([], [shown, cost], [], updates=[(v, v - 0.1 * gn.grad(cost, v))],
+                    state={v: np.array([[1.0, 2.0, 3.0]], "float32")})
+    np.testing.assert_array_equal(results[0].reshape(-1), [1.0, 2.0, 3.0])
+
+
+def test_an_update_that_is_a_view_of_a_parameter_updated_in_place_gets_the_old_value():
+    a = gn.shared(np.zeros((3, 1), "float32"), name="a")
+    b = gn.shared(np.array([[1.0, 2.0, 3.0]], "float32"), name="b")
+    agree([], [gn.sum(a)], [], updates=[(a, gn.transpose(b)), (b, b * 2.0 + 1.0)],
+          state={a: np.zeros((3, 1), "float32"), b: np.array([[1.0, 2.0, 3.0]], "float32")})
+    np.testing.assert_array_equal(a.get_value().ravel(), [1.0, 2.0, 3.0])
