@@ -46,6 +46,7 @@ def parse_args(argv):
     parser.add_argument("--cache-dir", default=None, help="graphnet kernel cache for this process")
     parser.add_argument("--profile", metavar="CASE", help="print per-kernel times of one graphnet case")
     parser.add_argument("--unfused", action="store_true", help="with --profile: the unfused function")
+    parser.add_argument("--render", metavar="JSON", help="rewrite the Markdown and chart of an earlier run")
     return parser.parse_args(argv)
 
 
@@ -134,6 +135,16 @@ def run_case(case, builders, settings, log):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.render:
+        import json
+        with open(args.render) as file:
+            results = json.load(file)
+        results["targets"] = [] if results["settings"].get("quick") else report.evaluate_targets(results)
+        directory, name = os.path.split(os.path.abspath(args.render))
+        paths = report.write_all(results, directory, name[:-len(".json")])
+        print(report.markdown(results))
+        print("wrote " + ", ".join(paths.values()))
+        return 0
     if args.profile:
         from bench.profile import format_profile, profile_case
         _use_cache(args)

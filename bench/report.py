@@ -47,6 +47,11 @@ def evaluate_targets(results):
     compile_times = results.get("compile", {})
     targets = []
 
+    def find(task, **dims):
+        """The id of the case of ``task`` with these dims (ids changed between versions)."""
+        return next((i for i, r in rows.items() if r["case"]["task"] == task
+                     and all(r["case"]["dims"].get(k) == v for k, v in dims.items())), None)
+
     def add(issue, target, measured, met, note=""):
         targets.append({"issue": issue, "target": target, "measured": measured, "met": met, "note": note})
 
@@ -72,15 +77,16 @@ def evaluate_targets(results):
         value = median(row, "graphnet fused") / best if best and median(row, "graphnet fused") else None
         add("6", f"{case_id} <= 0.9x best peer", f"{value:.2f}x {name}" if value else "n/a",
             value is not None and value <= 0.9)
-    for case_id, limit in (("W3-for-4096x4096", 6e-3), ("W3-bac-4096x4096", 10e-3)):
+    for task, limit in (("bn_relu_fwd", 6e-3), ("bn_relu_bwd", 10e-3)):
+        case_id = find(task, rows=4096, cols=4096)
         row = rows.get(case_id)
         value = median(row, "graphnet fused") if row else None
         add("6", f"{case_id} fused <= {limit * 1e3:.0f} ms", _fmt_time(value), value is not None and value <= limit)
-    for case_id in [c for c in rows if c.startswith("W3-")]:
+    for case_id in [c for c, r in rows.items() if r["case"]["family"] == "W3"]:
         speedup = ratio(rows[case_id], "graphnet unfused")
         add("3+6" if "4096x4096" in case_id else "6", f"{case_id} fused >= 2x unfused",
             f"{speedup:.2f}x" if speedup else "n/a", speedup is not None and speedup >= 2.0)
-    row = rows.get("W4-B1")
+    row = rows.get(find("mlp_infer", batch=1))
     value = median(row, "graphnet fused") if row else None
     add("6", "W4 B=1 inference <= 95 µs", _fmt_time(value), value is not None and value <= 95e-6)
     beaten = []
@@ -182,7 +188,7 @@ def bar_chart(results, path):
     variants = [v for v in VARIANT_ORDER if any(v in r["timings"] for r in rows)]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(rows) * len(variants) / 2), 5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.8 * len(rows)), 5))
     width = 0.8 / len(variants)
     for k, variant in enumerate(variants):
         xs, ys = [], []

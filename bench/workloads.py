@@ -89,8 +89,8 @@ def all_cases(quick=False):
                               {"sizes": mlp, "batch": batch, "bn": bn, "dropout": DROPOUT_RATE if bn else 0.0},
                               compile_probe=i == 0))
     for rows in (r for r in (rows_small, rows_big) if r):
-        for task, what in (("bn_relu_fwd", "forward"), ("bn_relu_bwd", "backward")):
-            cases.append(Case(f"W3-{what[:3]}-{rows}x{wide}", "W3", task, f"BN(train)+ReLU {what}, {rows}x{wide}",
+        for task, what, short in (("bn_relu_fwd", "forward", "fwd"), ("bn_relu_bwd", "backward", "bwd")):
+            cases.append(Case(f"W3-{short}-{rows}x{wide}", "W3", task, f"BN(train)+ReLU {what}, {rows}x{wide}",
                               {"rows": rows, "cols": wide}, compile_probe=rows == rows_big))
     for batch in infer_batches:
         cases.append(Case(f"W4-B{batch}", "W4", "mlp_infer", f"MLP inference, B={batch}",
