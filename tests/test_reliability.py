@@ -245,3 +245,114 @@ def test_a_pass_that_fails_on_a_node_names_the_pass_the_node_and_the_user_line(m
     message = str(excinfo.value)
     assert "explode" in message and "exploding_rule" in message and "tanh" in message
     assert f"{THIS_FILE}:{line_of('# the rule fails here')}" in message
+
+
+# -------------------------------------------------- the kernel cache, process by process
+PROGRAM = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import graphnet as gn
+    from graphnet.compiler import cache
+    x = gn.placeholder("x", (None, 4))
+    W = gn.shared(np.arange(12, dtype="float32").reshape(4, 3) / 10, name="W")
+    y = gn.sum(gn.tanh(gn.dot(x, W) + 1.0) * 2.0, axis=1)
+    probs = gn.softmax(gn.dot(x, W))
+    fn = gn.function([x], [y, probs], backend="cpu")
+    out = fn(np.linspace(-1, 1, 20, dtype="float32").reshape(5, 4))
+    print(json.dumps({"y": out[0].tolist(), "probs": out[1].tolist(), "stats": cache.compile_stats()}))
+""")
+
+
+def run_program(cache_dir, wait_for=None):
+    """Run PROGRAM in a fresh interpreter with ``cache_dir`` as its kernel cache; its JSON result."""
+    import json
+    env = dict(os.environ, GRAPHNET_CACHE_DIR=str(cache_dir), PYTHONPATH=str(REPO))
+    source = PROGRAM
+    if wait_for is not None:   # start compiling together with a sibling process
+        source = (f"import os, time\nwhile not os.path.exists({str(wait_for)!r}): time.sleep(0.01)\n"
+                  + source)
+    done = subprocess.run([sys.executable, "-c", source], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def expected_result():
+    out = None
+    x = gn.placeholder("x", (None, 4))
+    W = gn.shared(np.arange(12, dtype="float32").reshape(4, 3) / 10, name="W")
+    y = gn.sum(gn.tanh(gn.dot(x, W) + 1.0) * 2.0, axis=1)
+    probs = gn.softmax(gn.dot(x, W))
+    out = gn.function([x], [y, probs], backend="reference")(np.linspace(-1, 1, 20, dtype="float32").reshape(5, 4))
+    return out
+
+
+def assert_correct(result):
+    y, probs = expected_result()
+    np.testing.assert_allclose(result["y"], y, rtol=1e-5)
+    np.testing.assert_allclose(result["probs"], probs, rtol=1e-5)
+
+
+def cache_files(cache_dir, suffix):
+    return sorted(p for p in Path(cache_dir).rglob(f"*{suffix}") if not p.name.startswith("."))
+
+
+def test_a_truncated_kernel_module_is_detected_and_recompiled_by_the_next_process(tmp_path):
+    first = run_program(tmp_path)
+    assert_correct(first)
+    modules = cache_files(tmp_path, ".py")
+    assert modules and first["stats"]["modules_written"] == len(modules)
+    for module in modules:
+        module.write_bytes(module.read_bytes()[:200])  # a crash mid-write, a full disk
+    second = run_program(tmp_path)
+    assert_correct(second)
+    assert second["stats"]["corrupt_entries_removed"] == len(modules)
+    third = run_program(tmp_path)   # repaired for good: loaded, nothing rewritten
+    assert_correct(third)
+    assert third["stats"]["modules_written"] == 0 and third["stats"]["corrupt_entries_removed"] == 0
+
+
+@pytest.mark.parametrize("damage", ["truncate machine code", "garble index"])
+def test_a_corrupt_numba_cache_file_is_flushed_and_recompiled_not_loaded(tmp_path, damage):
+    assert_correct(run_program(tmp_path))
+    targets = cache_files(tmp_path, ".nbc" if damage == "truncate machine code" else ".nbi")
+    assert targets
+    for path in targets:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3] if damage == "truncate machine code" else b"garbage\n")
+    second = run_program(tmp_path)
+    assert_correct(second)
+    assert second["stats"]["corrupt_entries_removed"] >= 1
+    third = run_program(tmp_path)
+    assert_correct(third)
+    assert third["stats"]["corrupt_entries_removed"] == 0
+
+
+def test_two_processes_compiling_the_same_function_at_once_both_succeed(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    go = tmp_path / "go"
+    cache_dir = tmp_path / "cache"
+    with ThreadPoolExecutor(2) as pool:
+        racers = [pool.submit(run_program, cache_dir, go) for _ in range(2)]
+        go.touch()
+        results = [r.result() for r in racers]
+    for result in results:
+        assert_correct(result)
+    written = sum(r["stats"]["modules_written"] for r in results)
+    assert written == len(cache_files(cache_dir, ".py"))   # each module published once
+    assert not [p for p in cache_dir.iterdir() if p.name.startswith(".")], "scratch files left behind"
+    after = run_program(cache_dir)
+    assert_correct(after)
+    assert after["stats"]["modules_written"] == 0 and after["stats"]["corrupt_entries_removed"] == 0
+
+
+def test_clear_cache_is_one_call_and_compiling_afterwards_works(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHNET_CACHE_DIR", str(tmp_path))
+    x = gn.placeholder("x", (None, 3))
+    fn = gn.function([x], gn.exp(x) * 3.0 + 1.0, backend="cpu")
+    assert cache_files(tmp_path, ".py")
+    cache.clear_cache()
+    assert not cache_files(tmp_path, ".py") and not cache_files(tmp_path, ".nbc")
+    fn2 = gn.function([x], gn.exp(x) * 3.0 + 1.0, backend="cpu")
+    np.testing.assert_allclose(fn2(np.zeros((2, 3), "float32")), 4.0)
+    np.testing.assert_allclose(fn(np.zeros((2, 3), "float32")), 4.0)   # loaded modules stay usable

@@ -22,6 +22,10 @@ Rules that keep the cache safe for many processes at once:
   deleted, and written again.
 - The module is registered in ``sys.modules`` before it runs: Numba reimports
   it by name when it loads a kernel from its cache in a later process.
+- Numba's own files (``__pycache__/*.nbi`` index, ``*.nbc`` machine code) are
+  read on a kernel's first call.  If that call fails and one of them does not
+  load (truncated, garbled), :func:`repair_numba_cache` flushes the index and
+  the caller calls again: Numba compiles afresh and writes new files.
 
 The cache directory is ``$GRAPHNET_CACHE_DIR`` if set, else
 ``$XDG_CACHE_HOME/graphnet``, else ``~/.cache/graphnet``;
@@ -171,6 +175,32 @@ def count_numba_compiles(dispatcher_or_module):
 def count_numba_cache_hits(dispatcher_or_module):
     """How many signatures Numba loaded from its disk cache instead of compiling, summed."""
     return sum(sum(stats.cache_hits.values()) for stats in _numba_stats(dispatcher_or_module))
+
+
+def repair_numba_cache(*dispatchers):
+    """Flush Numba's on-disk cache of every dispatcher whose index or machine code does not load.
+
+    Returns True if one was flushed: calling the kernel again then compiles it
+    and writes fresh files, where loading the broken ones would fail every call.
+    """
+    repaired = False
+    for dispatcher in dispatchers:
+        numba_cache = getattr(dispatcher, "_cache", None)
+        cache_file = getattr(numba_cache, "_cache_file", None)   # absent: no disk cache
+        if cache_file is None:
+            continue
+        try:
+            for data_name in set(cache_file._load_index().values()):
+                try:
+                    cache_file._load_data(data_name)
+                except OSError:
+                    pass   # removed meanwhile: Numba itself treats that as a miss
+        except Exception:  # noqa: BLE001 - whatever a broken pickle raises
+            with _lock:
+                numba_cache.flush()
+                _stats["corrupt_entries_removed"] += 1
+            repaired = True
+    return repaired
 
 
 def _numba_stats(dispatcher_or_module):

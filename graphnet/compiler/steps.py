@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphnet.compiler import threads
+from graphnet.compiler import cache, threads
 from graphnet.compiler.codegen.reference import node_error
 from graphnet.ops.nn import check_labels
 
@@ -35,6 +35,27 @@ class Kernel:
     @property
     def ops(self):
         return [n.op.name for n in self.nodes]
+
+
+def call_kernel(kernel, *args):
+    """``kernel(*args)``; if Numba's cache files for it (or the helpers it calls) are
+    corrupt, they are flushed and the kernel is compiled afresh, once."""
+    try:
+        kernel(*args)
+    except Exception:
+        if not cache.repair_numba_cache(kernel, *_helper_dispatchers()):
+            raise
+        kernel(*args)
+
+
+def _helper_dispatchers():
+    """The njit helpers generated kernels call (scalar prelude, counter-based RNG)."""
+    import numba
+
+    from graphnet import rng
+    from graphnet.compiler.codegen import scalar_prelude
+    return [f for module in (scalar_prelude, rng) for f in vars(module).values()
+            if isinstance(f, numba.core.dispatcher.Dispatcher)]
 
 
 def non_finite(value):
@@ -134,7 +155,7 @@ class FusedStep(Step):
         parallel = threads.use_parallel(rows * cols, rows)
         self.kernel.ran_parallel = parallel
         kernel = self.parallel if parallel else self.serial
-        kernel(rows, cols, threads.chunks(rows) if parallel else 1, *args)
+        call_kernel(kernel, rows, cols, threads.chunks(rows) if parallel else 1, *args)
 
 
 class RowwiseStep(Step):
@@ -157,7 +178,7 @@ class RowwiseStep(Step):
         env[self.node.outputs[0]] = out
         parallel = threads.use_parallel(rows * cols, rows)
         kernel = self.parallel if parallel else self.serial
-        kernel(rows, cols, threads.chunks(rows) if parallel else 1, *args, out)
+        call_kernel(kernel, rows, cols, threads.chunks(rows) if parallel else 1, *args, out)
 
 
 class BlasStep(Step):
