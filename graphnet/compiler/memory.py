@@ -41,8 +41,9 @@ def in_place_updates(steps, updates, outputs):
 
     Legal when a fused kernel writes the expression elementwise over the shared
     variable's full shape, no later step reads the old value (directly or through
-    a view), and neither the shared variable nor a view of it is fetched or is
-    another update's new value.
+    a view), neither the shared variable nor a view of it is fetched or is
+    another update's new value, and no later step can still fail (a failed call
+    must leave every shared variable as it was).
     """
     root = storage_roots(steps)
     result = {}
@@ -58,6 +59,8 @@ def in_place_updates(steps, updates, outputs):
         step = steps[writer]
         if expr not in step.elementwise_writes or step.pattern_of(shared) not in (None, "full2d"):
             continue
+        if any(s.may_fail for s in steps[writer + 1:]):
+            continue   # a later step could still stop the call, after the parameter changed
         readers = [i for i, s in enumerate(steps) if any(root.get(v, v) is shared for v in s.reads)]
         if all(i <= writer for i in readers) and not any(
                 v is shared for s in steps[writer + 1:] for v in s.writes):

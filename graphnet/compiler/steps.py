@@ -79,6 +79,9 @@ def rows_cols(shape):
 
 class Step:
     kind = "host"
+    #: whether running this step can still raise once the program's up-front
+    #: checks (shapes, fed labels) passed; an in-place update must not precede it
+    may_fail = False
 
     def __init__(self, nodes, reads, writes, kernel):
         self.nodes, self.reads, self.writes, self.kernel = nodes, reads, writes, kernel
@@ -167,6 +170,8 @@ class RowwiseStep(Step):
         super().__init__([node], list(node.inputs), list(node.outputs), kernel)
         self.node, self.template = node, template
         self.serial, self.parallel = module.kernel_serial, module.kernel_parallel
+        # Labels computed by the graph are range-checked only here (fed ones up front).
+        self.may_fail = template.startswith("softmax_cross_entropy") and node.inputs[-1].owner is not None
 
     def run(self, env, buffers, shapes):
         args = [env[v] for v in self.node.inputs]
@@ -217,6 +222,9 @@ class HostStep(Step):
             reads += [v for v in n.inputs if v not in produced and v not in reads]
         super().__init__(list(nodes), reads, [v for n in nodes for v in n.outputs], kernel)
         self.kind = kind
+        # An op's NumPy perform may raise on values (labels, indices); elementwise,
+        # reductions and views only on shapes, which were checked up front.
+        self.may_fail = any(n.op.kind not in ("elementwise", "reduce", "view") for n in nodes)
 
     def run(self, env, buffers, shapes):
         for node in self.nodes:

@@ -263,3 +263,22 @@ def test_a_successful_step_after_every_kind_of_failure_still_trains(step):
     before = W.get_value()
     assert np.isfinite(step(XB, ZB, YB))
     assert not np.array_equal(W.get_value(), before)
+
+
+def test_a_check_that_can_only_run_late_keeps_earlier_updates_out_of_place():
+    # Labels computed by the graph are range-checked only when their kernel runs,
+    # after W's update kernel: W must then not be updated in place, or the
+    # failed call would leave it changed.
+    x = gn.placeholder("x", (None, 3))
+    labels_as_floats = gn.placeholder("labels_as_floats", (None,))
+    w = gn.shared(np.ones((2, 2), "float32"), name="w")
+    v = gn.shared(np.ones((3, 4), "float32"), name="v")
+    loss = gn.mean(gn.ops.softmax_cross_entropy(gn.dot(x, v), gn.cast(labels_as_floats, "int64")))
+    step = gn.function([x, labels_as_floats], [], updates=[(w, w * 0.5), (v, v - 0.1 * gn.grad(loss, v))],
+                       backend="cpu")
+    with pytest.raises(gn.FeedError, match="label 7"):
+        step(np.ones((2, 3), "float32"), np.array([0, 7], "float32"))
+    np.testing.assert_array_equal(w.get_value(), np.ones((2, 2)))
+    np.testing.assert_array_equal(v.get_value(), np.ones((3, 4)))
+    step(np.ones((2, 3), "float32"), np.array([0, 3], "float32"))
+    np.testing.assert_array_equal(w.get_value(), np.full((2, 2), 0.5))
