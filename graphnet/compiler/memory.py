@@ -54,7 +54,9 @@ def in_place_updates(steps, updates, outputs):
         if any(root.get(v, v) is shared for v in kept) or expr in result:
             continue
         writer = next((i for i, s in enumerate(steps) if expr in s.writes), None)
-        if writer is None or steps[writer].kind != "fused" or expr.shape != shared.shape:
+        # A free (None) dimension may change size with the feeds: the new value
+        # then needs an array of its own.
+        if writer is None or steps[writer].kind != "fused" or expr.shape != shared.shape or None in shared.shape:
             continue
         step = steps[writer]
         if expr not in step.elementwise_writes or step.pattern_of(shared) not in (None, "full2d"):

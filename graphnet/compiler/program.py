@@ -264,7 +264,7 @@ class CpuProgram:
                          f"input {labels.describe()} of cross_entropy ({node.source})")
         buffers = dict(buffers)
         for expr, shared in self.in_place.items():
-            buffers[expr] = env[shared]
+            buffers[expr] = shared.get_value(copy=False)   # the graph need not read it
         timing = DEBUG >= 2
         for step in self.steps:
             start = time.perf_counter() if timing else 0.0

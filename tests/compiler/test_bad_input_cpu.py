@@ -282,3 +282,16 @@ def test_a_check_that_can_only_run_late_keeps_earlier_updates_out_of_place():
     np.testing.assert_array_equal(v.get_value(), np.ones((3, 4)))
     step(np.ones((2, 3), "float32"), np.array([0, 3], "float32"))
     np.testing.assert_array_equal(w.get_value(), np.full((2, 2), 0.5))
+
+
+@pytest.mark.parametrize("declared", [(None, 3), (5, 3)], ids=["free batch", "fixed"])
+def test_an_update_of_a_shared_variable_the_graph_does_not_read(declared):
+    # Found while testing set_value shapes: the in-place path looked the old
+    # value up among the graph's inputs (KeyError), and with a free dimension
+    # would have written a 5-row result into a 7-row array.
+    x = gn.placeholder("x", (None, 3))
+    start = np.zeros((7 if declared[0] is None else 5, 3), "float32")
+    h = gn.shared(start, name="h", shape=declared)
+    fn = gn.function([x], gn.sum(x), updates=[(h, x * 2.0 + 1.0)], backend="cpu")
+    assert fn(np.ones((5, 3), "float32")) == 15.0
+    np.testing.assert_array_equal(h.get_value(), np.full((5, 3), 3.0))
