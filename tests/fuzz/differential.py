@@ -15,6 +15,9 @@ from graph_recipes import build, input_values
 
 VARIANTS = {"reference": dict(backend="reference"), "cpu-fused": dict(backend="cpu", fuse=True),
             "cpu-unfused": dict(backend="cpu", fuse=False)}
+#: the numerical guard: each backend must stop (NumericsError) on exactly the same graphs
+CHECKED_VARIANTS = {"reference": dict(backend="reference", check_numerics=True),
+                    "cpu-fused": dict(backend="cpu", fuse=True, check_numerics=True)}
 RTOL = {np.dtype("float32"): 1e-4, np.dtype("float64"): 1e-10}
 
 

@@ -60,6 +60,7 @@ class Recipe:
     cost_weights: int = 0  # seed of the cost's constant weights (0: plain sum)
     wrt: list = field(default_factory=list)  # input indices differentiated
     sgd: bool = False      # apply W <- W - 0.1 * dW to every differentiated shared input
+    assign: list = field(default_factory=list)  # (shared input index, value index): plain updates
     training: bool = False
     data_seed: int = 0
     shapes: list = field(default_factory=list, repr=False)  # run-time shape of every value
@@ -85,6 +86,8 @@ class Recipe:
                          f"grads = gn.grad(cost, [{', '.join(f'v{w}' for w in self.wrt)}])")
             if self.sgd:
                 lines.append("updates = [(W, W - 0.1 * dW) for every shared W among them]")
+        for target, value in self.assign:
+            lines.append(f"updates += [(v{target}, v{value})]")
         lines.append(f"training={self.training}, data_seed={self.data_seed}")
         return "Recipe:\n    " + "\n    ".join(lines)
 
@@ -169,6 +172,7 @@ def build(recipe, float_dtype=None):
         outputs += [cost] + grads
         if recipe.sgd:
             updates = [(w, w - 0.1 * g) for w, g in zip(wrt, grads) if isinstance(w, gn.SharedVariable)]
+    updates += [(values[target], values[value]) for target, value in recipe.assign]
     return Built(placeholders, values, outputs, updates)
 
 
@@ -530,6 +534,18 @@ def recipes(draw, max_steps=10):
         recipe.cost_weights = draw(st.sampled_from([0, draw(st.integers(1, 2**16))]))
         recipe.wrt = draw(st.lists(st.sampled_from(differentiable), min_size=1, unique=True))
         recipe.sgd = draw(st.booleans())
+    # Plain updates: a shared input takes a computed value of its shape (views of
+    # other shared inputs included), whether or not the graph reads it.
+    updated = set(recipe.wrt) if recipe.sgd else set()
+    for k, step in enumerate(recipe.steps):
+        if step.op != "input" or recipe.inputs[step.params[0]].kind != "shared" or k in updated:
+            continue
+        target = pool.vars[k]
+        fits = [j for j in range(len(pool.vars)) if j != k and pool.shapes[j] == pool.shapes[k]
+                and pool.vars[j].type.shape == target.type.shape and pool.vars[j].dtype == target.dtype]
+        if fits and draw(st.integers(0, 2)) == 0:
+            recipe.assign.append((k, draw(st.sampled_from(fits))))
+            updated.add(k)
     recipe.training = draw(st.booleans())
     recipe.shapes = list(pool.shapes)
     return recipe

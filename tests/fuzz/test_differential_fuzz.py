@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, seed, settings
 
 from conftest import fuzz_examples
-from differential import disagreement, run_variants
+from differential import CHECKED_VARIANTS, disagreement, run_variants
 from graph_recipes import ALL_OPS, build, recipes
 
 #: totals of this process's fuzz run, printed at the end (see test_zz_report)
-TALLY = {"graphs": 0, "ops": set(), "with_gradients": 0, "with_updates": 0}
+TALLY = {"graphs": 0, "ops": set(), "with_gradients": 0, "with_updates": 0, "checked": 0}
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,25 @@ def test_backends_agree_on_random_graphs(examples, tmp_path_factory):
         TALLY["graphs"] += 1
         TALLY["ops"].update(step.op for step in recipe.steps)
         TALLY["with_gradients"] += recipe.cost is not None
-        TALLY["with_updates"] += recipe.sgd
+        TALLY["with_updates"] += recipe.sgd or bool(recipe.assign)
         problem = disagreement(run_variants(recipe))
         assert problem is None, f"{recipe!r}\n{problem}"
 
     if os.environ.get("GRAPHNET_FUZZ_SEED"):
         check = seed(int(os.environ["GRAPHNET_FUZZ_SEED"]))(check)
+    check()
+
+
+def test_check_numerics_stops_the_same_graphs_on_every_backend(examples):
+    """With ``check_numerics=True``, reference and fused cpu both raise NumericsError or both run
+    (and agree); the kernels' in-kernel flags must see what the reference's per-node check sees."""
+    @settings(settings.get_profile("fuzz-bounded"), max_examples=max(10, examples // 3))
+    @given(recipes())
+    def check(recipe):
+        TALLY["checked"] += 1
+        problem = disagreement(run_variants(recipe, CHECKED_VARIANTS))
+        assert problem is None, f"{recipe!r}\n{problem}"
+
     check()
 
 
@@ -59,4 +72,5 @@ def test_recipes_reach_every_op():
 
 def test_zz_report_the_number_of_fuzzed_graphs():
     print(f"\nfuzzed graphs: {TALLY['graphs']} ({TALLY['with_gradients']} with gradients, "
-          f"{TALLY['with_updates']} with SGD updates), {len(TALLY['ops'])} distinct ops")
+          f"{TALLY['with_updates']} with updates), {len(TALLY['ops'])} distinct ops; "
+          f"{TALLY['checked']} more with check_numerics")
