@@ -163,6 +163,16 @@ def test_check_numerics_reports_overflow_in_a_matrix_product():
     assert "dot" in str(excinfo.value) and f"{THIS_FILE}:{line_of('# overflows here')}" in str(excinfo.value)
 
 
+def test_check_numerics_names_a_nan_computed_on_reduced_values_in_a_kernel_epilogue():
+    x = gn.placeholder("x", (None, 4))
+    inv_std = 1.0 / gn.sqrt(gn.var(x, axis=0) - 1.0)  # NaN where the variance is below 1
+    fn = gn.function([x], x * inv_std, backend="cpu", check_numerics=True)
+    assert any(k.kind == "fused" and "sqrt" in k.ops and "moments" in k.ops for k in fn.kernels)
+    np.testing.assert_allclose(fn(np.array([[0, 0, 0, 0], [4, 4, 4, 4]], "float32"))[1], 4 / np.sqrt(3), rtol=1e-5)
+    with pytest.raises(gn.NumericsError, match=r"NaN in the output of sqrt"):
+        fn(np.array([[0, 0, 0, 0], [4, 4, 1, 4]], "float32"))
+
+
 def test_check_numerics_reports_a_reduction_that_overflows():
     x = gn.placeholder("x", (None, 4))
     fn = gn.function([x], gn.sum(x, axis=0), backend="cpu", check_numerics=True)
@@ -356,3 +366,26 @@ def test_clear_cache_is_one_call_and_compiling_afterwards_works(tmp_path, monkey
     fn2 = gn.function([x], gn.exp(x) * 3.0 + 1.0, backend="cpu")
     np.testing.assert_allclose(fn2(np.zeros((2, 3), "float32")), 4.0)
     np.testing.assert_allclose(fn(np.zeros((2, 3), "float32")), 4.0)   # loaded modules stay usable
+
+
+# ------------------------------------------------------------------ checkpoints
+@pytest.mark.xfail(strict=True, reason="bug: graphnet/checkpoint.py reads a member whose .npy header "
+                   "claims a huge shape and lets NumPy's MemoryError escape instead of a CheckpointError")
+def test_a_checkpoint_member_claiming_a_huge_shape_is_refused_clearly(tmp_path):
+    import io
+    import zipfile
+
+    from graphnet import checkpoint
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    checkpoint.save(good, {"W": np.ones((3, 3), "float32")})
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "W.npy":
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(
+                    header, {"descr": "<f4", "fortran_order": False, "shape": (10**13,)})
+                data = header.getvalue() + bytes(64)
+            zout.writestr(item, data)
+    with pytest.raises(gn.CheckpointError, match="W"):
+        checkpoint.load(bad)

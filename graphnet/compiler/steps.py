@@ -114,8 +114,8 @@ class FusedStep(Step):
         self.parallel = module.kernel_parallel
         first = next(n for n in group.nodes if n not in group.epilogue)
         self.domain_var = first.inputs[0] if first in group.reductions else first.outputs[0]
-        #: check_numerics: one byte per flagged node, set by the kernel on NaN or Inf
-        self.flags = np.zeros(len(source.flagged), np.uint8) if source.flagged else None
+        #: check_numerics: set by the kernel when a value it computed is NaN or Inf
+        self.flags = np.zeros(1, np.uint8) if source.flagged else None
 
     @property
     def elementwise_writes(self):
@@ -127,20 +127,26 @@ class FusedStep(Step):
     def first_non_finite(self, env):
         """(node, variable, what) of the first node of this kernel whose values hold NaN or Inf, or None.
 
-        Elementwise nodes by the flags the kernel set; reductions by their
-        (small) outputs, so an overflowing sum is reported as the sum.
+        The kernel's flag says whether any elementwise value was; reductions are
+        checked on their (small) outputs. Only then, on the way to an error, the
+        kernel's nodes are evaluated again one by one (their NumPy reference, on
+        the same inputs, which the kernel did not overwrite) to name the first.
         """
+        flagged = self.flags is not None and self.flags[0]
+        if not flagged and not any(non_finite(env[v]) for v in self.source.reduced):
+            return None
+        values = {}
         for node in self.group.nodes:
-            if node in self.group.reductions:
-                for var in node.outputs:
-                    what = non_finite(env[var])
-                    if what:
-                        return node, var, what
-            elif node in self.source.flag_slot and self.flags[self.source.flag_slot[node]]:
-                var = node.outputs[0]
-                # A value written to memory can say which; one fused away cannot.
-                return node, var, non_finite(env[var]) if var in self.source.written else "NaN or Inf"
-        return None
+            with np.errstate(all="ignore"):
+                results = node.op.perform([values[v] if v in values else env[v] for v in node.inputs])
+            for var, value in zip(node.outputs, results):
+                values[var] = np.asarray(value, dtype=var.dtype)
+                what = non_finite(values[var])
+                if what:
+                    return node, var, what
+        # NumPy rounded differently from the kernel: name the kernel instead.
+        node = self.group.nodes[-1]
+        return node, node.outputs[0], f"NaN or Inf (inside kernel {self.kernel.name}: {', '.join(self.kernel.ops)})"
 
     def run(self, env, buffers, shapes):
         rows, cols = rows_cols(shapes[self.domain_var])

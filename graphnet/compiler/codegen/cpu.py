@@ -56,17 +56,19 @@ class FusedKernelSource:
     buffers; ``reduced``: reduction outputs; ``epilogue_outputs``: results of
     the epilogue on reduced values. The last two are written as flat vectors.
 
-    With ``check_numerics``, the kernel also takes ``flags``, one byte per node
-    of ``flagged`` (the float elementwise nodes, in graph order, including those
-    whose values never leave the kernel), and sets a node's byte when any of its
-    values is NaN or Inf: ``v - v != 0`` exactly then, accumulated per row.
+    With ``check_numerics``, the kernel also takes ``flags`` (one byte) and sets
+    it when any value of a ``flagged`` node (the float elementwise nodes,
+    including those whose values never leave the kernel) is NaN or Inf:
+    ``v - v`` is 0 for every finite ``v`` and NaN otherwise, so one comparison
+    of their sum per element, counted per row, is the whole cost (a flag per
+    node cost 2-3 times more: the counts stop vectorizing). Which node it was
+    is found only when the flag is set (``FusedStep.first_non_finite``).
     """
 
     def __init__(self, group, written, check_numerics=False):
         self.group = group
         self.flagged = [n for n in group.nodes if n not in group.reductions
                         and n.outputs[0].dtype.kind == "f"] if check_numerics else []
-        self.flag_slot = {n: k for k, n in enumerate(self.flagged)}
         self.domain = group.domain
         self.inputs = []
         self.literals = {}
@@ -97,6 +99,7 @@ class FusedKernelSource:
         args = ["R", "C", "n_chunks"] + [f"in{k}" for k in range(len(self.inputs))] + \
                [f"out{k}" for k in range(len(self.outputs))] + [f"red{k}" for k in range(len(self.reduced))] + \
                [f"epi{k}" for k in range(len(self.epilogue_outputs))] + (["flags"] if self.flagged else [])
+        checked = []
         names, hoisted, row_setup, inner, row_finish, before, after = dict(self.literals), [], [], [], [], [], []
         epilogue_loads = {}
         for k, (var, view) in enumerate(self.inputs):
@@ -127,11 +130,12 @@ class FusedKernelSource:
                                                 before, after)
             elif node not in self.group.epilogue:
                 inner += self._render_elementwise(node, f"t{t}", names, out_slot, "out{}_r[j]")
-                if node in self.flag_slot:
-                    slot = self.flag_slot[node]
-                    row_setup.append(f"nf{slot} = False")
-                    inner.append(f"nf{slot} |= (t{t} - t{t}) != 0  # NaN or Inf?")
-                    row_finish += [f"if nf{slot}:", f"    flags[{slot}] = 1"]
+                if node in self.flagged:
+                    checked.append(f"t{t}")
+        if checked:
+            row_setup.append("nf = np.int32(0)")
+            inner.append(f"nf += np.int32(({' + '.join(f'({t} - {t})' for t in checked)}) != 0)  # NaN or Inf?")
+            row_finish += ["if nf:", "    flags[0] = 1"]
         if self.group.epilogue:
             self._render_epilogue(red_slot, epilogue_loads, row_finish, after)
         lines = [f"def kernel({', '.join(args)}):"]
@@ -170,8 +174,8 @@ class FusedKernelSource:
             lines.append(f"index = {index}")
         for t, node in enumerate(self.group.epilogue):
             lines += self._render_elementwise(node, f"e{t}", names, slots, f"epi{{}}[{index}]")
-            if node in self.flag_slot:
-                lines += [f"if (e{t} - e{t}) != 0:  # NaN or Inf?", f"    flags[{self.flag_slot[node]}] = 1"]
+            if node in self.flagged:
+                lines += [f"if (e{t} - e{t}) != 0:  # NaN or Inf?", "    flags[0] = 1"]
         if self.group.reduce_kind == "row":
             row_finish.extend(lines)
         elif self.group.reduce_kind == "col":
