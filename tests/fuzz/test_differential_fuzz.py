@@ -27,7 +27,10 @@ def examples(request):
     return fuzz_examples(request.config)
 
 
-def test_backends_agree_on_random_graphs(examples, tmp_path_factory):
+def test_backends_agree_on_random_graphs(examples, tmp_path):
+    if examples > LONG_RUN_CHUNK:
+        return long_run(examples, tmp_path)
+
     @settings(settings.get_profile("fuzz-bounded"), max_examples=examples)
     @given(recipes())
     def check(recipe):
@@ -43,7 +46,29 @@ def test_backends_agree_on_random_graphs(examples, tmp_path_factory):
     check()
 
 
+LONG_RUN_CHUNK = 1000
+
+
+def long_run(examples, tmp_path):
+    """``--fuzz-long``: ``examples`` graphs in worker processes (see run_fuzz.py), every failure listed."""
+    import json
+
+    import run_fuzz
+    failures = tmp_path / "fuzz-failures.jsonl"
+    summary = run_fuzz.run(examples, jobs=int(os.environ.get("GRAPHNET_FUZZ_JOBS", "2")), chunk=LONG_RUN_CHUNK,
+                           seed=int(os.environ.get("GRAPHNET_FUZZ_SEED", "0")), out=str(failures))
+    TALLY["graphs"] += summary["graphs"]
+    TALLY["checked"] += summary["checked"]
+    print(f"\nlong fuzz run: {json.dumps(summary)}")
+    assert not summary["crashes"], summary["crashes"]
+    assert summary["graphs"] == examples
+    found = failures.read_text() if failures.exists() else ""
+    assert summary["failures"] == 0, f"{summary['failures']} mismatches:\n{found[:20000]}"
+
+
 def test_check_numerics_stops_the_same_graphs_on_every_backend(examples):
+    if examples > LONG_RUN_CHUNK:
+        pytest.skip("the long run checks check_numerics on every third graph")
     """With ``check_numerics=True``, reference and fused cpu both raise NumericsError or both run
     (and agree); the kernels' in-kernel flags must see what the reference's per-node check sees."""
     @settings(settings.get_profile("fuzz-bounded"), max_examples=max(10, examples // 3))
