@@ -50,3 +50,4 @@ def constant(value, name=None, dtype=None):
 # The Theano idiom: ``graphnet.config.floatX``, ``import graphnet.tensor as T``, indexing helpers.
 from graphnet import config  # noqa: E402,F401
 from graphnet.ops.indexing import OutOfBoundsError, alloc, arange  # noqa: E402,F401
+from graphnet.gradcheck import check_grad  # noqa: E402,F401
