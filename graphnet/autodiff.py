@@ -42,7 +42,7 @@ def grad(cost, wrt, known_grads=None):
     seeds = {cost: ew.ones_like(cost)}
     seeds.update(known_grads or {})
     grads = _backward_sweep(cost, wrt_list, seeds)
-    results = [grads.get(w) if w in grads else ew.zeros_like(w) for w in wrt_list]
+    results = [grads.get(w) if w in grads else ew.gradient_zeros(w) for w in wrt_list]
     _mark_backward(results, first_new_id)
     return results[0] if single else results
 
@@ -54,7 +54,7 @@ def _backward_sweep(cost, wrt, seeds):
     for node in reversed(nodes):
         if not any(o in grads for o in node.outputs) or not any(i in relevant for i in node.inputs):
             continue
-        out_grads = [grads[o] if o in grads else ew.zeros_like(o) for o in node.outputs]
+        out_grads = [grads[o] if o in grads else ew.gradient_zeros(o) for o in node.outputs]
         in_grads = node.op.grad(node.inputs, node.outputs, out_grads)
         if len(in_grads) != len(node.inputs):
             raise GradientError(f"{node.op}.grad returned {len(in_grads)} gradients for "

@@ -127,7 +127,8 @@ class Function:
             # A view could alias another variable's buffer; a shared value owns its memory.
             shared._value = value if value.flags.owndata and value.flags.writeable else value.copy()
             shared.version += 1
-        outputs = [np.array(o, copy=True) for o in outputs]
+        if not getattr(self.program, "owns_outputs", False):
+            outputs = [np.array(o, copy=True) for o in outputs]
         return outputs[0] if self._single_output else outputs
 
     def _bind(self, args, kwargs):

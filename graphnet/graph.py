@@ -124,6 +124,8 @@ class Variable:
         # Set by autodiff on every node it creates, so viewers can tell
         # backward nodes from forward ones.
         self.role = "forward"
+        # True for zeros that stand for "no gradient" (see ops.elementwise.gradient_zeros).
+        self.structural_zero = False
 
     # --- type shortcuts
     @property
@@ -509,5 +511,6 @@ def clone_replace(outputs, replace):
         new_node.source = node.source
         for old, new in zip(node.outputs, new_node.outputs):
             new.name, new.role, new.source = old.name, old.role, old.source
+            new.structural_zero = old.structural_zero
             mapping[old] = new
     return [resolve(v) for v in outputs]

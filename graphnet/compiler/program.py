@@ -73,6 +73,8 @@ def shape_arithmetic(fgraph):
 
 class CpuProgram:
     backend = "cpu"
+    #: outputs returned by run() are the caller's own arrays (no copy needed)
+    owns_outputs = True
 
     def __init__(self, fgraph, fuse=True, check_numerics=False, name="function"):
         self.fgraph = fgraph
@@ -94,6 +96,11 @@ class CpuProgram:
         # Writable copies: a read-only array is another type to Numba, and another compile.
         self._constants = {v: np.array(v.data) for v in inputs if isinstance(v, Constant)}
         self._shared = [v for v in inputs if isinstance(v, SharedVariable)]
+        self._signature_inputs = [v for v in inputs if not isinstance(v, Constant)]
+        # Outputs a kernel writes get a fresh array on every call, handed to the
+        # caller as is: no copy out of a pooled buffer.
+        written = {v for step in self.steps if step.kind in ("fused", "rowwise", "blas") for v in step.writes}
+        self._fresh_outputs = [v for v in dict.fromkeys(fgraph.outputs) if v in written and v not in self.in_place]
         self._label_inputs = [(n.inputs[-1], n) for n in fgraph.nodes()
                               if isinstance(n.op, (SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad))
                               and n.inputs[-1].owner is None]
@@ -168,7 +175,7 @@ class CpuProgram:
         Where an output shape depends on input values (a slice with symbolic
         bounds), the small input values belong to the signature too.
         """
-        inputs = [v for v in self.fgraph.variables() if not isinstance(v, Constant)]
+        inputs = self._signature_inputs
         signature = tuple(env[v].shape for v in inputs)
         if self._value_dependent:
             signature += tuple(env[v].tobytes() for v in inputs if env[v].size <= SMALL_VALUE)
@@ -263,6 +270,8 @@ class CpuProgram:
             check_labels(env[labels], shapes[node.inputs[-2]][1],
                          f"input {labels.describe()} of cross_entropy ({node.source})")
         buffers = dict(buffers)
+        for var in self._fresh_outputs:
+            buffers[var] = np.empty(shapes[var], var.dtype)
         for expr, shared in self.in_place.items():
             buffers[expr] = shared.get_value(copy=False)   # the graph need not read it
         timing = DEBUG >= 2
@@ -282,7 +291,11 @@ class CpuProgram:
                       f"({', '.join(step.kernel.ops)})", file=sys.stderr)
             if self.check_numerics:
                 self._check_numerics(step, env)
-        outputs = [env[v] for v in self.fgraph.outputs]
+        outputs, handed = [], set()
+        for var in self.fgraph.outputs:
+            fresh = var in self._fresh_outputs and id(var) not in handed
+            outputs.append(env[var] if fresh else np.array(env[var], copy=True))
+            handed.add(id(var))
         # Pooled buffers are reused next call: an update that was not written in
         # place is handed over as a copy the shared variable can own.
         updates = [env[expr] if expr in self.in_place else np.array(env[expr], copy=True)

@@ -401,5 +401,16 @@ def zeros_like(x):
     return second(x, as_variable(0, like=x))
 
 
+def gradient_zeros(x):
+    """Zeros standing for "no gradient flows here" (a dead mode branch, an unused output).
+
+    Marked ``structural_zero`` so the compiler may drop the arithmetic done on
+    them (``0 * x``, ``sum(0)``), which was never meant to be computed.
+    """
+    zeros = zeros_like(x)
+    zeros.structural_zero = True
+    return zeros
+
+
 def ones_like(x):
     return second(x, as_variable(1, like=x))

@@ -146,7 +146,7 @@ class ModeSelect(Op):
         raise GraphnetError("mode_select must be resolved by compiling with training=True/False")
 
     def grad(self, inputs, outputs, g):
-        zero = ew.zeros_like(g[0])
+        zero = ew.gradient_zeros(g[0])
         return [mode_select(g[0], zero), mode_select(zero, g[0])]
 
 
