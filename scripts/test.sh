@@ -8,6 +8,6 @@ if ! command -v dot >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev,demo]"
+.venv/bin/python -m pip install -q -e ".[dev,demo,cuda]"   # cuda: numba-cuda, for the CUDA simulator tests
 export GRAPHNET_CACHE_DIR="${GRAPHNET_CACHE_DIR:-$PWD/.graphnet_cache}"
 exec .venv/bin/python -m pytest "$@"
