@@ -181,6 +181,26 @@ def test_check_numerics_reports_a_reduction_that_overflows():
 
 
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_check_numerics_sees_nan_in_an_update_the_optimizer_reduced_to_the_old_value(backend):
+    # Found by the fuzzer: W - 0.1 * dW with dW = 0 (W does not reach the cost)
+    # simplifies to W on the cpu backend, so no kernel computed the NaN already
+    # in W; the reference computed the subtraction and stopped.
+    x = gn.placeholder("x", (None, 2))
+    W = gn.shared(np.array([np.nan, 1.0], "float32"), name="W")
+    V = gn.shared(np.ones(2, "float32"), name="V")
+    cost = gn.sum(x * V)
+    gW, gV = gn.grad(cost, [W, V])
+    new_W = W - 0.1 * gW  # the NaN shows here
+    fn = gn.function([x], cost, updates=[(W, new_W), (V, V - 0.1 * gV)], backend=backend,
+                     check_numerics=True)
+    with pytest.raises(gn.NumericsError) as excinfo:
+        fn(np.ones((3, 2), "float32"))
+    assert "NaN in the output of sub" in str(excinfo.value)
+    assert f"{THIS_FILE}:{line_of('# the NaN shows here')}" in str(excinfo.value)
+    np.testing.assert_array_equal(V.get_value(), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
 def test_a_call_stopped_by_check_numerics_leaves_parameters_unchanged(backend):
     # The cpu backend updates parameters in place; a NaN found after that kernel
     # ran would otherwise leave W half trained by a failed call.

@@ -21,7 +21,7 @@ from graphnet.compiler.codegen import cpu as cpu_codegen
 from graphnet.compiler.codegen.reference import check_finite, infer_output_shapes, node_error
 from graphnet.compiler.memory import in_place_updates, plan_buffers
 from graphnet.compiler.passes.fuse import plan_fusion
-from graphnet.compiler.steps import BlasStep, FusedStep, HostStep, Kernel, RowwiseStep
+from graphnet.compiler.steps import BlasStep, FusedStep, HostStep, Kernel, RowwiseStep, non_finite
 from graphnet.errors import CompileError, GraphnetError, NumericsError
 from graphnet.graph import Constant, SharedVariable
 from graphnet.ops.reduce import SizeOf
@@ -91,6 +91,7 @@ class CpuProgram:
         # go to fresh buffers, so the failed call leaves every parameter as it was.
         self.in_place = {} if check_numerics else in_place_updates(self.steps, fgraph.updates, fgraph.outputs)
         self._frames = {}
+        self.simplified_roots = []   # (root as written, the input the passes reduced it to)
         self._value_dependent = any(getattr(n.op, "infer_shape_needs_values", False) for n in fgraph.nodes())
         inputs = fgraph.variables()
         # Writable copies: a read-only array is another type to Numba, and another compile.
@@ -291,6 +292,13 @@ class CpuProgram:
                       f"({', '.join(step.kernel.ops)})", file=sys.stderr)
             if self.check_numerics:
                 self._check_numerics(step, env)
+        if self.check_numerics:
+            for before, after in self.simplified_roots:
+                what = non_finite(env[after])
+                if what:
+                    raise NumericsError(f"check_numerics: {what} in the output of {before.owner.op} "
+                                        f"({before.describe()}), built at {before.owner.source} "
+                                        f"(simplified to the value of {after.describe()})")
         outputs, handed = [], set()
         for var in self.fgraph.outputs:
             fresh = var in self._fresh_outputs and id(var) not in handed
