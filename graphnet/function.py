@@ -4,7 +4,9 @@ The front end is the same for every backend: it validates inputs, outputs and
 updates, resolves the training/evaluation mode, hands the FunctionGraph to a
 backend, and on every call checks the fed arrays before any kernel runs and
 applies updates only after every output was computed, so a failed call leaves
-every shared variable as it was.
+every shared variable as it was. Calls are serialized (a lock per function and
+per shared variable), so several threads may call compiled functions at once:
+see docs/reliability.md.
 """
 from __future__ import annotations
 
