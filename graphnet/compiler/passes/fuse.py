@@ -165,8 +165,6 @@ def fusion_refusal(group, node, reaches):
         pattern = reduce_pattern(node.op, node.inputs[0].ndim)
         if group.reduce_kind not in (None, pattern):
             return f"the kernel already reduces by {group.reduce_kind}, this reduction is by {pattern}"
-        if group.epilogue:
-            return "the kernel already has an epilogue on its reduced values"
     return None
 
 
