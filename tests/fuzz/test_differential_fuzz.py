@@ -4,10 +4,11 @@ Each example is a random well-typed graph (see ``graph_recipes``): every op,
 shapes with ``None`` batch dimensions and broadcasting, reductions over random
 axes with and without ``keepdims``, chains the fuser fuses and ones it refuses,
 and the gradients of a random scalar cost, applied as SGD updates in place.
-``cpu`` fused, ``cpu`` unfused and ``reference`` must agree: float32 to
-``rtol=1e-4``, float64 to ``1e-10`` (each relative to the output's scale),
-integers and booleans exactly, NaN and Inf in the same places, and a crash of
-one variant counts as a disagreement.
+``cpu`` fused and ``cpu`` unfused must agree with the reference backend run on
+the optimized graph, and that with the plain reference (see ``differential.py``):
+float32 to ``rtol=1e-4``, float64 to ``1e-10`` (each relative to the output's
+scale), integers and booleans exactly, NaN and Inf in the same places, and a
+crash of one variant counts as a disagreement.
 """
 import os
 

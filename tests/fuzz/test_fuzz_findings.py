@@ -94,3 +94,24 @@ def test_an_update_that_is_a_view_of_a_parameter_updated_in_place_gets_the_old_v
     agree([], [gn.sum(a)], [], updates=[(a, gn.transpose(b)), (b, b * 2.0 + 1.0)],
           state={a: np.zeros((3, 1), "float32"), b: np.array([[1.0, 2.0, 3.0]], "float32")})
     np.testing.assert_array_equal(a.get_value().ravel(), [1.0, 2.0, 3.0])
+
+
+def test_the_passes_may_drop_a_dead_branch_nan_but_fusion_must_not():
+    # Found by the long fuzz run: the gradient of x * w through the evaluation
+    # branch of mode_select is a structural zero; the reference computes
+    # 0 * NaN = NaN, the cpu passes drop the product (canonicalize.py) and give
+    # 0. That is the passes' documented choice, so the fuzzer compares cpu with
+    # the reference run on the optimized graph, and that with the plain
+    # reference allowing only this direction.
+    from differential import OptimizedReference  # noqa: F401  (the oracle this test documents)
+    x = gn.placeholder("x", (2,), "float32")
+    w = gn.placeholder("w", (), "float32")
+    y = gn.ops.mode_select(x, x * w)
+    (dw,) = gn.grad(gn.sum(y), [w])
+    xb = np.array([np.nan, 1.0], "float32")
+    ref = gn.function([x, w], dw, backend="reference", training=True)(xb, np.float32(2.0))
+    assert np.isnan(ref)
+    for fuse in (True, False):
+        assert gn.function([x, w], dw, backend="cpu", fuse=fuse, training=True)(xb, np.float32(2.0)) == 0.0
+    assert array_difference(np.asarray(ref), np.asarray(np.float32(0.0)), finite_may_replace_nan=True) is None
+    assert array_difference(np.asarray(np.float32(0.0)), np.asarray(ref), finite_may_replace_nan=True) is not None
