@@ -260,66 +260,40 @@ ROWWISE_BODIES = {
 def kernel(R, C, n_chunks, x, out):
     for c in prange(n_chunks):
         for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
-            xr = x[i]
             o = out[i]
-            m = -np.inf
-            for j in range(C):
-                m = max(m, xr[j])
-            total = 0.0
-            for j in range(C):
-                e = math.exp(xr[j] - m)
-                o[j] = e
-                total += e
-            scale = 1.0 / total
+            scale = 1.0 / row_exp_sum(x[i], row_max(x[i]), o)
             for j in range(C):
                 o[j] = o[j] * scale
 """,
     "log_softmax": """\
 def kernel(R, C, n_chunks, x, out):
+    no_store = np.empty(0, x.dtype)
     for c in prange(n_chunks):
         for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
             xr = x[i]
+            m = row_max(xr)
+            shift = m + math.log(row_exp_sum(xr, m, no_store))
             o = out[i]
-            m = -np.inf
-            for j in range(C):
-                m = max(m, xr[j])
-            total = 0.0
-            for j in range(C):
-                total += math.exp(xr[j] - m)
-            shift = m + math.log(total)
             for j in range(C):
                 o[j] = xr[j] - shift
 """,
     # Per-example -log softmax(x)[label]; labels were range-checked before any kernel ran.
     "softmax_cross_entropy": """\
 def kernel(R, C, n_chunks, x, labels, out):
+    no_store = np.empty(0, x.dtype)
     for c in prange(n_chunks):
         for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
             xr = x[i]
-            m = -np.inf
-            for j in range(C):
-                m = max(m, xr[j])
-            total = 0.0
-            for j in range(C):
-                total += math.exp(xr[j] - m)
-            out[i] = m + math.log(total) - xr[labels[i]]
+            m = row_max(xr)
+            out[i] = m + math.log(row_exp_sum(xr, m, no_store)) - xr[labels[i]]
 """,
     # (softmax(x) - onehot(label)) * g: the stable gradient of the above.
     "softmax_cross_entropy_grad": """\
 def kernel(R, C, n_chunks, g, x, labels, out):
     for c in prange(n_chunks):
         for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
-            xr = x[i]
             o = out[i]
-            m = -np.inf
-            for j in range(C):
-                m = max(m, xr[j])
-            total = 0.0
-            for j in range(C):
-                e = math.exp(xr[j] - m)
-                o[j] = e
-                total += e
-            scale = g[i] / total
+            scale = g[i] / row_exp_sum(x[i], row_max(x[i]), o)
             for j in range(C):
                 o[j] = o[j] * scale
             o[labels[i]] -= g[i]

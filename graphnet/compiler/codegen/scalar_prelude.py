@@ -52,5 +52,27 @@ def nan_min(a, b):
     return a if a <= b or a != a else b
 
 
+@numba.njit(cache=True, error_model="numpy")
+def row_max(xr):
+    """The largest entry of a row: softmax's shift, so that no exp overflows."""
+    m = -np.inf
+    for j in range(xr.shape[0]):
+        m = max(m, xr[j])
+    return m
+
+
+@numba.njit(cache=True, error_model="numpy")
+def row_exp_sum(xr, m, out):
+    """``sum(exp(xr - m))``, storing each term in ``out`` unless ``out`` is empty."""
+    total = 0.0
+    store = out.shape[0] > 0
+    for j in range(xr.shape[0]):
+        e = math.exp(xr[j] - m)
+        if store:
+            out[j] = e
+        total += e
+    return total
+
+
 __all__ = ["math", "np", "numba", "keep_mask", "sigmoid", "softplus", "safe_log", "safe_sqrt", "nan_max",
-           "nan_min"]
+           "nan_min", "row_max", "row_exp_sum"]
