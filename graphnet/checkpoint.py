@@ -199,6 +199,10 @@ def _read_member(path, npz, key) -> np.ndarray:
         raise CheckpointError(f"checkpoint {path!r}: array {key!r} is corrupt ({exc})") from exc
     except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise CheckpointError(f"checkpoint {path!r}: array {key!r} is truncated or corrupt ({exc})") from exc
+    except MemoryError as exc:
+        # A hostile or corrupt .npy header can claim a shape no machine can hold.
+        raise CheckpointError(f"checkpoint {path!r}: array {key!r} claims a size too large to load; "
+                              "the file is corrupt or not a graphnet checkpoint") from exc
     if not isinstance(value, np.ndarray):
         raise CheckpointError(f"checkpoint {path!r}: member {key!r} is not a .npy array")
     return value

@@ -389,8 +389,6 @@ def test_clear_cache_is_one_call_and_compiling_afterwards_works(tmp_path, monkey
 
 
 # ------------------------------------------------------------------ checkpoints
-@pytest.mark.xfail(strict=True, reason="bug: graphnet/checkpoint.py reads a member whose .npy header "
-                   "claims a huge shape and lets NumPy's MemoryError escape instead of a CheckpointError")
 def test_a_checkpoint_member_claiming_a_huge_shape_is_refused_clearly(tmp_path):
     import io
     import zipfile
