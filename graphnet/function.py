@@ -173,6 +173,10 @@ def coerce_feed(placeholder, value, allow_downcast=False):
     float32 only with ``allow_input_downcast=True``.
     """
     where = f"input {placeholder.describe()}"
+    if isinstance(value, Variable):
+        raise FeedError(f"{where}: fed the symbolic variable {value.describe()} (built at {value.source}); "
+                        "feeds are arrays of values. To compute this input from another graph, "
+                        f"compile with givens={{{placeholder.describe()}: {value.describe()}}}")
     is_array = isinstance(value, np.ndarray)
     try:
         arr = np.asarray(value)
@@ -223,7 +227,7 @@ def _check_inputs(inputs):
     inputs = list(inputs)
     for i, p in enumerate(inputs):
         if not isinstance(p, Variable) or p.owner is not None or isinstance(p, (SharedVariable, Constant)):
-            what = p.describe() if isinstance(p, Variable) else repr(p)
+            what = f"{p.describe()}, built at {p.source}" if isinstance(p, Variable) else repr(p)
             raise FeedError(f"function: input {i} ({what}) is not a placeholder; inputs are the "
                             "placeholders fed on each call (shared variables and constants are not fed)")
     names = [p.name for p in inputs]
@@ -290,5 +294,6 @@ def _check_feeds_suffice(fgraph, inputs):
     fed = set(inputs)
     needed = [v for v in fgraph.variables() if isinstance(v, Placeholder) and v not in fed]
     if needed:
-        raise FeedError("function: the outputs depend on placeholder(s) "
-                        f"{', '.join(v.describe() for v in needed)} that are not among the inputs")
+        named = ", ".join(f"{v.describe()} (built at {v.source})" for v in needed)
+        raise FeedError(f"function: the outputs depend on placeholder(s) {named} that are not among "
+                        "the inputs; feed them too (Session.run: add them to feed_dict)")

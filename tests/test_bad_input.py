@@ -152,3 +152,39 @@ def test_successful_step_after_failures_still_trains(backend, compiled):
     before = W.get_value()
     assert np.isfinite(step(XB, YB))
     assert not np.array_equal(W.get_value(), before)
+
+
+# ------------------------------------------------- graphs built apart, sessions apart
+# Variables belong to no session (a Session is a compile cache), so mixing graphs is
+# legal; what cannot work is a graph whose placeholders are not all fed, or a feed that
+# is not an array for a placeholder. Each is refused naming the variable and its line.
+OTHER_X = gn.placeholder("other_x", (None, 4), "float32")  # a second model's input
+OTHER_LOSS = gn.sum(OTHER_X * 2.0)
+
+
+def test_two_sessions_of_different_backends_share_one_parameter_value():
+    total = gn.shared(np.zeros(3, "float32"), name="total")
+    step = [(total, total + 1.0)]
+    for k, sess in enumerate([gn.Session(backend="reference"), gn.Session(backend="cpu")] * 2):
+        assert np.array_equal(sess.run(total * 1.0, updates=step), np.full(3, k, "float32"))
+    np.testing.assert_array_equal(total.get_value(), np.full(3, 4.0))
+
+
+def test_fetching_across_graphs_names_the_unfed_placeholder_and_its_line(backend, state_is_unchanged):
+    sess = gn.Session(backend=backend)
+    with pytest.raises(gn.FeedError, match=r"other_x \(built at .*test_bad_input.py:\d+\)"):
+        sess.run(LOSS + OTHER_LOSS, {X: XB, Y: YB}, updates=SGD, training=True)
+
+
+def test_feeding_a_symbolic_variable_points_to_givens(backend, state_is_unchanged):
+    sess = gn.Session(backend=backend)
+    with pytest.raises(gn.FeedError, match=r"input x: fed the symbolic variable other_x .*givens=\{x: other_x\}"):
+        sess.run(LOSS, {X: OTHER_X, Y: YB}, updates=SGD, training=True)
+
+
+@pytest.mark.parametrize("key", ["W", "intermediate"])
+def test_feeding_a_parameter_or_an_intermediate_is_refused(key, backend, state_is_unchanged):
+    var = W if key == "W" else gn.dot(X, W)
+    value = np.zeros(var.type.shape if key == "W" else (4, 3), "float32")
+    with pytest.raises(gn.FeedError, match="is not a placeholder"):
+        gn.Session(backend=backend).run(LOSS, {X: XB, Y: YB, var: value}, updates=SGD, training=True)
