@@ -24,11 +24,14 @@ import numpy as np
 from hypothesis import strategies as st
 
 import graphnet as gn
+import graphnet.tensor as T
 from graphnet import ops
 from graphnet.errors import GraphnetError
 from graphnet.graph import graph_inputs
+from graphnet.ops.indexing import arange
 from graphnet.ops.elementwise import DropoutScale
 from graphnet.ops.nn import ModeSelect
+from graphnet.ops.reduce import SizeOf
 
 FLOATS = ("float32", "float64")
 LARGEST = 1e3        # values beyond this bound are squashed with tanh before further use
@@ -122,7 +125,40 @@ APPLY = {
     "gn.squeeze": ops.squeeze, "ops.sum_to": lambda g, shape: ops.sum_to(g, shape),
     "gn.prelu": ops.prelu, "gn.maxout": ops.maxout, "ops.mode_select": ops.mode_select,
     "DropoutScale": _dropout, "gn.constant": lambda value, dtype: gn.constant(value, dtype=dtype),
+    "x[key]": lambda x, *rest: x[_key(rest)],
+    "x[idx]": lambda x, *rest: x[_key(rest)],
+    "T.inc_subtensor": lambda x, y, *rest: T.inc_subtensor(x[_key(rest)], y),
+    "T.inc_subtensor[idx]": lambda x, y, *rest: T.inc_subtensor(x[_key(rest)], y),
+    "T.set_subtensor": lambda x, y, *rest: T.set_subtensor(x[_key(rest)], y),
+    "gn.alloc": lambda value, *rest: gn.alloc(value, *_key(rest)),
+    "gn.arange": lambda n, start: arange(start, n),
+    "T.nnet.nll": lambda z, y: ops.neg(ops.log(ops.softmax(z))[arange(ops.size_of(y, 0)), y]),
 }
+
+
+def _key(rest):
+    """An index key from a step's trailing variables and its pattern (its last param).
+
+    The pattern holds ints, slices, None and the marker ``ARG``, which takes the
+    next variable: a symbolic bound ``x[:n]``, an index array ``x[idx]`` or a
+    symbolic dimension of ``alloc``. Keeping variables out of the params keeps
+    recipes replayable (``build`` rebuilds them in float64).
+    """
+    *variables, pattern = rest
+    variables = iter(variables)
+
+    def fill(entry):
+        if entry == ARG:
+            return next(variables)
+        if isinstance(entry, slice):
+            return slice(*(next(variables) if part == ARG else part
+                           for part in (entry.start, entry.stop, entry.step)))
+        return entry
+    return tuple(fill(entry) for entry in pattern)
+
+
+#: the marker of a variable in an index pattern (see ``_key``)
+ARG = "ARG"
 
 
 @dataclass
@@ -188,9 +224,29 @@ def _infer(var, shapes):
     if isinstance(node.op, ModeSelect):
         shapes[var] = in_shapes[0]
         return shapes[var]
-    for out, shape in zip(node.outputs, node.op.infer_shape(node, in_shapes)):
+    if getattr(node.op, "infer_shape_needs_values", False):
+        stand_ins = [_stand_in(inp, shapes) for inp in node.inputs]
+        out_shapes = node.op.infer_shape(node, in_shapes, values=stand_ins)
+    else:
+        out_shapes = node.op.infer_shape(node, in_shapes)
+    for out, shape in zip(node.outputs, out_shapes):
         shapes[out] = tuple(shape)
     return shapes[var]
+
+
+def _stand_in(var, shapes):
+    """A value of ``var`` good enough for a value-dependent ``infer_shape``: the true value
+    of sizes and constants (and of small integer arithmetic on them), zeros otherwise
+    (data and index arrays, whose values do not change a shape; zero is a valid index)."""
+    if isinstance(var, gn.Constant):
+        return var.data
+    node = var.owner
+    if node is not None and isinstance(node.op, SizeOf):
+        return np.int64(np.prod([shapes[node.inputs[0]][a] for a in node.op.axis]))
+    if node is not None and var.ndim == 0 and var.dtype.kind in "iu":
+        inputs = [_stand_in(inp, shapes) for inp in node.inputs]
+        return node.op.perform(inputs)[node.outputs.index(var)]
+    return np.zeros(shapes[var], var.dtype)
 
 
 def input_values(recipe, built):
@@ -334,6 +390,14 @@ def bound_of(op, bounds, params, in_shapes, out_shape):
         return (0, (b[1] - b[0]) + math.log(max(in_shapes[0][-1], 1)) + 1)
     if op == "DropoutScale":
         return (min(b[0] / params[0], 0), max(b[1] / params[0], 0))
+    if op in ("x[key]", "x[idx]", "gn.alloc"):
+        return b
+    if op == "T.set_subtensor":
+        return (min(b[0], bounds[1][0]), max(b[1], bounds[1][1]))
+    if op == "gn.arange":
+        return (0, b[1])
+    if op == "T.nnet.nll":
+        return (0, (b[1] - b[0]) + math.log(max(in_shapes[0][-1], 1)) + 1)
     raise AssertionError(f"no bound rule for {op}")
 
 
@@ -346,9 +410,12 @@ SHAPE = ["gn.transpose", "gn.reshape", "gn.expand_dims", "gn.squeeze", "ops.sum_
 OTHER = ["gn.dot", "gn.softmax", "gn.log_softmax", "ops.softmax_cross_entropy", "gn.where", "gn.cast",
          "ops.second", "ops.zeros_like", "ops.ones_like", "gn.prelu", "gn.maxout", "ops.mode_select",
          "DropoutScale", "gn.size_of"]
+INDEX = ["x[key]", "x[idx]", "T.inc_subtensor", "T.inc_subtensor[idx]", "T.set_subtensor", "gn.alloc",
+         "gn.arange", "T.nnet.nll"]
 #: every op a recipe may use; the test asserts the fuzzer reaches them all
-ALL_OPS = UNARY_FLOAT + BINARY + COMPARE + REDUCE + SHAPE + OTHER
-KIND_WEIGHTS = [("unary", 5), ("binary", 6), ("compare", 1), ("reduce", 4), ("shape", 3), ("other", 4)]
+ALL_OPS = UNARY_FLOAT + BINARY + COMPARE + REDUCE + SHAPE + OTHER + INDEX
+KIND_WEIGHTS = [("unary", 5), ("binary", 6), ("compare", 1), ("reduce", 4), ("shape", 3), ("other", 4),
+                ("index", 4)]
 
 
 @st.composite
@@ -378,7 +445,9 @@ def recipes(draw, max_steps=10):
                else gn.shared(np.zeros(shape, dtype), name=f"v{k}", shape=static))
         var.recipe_input = recipe.inputs[-1]
         bound = {"normal": (-2, 2), "integers": (-3, 3), "positive": (0.5, 2), "bool": (0, 1),
-                 "special": (-math.inf, math.inf)}.get(values, (0, 1))
+                 "special": (-math.inf, math.inf)}.get(values)
+        if bound is None:  # "labels:<classes>"
+            bound = (0, int(values.split(":")[1]) - 1)
         return pool.add(var, shape, bound)
 
     for _ in range(draw(st.integers(1, 3))):
@@ -427,14 +496,17 @@ def recipes(draw, max_steps=10):
                 return False
         j = pick(fits)
         if j is None or draw(st.integers(0, 3)) == 0:
-            shape = pool.shapes[k]
-            keep = draw(st.integers(0, len(shape)))
-            sub = tuple(d if draw(st.integers(0, 2)) else 1 for d in shape[len(shape) - keep:])
-            static_k = pool.vars[k].type.shape[len(shape) - keep:]
-            static = tuple(None if s is None and d != 1 and draw(st.booleans()) else d
-                           for s, d in zip(static_k, sub))
-            j = new_input(shape=sub, static=static)
+            j = broadcasting_input(pool.shapes[k], pool.vars[k].type.shape)
         return j
+
+    def broadcasting_input(shape, static_shape):
+        """A fresh input whose shape broadcasts to ``shape``: trailing axes, some of them 1."""
+        keep = draw(st.integers(0, len(shape)))
+        sub = tuple(d if draw(st.integers(0, 2)) else 1 for d in shape[len(shape) - keep:])
+        static_k = static_shape[len(shape) - keep:]
+        static = tuple(None if s is None and d != 1 and draw(st.booleans()) else d
+                       for s, d in zip(static_k, sub))
+        return new_input(shape=sub, static=static)
 
     for _ in range(draw(st.integers(3, max_steps))):
         kind = draw(st.sampled_from([k for k, w in KIND_WEIGHTS for _ in range(w)]))
@@ -515,6 +587,8 @@ def recipes(draw, max_steps=10):
                 if None in target:
                     continue
                 pool.apply(op, (k,), (target,))
+        elif kind == "index":
+            _index(draw, pool, draw(st.sampled_from(INDEX)), new_input, tame, pick, broadcasting_input, float_dtype)
         else:
             op = draw(st.sampled_from(OTHER))
             _other(draw, pool, op, new_input, tame, pick, partner, float_dtype)
@@ -522,10 +596,14 @@ def recipes(draw, max_steps=10):
     # Outputs: the newest value and a few others; a cost over a float value.
     n = len(pool.vars)
     stepped = [k for k, step in enumerate(recipe.steps) if step.op not in ("input", "gn.constant")] or [n - 1]
-    # Fetch the values nothing else reads, so no step is dead code.
+    # Fetch the values nothing else reads, so no step is dead code; in one graph of
+    # three fetch every value, so none is hidden behind a later ones_like or compare
+    # (fetched intermediates also make the fuser keep them in memory).
     read = {a for step in recipe.steps for a in step.args}
     leaves = [k for k in stepped if k not in read]
-    recipe.outputs = sorted({stepped[-1], *leaves[-4:], *draw(st.lists(st.sampled_from(stepped), max_size=1))})
+    fetch_all = draw(st.integers(0, 2)) == 0
+    recipe.outputs = sorted({stepped[-1], *leaves, *(stepped if fetch_all else
+                                                      draw(st.lists(st.sampled_from(stepped), max_size=1)))})
     floats = [k for k in stepped if pool.is_float(k)]
     differentiable = [k for k, step in enumerate(recipe.steps)
                       if step.op == "input" and recipe.inputs[step.params[0]].dtype in FLOATS]
@@ -655,3 +733,139 @@ def _factor(draw, size):
         rest //= d if d else 1
     dims.append(rest)
     return tuple(dims)
+
+
+# ------------------------------------------------------------------ indexing
+def _index(draw, pool, op, new_input, tame, pick, broadcasting_input, float_dtype):
+    """One indexing step: slices (static and symbolic bounds), integer-array gathers,
+    their increments and assignments, ``alloc``, ``arange`` and Theano's NLL idiom."""
+    def int_constant(value):
+        return pool.apply("gn.constant", (), (value, "int64"), bound=(value, value))
+
+    def index_arrays(k, pattern):
+        """Integer index placeholders (or constants) for the ``ARG`` axes of ``pattern``, in range."""
+        shape = draw(st.sampled_from([(draw(st.integers(1, 4)),), (draw(st.integers(1, 3)), 2)]))
+        args = []
+        for axis, entry in enumerate(pattern):
+            if entry != ARG:
+                continue
+            size = pool.shapes[k][axis]
+            if draw(st.integers(0, 3)) == 0:
+                values = np.random.default_rng(draw(st.integers(0, 999))).integers(0, size, shape).tolist()
+                args.append(pool.apply("gn.constant", (), (values, "int64"), bound=(0, size - 1)))
+            else:
+                static = shape if draw(st.booleans()) else (None,) + shape[1:]
+                args.append(new_input(dtype=draw(st.sampled_from(["int64", "int32"])), shape=shape, static=static,
+                                      values=f"labels:{size}", kind="placeholder"))
+        return args, int(np.prod(shape))
+
+    def basic_pattern(k, newaxis=True):
+        """A NumPy basic index of ``k``: ints, slices (some bounded by a symbolic size), None
+        (not for ``inc_subtensor``, whose first argument must be a plain indexing)."""
+        var, shape = pool.vars[k], pool.shapes[k]
+        pattern, args, axis = [], [], 0
+        for _ in range(draw(st.integers(1, max(var.ndim, 1)))):
+            if axis >= var.ndim:
+                break
+            d = shape[axis]
+            choice = draw(st.sampled_from(["full", "index", "slice", "slice", "symbolic", "newaxis"]))
+            if choice == "newaxis" and newaxis and var.ndim < 4:
+                pattern.append(None)
+                continue
+            if choice == "index" and d > 0:
+                pattern.append(draw(st.integers(-d, d - 1)))
+            elif choice == "slice":
+                part = st.one_of(st.none(), st.integers(-d - 1, d + 1))
+                pattern.append(slice(draw(part), draw(part), draw(st.sampled_from([None, 1, 2, -1, -2]))))
+            elif choice == "symbolic":
+                # x[:size - c]: a stop known only at run time
+                size = pool.apply("gn.size_of", (k,), (axis,))
+                stop = pool.apply("gn.sub", (size, int_constant(draw(st.integers(0, 2)))))
+                if stop is None:
+                    return None, None
+                args.append(stop)
+                pattern.append(slice(draw(st.sampled_from([None, 0, 1])), ARG, None))
+            else:
+                pattern.append(slice(None))
+            axis += 1
+        return tuple(pattern), args
+
+    def advanced_pattern(k):
+        ndim = pool.vars[k].ndim
+        patterns = [(ARG,)] + ([(slice(None), ARG), (ARG, ARG)] if ndim >= 2 else [])
+        pattern = draw(st.sampled_from(patterns))
+        if any(pool.shapes[k][axis] == 0 for axis, e in enumerate(pattern) if e == ARG):
+            return None, None, 0
+        args, repeats = index_arrays(k, pattern)
+        return pattern, args, repeats
+
+    if op in ("x[key]", "x[idx]"):
+        k = pick(lambda k: pool.vars[k].ndim > 0)
+        if k is None:
+            return None
+        if op == "x[key]":
+            pattern, args = basic_pattern(k)
+        else:
+            pattern, args, _ = advanced_pattern(k)
+        if pattern is None or None in args:
+            return None
+        return pool.apply(op, (k, *args), (pattern,))
+    if op in ("T.inc_subtensor", "T.inc_subtensor[idx]", "T.set_subtensor"):
+        k = pick(lambda k: pool.is_float(k) and pool.vars[k].ndim > 0)
+        if k is None:
+            return None
+        if op == "T.inc_subtensor[idx]":
+            pattern, args, repeats = advanced_pattern(k)
+        else:
+            (pattern, args), repeats = basic_pattern(k, newaxis=False), 1
+            if pattern is not None and all(entry == slice(None) for entry in pattern):
+                pattern = (0,) + pattern[1:] if pool.shapes[k][0] else pattern
+        if pattern is None or None in args:
+            return None
+        try:
+            target = APPLY["x[key]"](pool.vars[k], *[pool.vars[a] for a in args], pattern)
+            target_shape = _infer(target, {v: s for v, s in zip(pool.vars, pool.shapes)})
+        except GraphnetError:
+            return None
+        y = tame(broadcasting_input(target_shape, target.type.shape))
+        bx, by = pool.bounds[k], pool.bounds[y]
+        bound = ((min(bx[0], by[0]), max(bx[1], by[1])) if op == "T.set_subtensor" else
+                 (bx[0] + repeats * min(by[0], 0), bx[1] + repeats * max(by[1], 0)))
+        return pool.apply(op, (k, y, *args), (pattern,), bound=bound)
+    if op == "gn.alloc":
+        value = pick(lambda k: pool.numeric(k) and pool.vars[k].ndim == 0)
+        if value is None:
+            k = pick(pool.is_float)
+            value = pool.apply("gn.mean", (k,), (None, False)) if k is not None else None
+        if value is None:
+            return None
+        pattern, args = [], []
+        for _ in range(draw(st.integers(1, 2))):
+            sized = pick(lambda k: pool.vars[k].ndim > 0 and pool.shapes[k][0] > 0)
+            if sized is not None and draw(st.booleans()):
+                args.append(pool.apply("gn.size_of", (sized,), (0,)))
+                pattern.append(ARG)
+            else:
+                pattern.append(draw(st.integers(1, 4)))
+        if None in args:
+            return None
+        return pool.apply(op, (value, *args), (tuple(pattern),))
+    if op == "gn.arange":
+        k = pick(lambda k: pool.vars[k].ndim > 0)
+        if k is None:
+            return None
+        n = pool.apply("gn.size_of", (k,), (draw(st.integers(0, pool.vars[k].ndim - 1)),))
+        r = pool.apply(op, (n,), (draw(st.sampled_from([0, 0, 1])),), bound=(0, max(pool.shapes[k])))
+        return pool.apply("gn.cast", (r,), (float_dtype,)) if r is not None else None
+    if op == "T.nnet.nll":
+        z = pick(lambda k: pool.is_float(k) and pool.vars[k].ndim == 2 and 0 not in pool.shapes[k])
+        if z is None:
+            return None
+        if _mag(pool.bounds[z]) > 20:  # log(softmax) unstabilized must stay finite in the plain reference
+            z = pool.apply("gn.tanh", (z,))
+        rows, classes = pool.shapes[z]
+        static = (pool.vars[z].type.shape[0],) if draw(st.booleans()) else (None,)
+        labels = new_input(dtype=draw(st.sampled_from(["int64", "int32"])), shape=(rows,), static=static,
+                           values=f"labels:{classes}", kind="placeholder")
+        return pool.apply(op, (z, labels))
+    raise AssertionError(f"no recipe rule for {op}")
