@@ -115,3 +115,21 @@ def test_the_passes_may_drop_a_dead_branch_nan_but_fusion_must_not():
         assert gn.function([x, w], dw, backend="cpu", fuse=fuse, training=True)(xb, np.float32(2.0)) == 0.0
     assert array_difference(np.asarray(ref), np.asarray(np.float32(0.0)), finite_may_replace_nan=True) is None
     assert array_difference(np.asarray(np.float32(0.0)), np.asarray(ref), finite_may_replace_nan=True) is not None
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_inc_subtensor_broadcasts_its_increment_over_a_2d_index_array(backend):
+    # Found by the long fuzz run: NumPy 2.4's np.add.at broadcasts a value over
+    # new leading axes wrongly and reads past its end (NaN or 1e306 garbage).
+    # The oracle is a plain Python loop over the index array, not np.add.at.
+    import graphnet.tensor as T
+    x = gn.placeholder("x", (4,), "float64")
+    y = gn.placeholder("y", (2,), "float64")
+    idx = np.array([[0, 1], [2, 3], [0, 0]])
+    fn = gn.function([x, y], T.inc_subtensor(x[idx], y), backend=backend)
+    xb, yb = np.array([0.5, 0.0, 0.0, 0.0]), np.array([1.0, 2.0])
+    expected = xb.copy()
+    for row in idx:
+        for position, target in enumerate(row):
+            expected[target] += yb[position]
+    np.testing.assert_array_equal(fn(xb, yb), expected)  # [4.5, 2, 1, 2]

@@ -125,7 +125,11 @@ class AdvancedIncSubtensor(_AdvancedIndexOp):
         x, y, indices = np.asarray(inputs[0]), np.asarray(inputs[1]), [np.asarray(i) for i in inputs[2:]]
         self.check_values(x.shape, indices)
         out = x.copy()
-        np.add.at(out, self._key(indices), y)
+        # The values go in at the full shape of x[indices]. NumPy 2.4's ufunc.at gets
+        # a value broadcast over *new leading* axes wrong, and reads past its end:
+        # np.add.at(np.zeros(4), (np.array([[0, 1], [2, 3]]),), [1., 2.]) gives NaNs.
+        target = self.indexed_shape(x.shape, [i.shape for i in indices], np.broadcast_shapes)
+        np.add.at(out, self._key(indices), np.ascontiguousarray(np.broadcast_to(y, target)))
         return [out]
 
     def grad(self, inputs, outputs, g):
