@@ -133,3 +133,15 @@ def test_inc_subtensor_broadcasts_its_increment_over_a_2d_index_array(backend):
         for position, target in enumerate(row):
             expected[target] += yb[position]
     np.testing.assert_array_equal(fn(xb, yb), expected)  # [4.5, 2, 1, 2]
+
+
+def test_a_reduction_over_an_axis_of_one_reads_its_input_in_both_stages():
+    # Found by the long fuzz run: summing (R, 1) over its last axis gives the
+    # input's own shape, so the prologue reads x as (R, C) and the epilogue as
+    # (R,); the epilogue took the prologue's 2-D argument and Numba refused
+    # ``exp(array)``. Each stage now has its own argument.
+    x = gn.placeholder("x", (None, 1), "float64")
+    total = gn.sum(gn.exp(x), axis=1, keepdims=True)
+    out = total * gn.exp(x) + x
+    (dx,) = gn.grad(gn.sum(gn.log_softmax(gn.tanh(x), -1) * out), [x])
+    agree([x], [out, dx], [np.array([[0.3], [1.0], [-2.0], [0.5]])])

@@ -72,6 +72,10 @@ class FusedKernelSource:
         self.domain = group.domain
         self.inputs = []
         self.literals = {}
+        # The argument each stage reads a variable from: a value of the reduced
+        # shape ((R, 1) when a row sum keeps its axis) may be read by the prologue
+        # as (R, C) and by the epilogue as (R,): two arguments, two views.
+        self.epilogue_args, self.prologue_args = {}, {}
         for node in group.nodes:
             stage_views = (EPILOGUE_VIEWS[group.reduce_kind] if node in group.epilogue else PROLOGUE_VIEWS)
             domain = group.reduced_domain if node in group.epilogue else self.domain
@@ -84,6 +88,8 @@ class FusedKernelSource:
                     pair = (var, stage_views[input_pattern(var.shape, domain)])
                     if pair not in self.inputs:
                         self.inputs.append(pair)
+                    stage_args = self.epilogue_args if node in group.epilogue else self.prologue_args
+                    stage_args[var] = self.inputs.index(pair)
         inner_nodes = [n for n in group.nodes if n not in group.reductions and n not in group.epilogue]
         self.outputs = [v for n in inner_nodes for v in n.outputs if v in written]
         self.reduced = [v for n in group.reductions for v in n.outputs]
@@ -101,14 +107,11 @@ class FusedKernelSource:
                [f"epi{k}" for k in range(len(self.epilogue_outputs))] + (["flags"] if self.flagged else [])
         checked = []
         names, hoisted, row_setup, inner, row_finish, before, after = dict(self.literals), [], [], [], [], [], []
-        epilogue_loads = {}
         for k, (var, view) in enumerate(self.inputs):
             if view == "one":
                 hoisted.append(f"x{k} = in{k}[0]")
-            if any(var in n.inputs for n in self.group.epilogue):
-                epilogue_loads[var] = k
-            if not any(var in n.inputs for n in inner_nodes + self.group.reductions):
-                continue
+            if self.prologue_args.get(var) != k:
+                continue  # read by the epilogue only, in its own view
             if view == "full2d":
                 row_setup.append(f"in{k}_r = in{k}[i]")
                 inner.append(f"x{k} = in{k}_r[j]")
@@ -137,7 +140,7 @@ class FusedKernelSource:
             inner.append(f"nf += np.int32(({' + '.join(f'({t} - {t})' for t in checked)}) != 0)  # NaN or Inf?")
             row_finish += ["if nf:", "    flags[0] = 1"]
         if self.group.epilogue:
-            self._render_epilogue(red_slot, epilogue_loads, row_finish, after)
+            self._render_epilogue(red_slot, row_finish, after)
         lines = [f"def kernel({', '.join(args)}):"]
         lines += ["    " + s for s in hoisted + before]
         lines += ["    for c in prange(n_chunks):",
@@ -160,12 +163,12 @@ class FusedKernelSource:
             lines.append(f"{store.format(slots[out])} = {name}")
         return lines
 
-    def _render_epilogue(self, red_slot, epilogue_loads, row_finish, after):
+    def _render_epilogue(self, red_slot, row_finish, after):
         """Elementwise work on the reduced values, once per reduced element."""
         index = {"row": "i", "col": "j", "all": "0"}[self.group.reduce_kind]
         names = dict(self.literals)
         names.update({v: f"red{k}[{index}]" for v, k in red_slot.items()})
-        for var, k in epilogue_loads.items():
+        for var, k in self.epilogue_args.items():
             names[var] = f"x{k}" if self.inputs[k][1] == "one" else f"in{k}[{index}]"
         slots = {v: k for k, v in enumerate(self.epilogue_outputs)}
         lines = []

@@ -160,15 +160,12 @@ class CudaFusedKernelSource(FusedKernelSource):
     def _render(self, inner_nodes):
         group = self.group
         names, hoisted, loads = dict(self.literals), [], []
-        epilogue_loads = {}
         needs_rows = needs_cols = False
         for k, (var, view) in enumerate(self.inputs):
             if view == "one":
                 hoisted.append(f"x{k} = in{k}[0]")
-            if any(var in n.inputs for n in group.epilogue):
-                epilogue_loads[var] = k
-            if not any(var in n.inputs for n in inner_nodes + group.reductions):
-                continue
+            if self.prologue_args.get(var) != k:
+                continue  # read by the epilogue only, in its own view
             if view == "full2d":
                 loads.append(f"x{k} = in{k}[flat]")
             elif view == "cols":
@@ -274,9 +271,8 @@ class CudaFusedKernelSource(FusedKernelSource):
         """Elementwise work on the reduced values, read back as stored (as on the CPU)."""
         names = dict(self.literals)
         names.update({v: f"red{k}[{index}]" for k, v in enumerate(self.reduced)})
-        for k, (var, view) in enumerate(self.inputs):
-            if any(var in n.inputs for n in self.group.epilogue):
-                names[var] = f"x{k}" if view == "one" else f"in{k}[{index}]"
+        for var, k in self.epilogue_args.items():
+            names[var] = f"x{k}" if self.inputs[k][1] == "one" else f"in{k}[{index}]"
         slots = {v: k for k, v in enumerate(self.epilogue_outputs)}
         lines = []
         for t, node in enumerate(self.group.epilogue):

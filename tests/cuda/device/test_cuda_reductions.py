@@ -56,3 +56,11 @@ def test_argmax_falls_back_to_the_host(matches_reference):
 def test_sums_over_an_empty_batch_are_zero(matches_reference):
     x = gn.placeholder("x", (None, 3))
     matches_reference([gn.sum(x, axis=0), gn.sum(x)], {x: np.zeros((0, 3), "float32")})
+
+
+def test_a_reduction_over_an_axis_of_one_reads_its_input_in_both_stages(matches_reference):
+    # (R, 1) summed over its last axis keeps its shape: the prologue reads x as
+    # (R, C) and the epilogue as (R,), each from its own argument (as on the CPU).
+    x = gn.placeholder("x", (None, 1), "float64")
+    total = gn.sum(gn.exp(x), axis=1, keepdims=True)
+    matches_reference([total * gn.exp(x) + x], {x: np.array([[0.3], [1.0], [-2.0], [0.5]])}, rtol=1e-12, atol=1e-12)
