@@ -28,8 +28,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 
-def worker(examples, seed, out):
-    """Fuzz ``examples`` graphs from hypothesis seed ``seed``; append failures to ``out`` (JSON lines)."""
+def worker(examples, seed, out, max_steps=10):
+    """Fuzz ``examples`` graphs (of up to ``max_steps`` steps) from hypothesis seed ``seed``;
+    append failures to ``out`` (JSON lines)."""
     sys.path[:0] = [HERE, REPO]
     warnings.simplefilter("ignore")
     from hypothesis import HealthCheck, Phase, given, settings
@@ -44,7 +45,7 @@ def worker(examples, seed, out):
     @with_seed(seed)
     @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(recipes())
+    @given(recipes(max_steps=max_steps))
     def check(recipe):
         tally["graphs"] += 1
         ops.update(step.op for step in recipe.steps)
@@ -65,7 +66,7 @@ def worker(examples, seed, out):
     return tally
 
 
-def run(examples, jobs=2, chunk=1000, seed=0, out=None, log=sys.stderr):
+def run(examples, jobs=2, chunk=1000, seed=0, out=None, log=sys.stderr, max_steps=10):
     """Fuzz ``examples`` graphs in chunks; returns the summary (failures listed in ``out``)."""
     out = out or os.path.join(os.getcwd(), "fuzz-failures.jsonl")
     chunks = [(min(chunk, examples - start), seed + k) for k, start in enumerate(range(0, examples, chunk))]
@@ -74,7 +75,7 @@ def run(examples, jobs=2, chunk=1000, seed=0, out=None, log=sys.stderr):
     def one(args):
         count, chunk_seed = args
         done = subprocess.run([sys.executable, __file__, "--worker", "--examples", str(count),
-                               "--seed", str(chunk_seed), "--out", out],
+                               "--seed", str(chunk_seed), "--out", out, "--max-steps", str(max_steps)],
                               capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
         if done.returncode != 0:
             return {"graphs": 0, "checked": 0, "failures": 1, "ops": [],
@@ -88,7 +89,7 @@ def run(examples, jobs=2, chunk=1000, seed=0, out=None, log=sys.stderr):
         results = list(pool.map(one, chunks))
     return {"graphs": sum(r["graphs"] for r in results), "checked": sum(r["checked"] for r in results),
             "failures": sum(r["failures"] for r in results), "seconds": round(time.time() - started),
-            "distinct_ops": len({op for r in results for op in r["ops"]}),
+            "distinct_ops": len({op for r in results for op in r["ops"]}), "max_steps": max_steps,
             "crashes": [r["crash"] for r in results if "crash" in r], "failures_file": out}
 
 
@@ -99,12 +100,13 @@ def main(argv=None):
     parser.add_argument("--chunk", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON lines file the failures are appended to")
+    parser.add_argument("--max-steps", type=int, default=10, help="the most ops a graph applies (longer chains fuse deeper)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.examples, args.seed, args.out)))
+        print(json.dumps(worker(args.examples, args.seed, args.out, args.max_steps)))
         return 0
-    summary = run(args.examples, args.jobs, args.chunk, args.seed, args.out)
+    summary = run(args.examples, args.jobs, args.chunk, args.seed, args.out, max_steps=args.max_steps)
     print(json.dumps(summary))
     return 0 if summary["failures"] == 0 else 1
 
