@@ -130,8 +130,11 @@ def array_difference(ref, got, rtol=None, finite_may_replace_nan=False):
 
     ``rtol`` defaults to the one of ``ref``'s dtype; errors are relative to each
     value and to the output's largest magnitude (``1 + max |ref|``).
-    ``finite_may_replace_nan``: where ``ref`` is NaN or Inf, ``got`` may be finite
-    (the passes dropped arithmetic on a structural zero), not the other way round.
+    ``finite_may_replace_nan``: where ``ref`` is NaN or Inf, ``got`` may be finite,
+    and where ``ref`` is NaN, ``got`` may be Inf: the passes dropped arithmetic on a
+    structural zero (``0 * NaN``), and what the other terms give remains (an update
+    ``inf - 0.1 * 0`` is ``inf`` where the plain reference has ``inf - 0.1 * NaN``).
+    Never the other way round: a NaN or Inf the passes introduce is a mismatch.
     """
     if ref.shape != got.shape:
         return f"shape {got.shape}, expected {ref.shape}"
@@ -143,7 +146,7 @@ def array_difference(ref, got, rtol=None, finite_may_replace_nan=False):
         return None
     compared = np.ones(ref.shape, bool)
     if finite_may_replace_nan:
-        compared = ~(~np.isfinite(ref) & np.isfinite(got))
+        compared = ~((~np.isfinite(ref) & np.isfinite(got)) | (np.isnan(ref) & ~np.isnan(got)))
     for what, test in (("NaN", np.isnan), ("+Inf", np.isposinf), ("-Inf", np.isneginf)):
         differs = (test(ref) != test(got)) & compared
         if differs.any():

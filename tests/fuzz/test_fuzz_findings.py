@@ -145,3 +145,35 @@ def test_a_reduction_over_an_axis_of_one_reads_its_input_in_both_stages():
     out = total * gn.exp(x) + x
     (dx,) = gn.grad(gn.sum(gn.log_softmax(gn.tanh(x), -1) * out), [x])
     agree([x], [out, dx], [np.array([[0.3], [1.0], [-2.0], [0.5]])])
+
+
+def test_an_update_of_an_infinite_parameter_may_stay_infinite_where_the_plain_reference_has_nan():
+    # Found by the long fuzz run: the variance half of moments is unused, so its
+    # gradient is a structural zero; the plain reference computes 0 * (inf - inf)
+    # = NaN for it, the passes drop it, and the update inf - 0.1 * 0 stays inf.
+    nan, inf = np.float32(np.nan), np.float32(np.inf)
+    assert array_difference(np.array([nan, 1.0]), np.array([inf, 1.0]), finite_may_replace_nan=True) is None
+    assert array_difference(np.array([inf, 1.0]), np.array([nan, 1.0]), finite_may_replace_nan=True) is not None
+    assert array_difference(np.array([1.0, 1.0]), np.array([inf, 1.0]), finite_may_replace_nan=True) is not None
+    x = gn.shared(np.array([-0.3, np.inf, 0.2], "float32"), name="x")
+    (dx,) = gn.grad(gn.sum(gn.tanh(gn.moments(x, None, True)[0])), [x])
+    update = [(x, x - 0.1 * dx)]
+    state = {x: np.array([-0.3, np.inf, 0.2], "float32")}
+    for fuse in (True, False):
+        x.set_value(state[x])
+        gn.function([], [dx], updates=update, backend="cpu", fuse=fuse)()
+        np.testing.assert_array_equal(x.get_value(), state[x])  # dx is 0: tanh'(inf) = 0
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_moments_of_an_empty_set_are_nan_and_check_numerics_says_so(backend):
+    # Found by the long fuzz run: the fused moments kernel divided by max(n, 1)
+    # and gave a mean and variance of 0 for an empty slice; NumPy gives NaN.
+    x = gn.placeholder("x", (None,), "float64")
+    mean, var = gn.moments(x, None, False)
+    np.testing.assert_array_equal(gn.function([x], [mean, var], backend=backend)(np.zeros(0)), [np.nan, np.nan])
+    with pytest.raises(gn.NumericsError, match="moments"):
+        gn.function([x], [mean * 2.0], backend=backend, check_numerics=True)(np.zeros(0))
+    row_mean, _ = gn.moments(gn.placeholder("m", (3, None), "float64"), 1)
+    np.testing.assert_array_equal(gn.function([row_mean.owner.inputs[0]], row_mean, backend=backend)(np.zeros((3, 0))),
+                                  [np.nan] * 3)

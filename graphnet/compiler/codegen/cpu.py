@@ -47,6 +47,18 @@ EPILOGUE_VIEWS = {"col": {"full": "cols", "scalar": "one"}, "row": {"full": "row
                   "all": {"full": "one", "scalar": "one"}}
 
 
+def moments_from_totals(totals, count, name):
+    """Lines computing a mean and a biased variance from the sums of x and x², and the two results.
+
+    ``count`` may be 0 (an empty batch): 0 / 0 is NaN, as in ``np.mean``, since
+    kernels use ``error_model="numpy"``. Rounding can make ``E[x²] - mean²``
+    slightly negative; it is clamped to 0, keeping NaN (``max(nan, 0.0)`` may not).
+    """
+    mean, var = f"mean_{name}", f"var_{name}"
+    lines = [f"{mean} = {totals[0]} / ({count})", f"{var} = {totals[1]} / ({count}) - {mean} * {mean}"]
+    return lines, [mean, f"{var} if not {var} < 0.0 else 0.0"]
+
+
 class FusedKernelSource:
     """The source of one fused kernel and the order of its arguments.
 
@@ -226,13 +238,12 @@ class FusedKernelSource:
                                f"    t_{acc} = {fold(f't_{acc}', f'p_{acc}[k]')}"]
                 totals.append(f"t_{acc}")
         count = {"row": "C", "col": "R", "all": "R * C"}[pattern]
-        if isinstance(node.op, Moments):
-            mean = f"{totals[0]} / max({count}, 1)"
-            results = [mean, f"max({totals[1]} / max({count}, 1) - ({mean}) ** 2, 0.0)"]
-        else:
-            results = [totals[0]]
         index = {"row": "i", "col": "j", "all": "0"}[pattern]
-        stores = [f"red{red_slot[v]}[{index}] = {r}" for v, r in zip(node.outputs, results)]
+        if isinstance(node.op, Moments):
+            stores, results = moments_from_totals(totals, count, f"a{acc_id}")
+        else:
+            stores, results = [], [totals[0]]
+        stores += [f"red{red_slot[v]}[{index}] = {r}" for v, r in zip(node.outputs, results)]
         if pattern == "row":
             row_finish.extend(stores)
         elif pattern == "col":

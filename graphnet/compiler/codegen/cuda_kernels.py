@@ -36,7 +36,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from graphnet import rng
-from graphnet.compiler.codegen.cpu import FusedKernelSource, accumulator_dtype
+from graphnet.compiler.codegen.cpu import FusedKernelSource, accumulator_dtype, moments_from_totals
 from graphnet.ops.elementwise import lit
 from graphnet.ops.reduce import Max, Moments
 
@@ -260,8 +260,8 @@ class CudaFusedKernelSource(FusedKernelSource):
             totals = [f"s{self.accumulators[position + a][0][1:]}[0{cell}]" for a in range(n_acc)]
             position += n_acc
             if isinstance(node.op, Moments):
-                mean = f"{totals[0]} / max({count}, 1)"
-                results = [mean, f"max({totals[1]} / max({count}, 1) - ({mean}) ** 2, 0.0)"]
+                finish, results = moments_from_totals(totals, count, f"m{position}")
+                lines += finish
             else:
                 results = totals
             lines += [f"red{red_slot[v]}[{index}] = {r}" for v, r in zip(node.outputs, results)]

@@ -64,3 +64,10 @@ def test_a_reduction_over_an_axis_of_one_reads_its_input_in_both_stages(matches_
     x = gn.placeholder("x", (None, 1), "float64")
     total = gn.sum(gn.exp(x), axis=1, keepdims=True)
     matches_reference([total * gn.exp(x) + x], {x: np.array([[0.3], [1.0], [-2.0], [0.5]])}, rtol=1e-12, atol=1e-12)
+
+
+def test_moments_of_an_empty_batch_are_nan_as_in_numpy():
+    x = gn.placeholder("x", (None, 3), "float64")
+    outputs = [*gn.moments(x, 0), *gn.moments(x, None)]
+    got = gn.function([x], outputs, backend="cuda")(np.zeros((0, 3)))
+    assert all(np.isnan(value).all() for value in got)
