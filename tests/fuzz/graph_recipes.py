@@ -246,7 +246,7 @@ def _stand_in(var, shapes):
     if node is not None and var.ndim == 0 and var.dtype.kind in "iu":
         inputs = [_stand_in(inp, shapes) for inp in node.inputs]
         return node.op.perform(inputs)[node.outputs.index(var)]
-    return np.zeros(shapes[var], var.dtype)
+    return np.zeros(_infer(var, shapes), var.dtype)  # (an op's inner variable may not be inferred yet)
 
 
 def input_values(recipe, built):
