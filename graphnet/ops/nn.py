@@ -17,6 +17,8 @@ from graphnet.ops import reduce as red
 
 def _stable_log_softmax(x, axis):
     x = np.asarray(x)
+    if x.shape[axis] == 0:
+        return x.copy()  # nothing to normalize: an empty result, as in PyTorch and JAX
     shifted = x - np.max(x, axis=axis, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 

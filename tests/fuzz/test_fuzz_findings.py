@@ -177,3 +177,16 @@ def test_moments_of_an_empty_set_are_nan_and_check_numerics_says_so(backend):
     row_mean, _ = gn.moments(gn.placeholder("m", (3, None), "float64"), 1)
     np.testing.assert_array_equal(gn.function([row_mean.owner.inputs[0]], row_mean, backend=backend)(np.zeros((3, 0))),
                                   [np.nan] * 3)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_softmax_over_an_empty_axis_is_empty(backend):
+    # Found by the deep fuzz run (--max-steps 25): log_softmax of a (0,)-shaped
+    # parameter raised NumPy's "zero-size array to reduction operation maximum";
+    # there is nothing to normalize, so the result is empty, as in PyTorch and JAX.
+    v = gn.shared(np.zeros(0), name="v")
+    m = gn.placeholder("m", (None, 4), "float64")
+    (dv,) = gn.grad(gn.sum(gn.log_softmax(v, -1)), [v])
+    got = gn.function([m], [gn.log_softmax(v, -1), dv, gn.softmax(m), gn.log_softmax(m * 2.0, 0)],
+                      updates=[(v, gn.log_softmax(v, -1))], backend=backend)(np.zeros((0, 4)))
+    assert [g.shape for g in got] == [(0,), (0,), (0, 4), (0, 4)]
