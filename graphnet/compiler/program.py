@@ -238,7 +238,14 @@ class CpuProgram:
             args = [values[v] for v in node.inputs]
         else:
             return
-        for var, value in zip(node.outputs, node.op.perform(args)):
+        try:
+            with np.errstate(all="ignore"):  # NaN here is the kernels' to report, not a warning
+                results = node.op.perform(args)
+        except GraphnetError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as the node would fail when run, with its provenance
+            node_error(node, exc)
+        for var, value in zip(node.outputs, results):
             values[var] = np.asarray(value, dtype=var.dtype)
 
     def _estimate_traffic(self, shapes):

@@ -12,6 +12,7 @@ import pytest
 
 import graphnet as gn
 from graphnet.errors import FeedDTypeError, FeedShapeError
+from graphnet.graph import Apply, Op, TensorType, as_variable
 
 # A training step whose parameters the cpu backend updates in place.
 X = gn.placeholder("x", (None, 4), "float32")
@@ -295,3 +296,32 @@ def test_an_update_of_a_shared_variable_the_graph_does_not_read(declared):
     fn = gn.function([x], gn.sum(x), updates=[(h, x * 2.0 + 1.0)], backend="cpu")
     assert fn(np.ones((5, 3), "float32")) == 15.0
     np.testing.assert_array_equal(h.get_value(), np.full((5, 3), 3.0))
+
+
+class _RefusesNegatives(Op):
+    """A user op whose NumPy ``perform`` raises a plain ValueError on some values."""
+
+    def make_node(self, x):
+        x = as_variable(x)
+        return Apply(self, [x], [TensorType(x.dtype, x.shape)])
+
+    def infer_shape(self, node, shapes):
+        return [shapes[0]]
+
+    def perform(self, inputs):
+        if (np.asarray(inputs[0]) < 0).any():
+            raise ValueError("negative values")
+        return [np.sqrt(inputs[0])]
+
+
+def test_an_op_failing_on_small_values_during_shape_inference_names_the_node():
+    # A graph whose shapes depend on values (arange) follows small values through
+    # the graph while inferring shapes; an op failing there is reported like any
+    # failing node (found by the deep fuzz run: NumPy's bare ValueError escaped).
+    x = gn.placeholder("x", (None,), "float64")
+    root = _RefusesNegatives()(x)
+    positions = gn.arange(1, gn.size_of(x, 0) + 1)  # ARange: its length depends on a value
+    fn = gn.function([x], [root, positions], backend="cpu")
+    np.testing.assert_array_equal(fn(np.array([4.0, 9.0]))[0], [2.0, 3.0])
+    with pytest.raises(gn.GraphnetError, match=r"negative values(.|\n)*test_bad_input_cpu.py:\d+"):
+        fn(np.array([4.0, -1.0]))
