@@ -23,7 +23,10 @@ def lit(value, dtype):
     """A typed literal: ``np.float32(0.5)`` keeps float32 kernels in float32."""
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
-        return f"np.{dtype.name}({float(value)!r})"
+        value = float(value)
+        # repr gives nan and inf, names no kernel module defines (a folded mean of nothing is NaN)
+        text = repr(value) if np.isfinite(value) else ("np.nan" if np.isnan(value) else f"{'-' if value < 0 else ''}np.inf")
+        return f"np.{dtype.name}({text})"
     if dtype.kind == "b":
         return repr(bool(value))
     return f"np.{dtype.name}({int(value)})"

@@ -190,3 +190,15 @@ def test_softmax_over_an_empty_axis_is_empty(backend):
     got = gn.function([m], [gn.log_softmax(v, -1), dv, gn.softmax(m), gn.log_softmax(m * 2.0, 0)],
                       updates=[(v, gn.log_softmax(v, -1))], backend=backend)(np.zeros((0, 4)))
     assert [g.shape for g in got] == [(0,), (0,), (0, 4), (0, 4)]
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_a_constant_folded_to_nan_or_inf_is_a_valid_kernel_literal(fuse):
+    # Found by the deep fuzz run: the mean of an empty arange folds to a NaN
+    # constant, and the kernel source spelled it ``nan`` (Numba: name not defined).
+    x = gn.placeholder("x", (2,), "float32")
+    empty_mean = gn.mean(gn.cast(gn.arange(1, 1), "float32"))
+    outputs = [x * empty_mean, gn.minimum(x, np.float32(np.inf)), gn.maximum(x, np.float32(-np.inf)) + 1.0]
+    agree([x], outputs, [np.array([1.0, -2.0], "float32")])
+    got = gn.function([x], outputs, backend="cpu", fuse=fuse)(np.array([1.0, -2.0], "float32"))
+    np.testing.assert_array_equal(got[0], [np.nan, np.nan])
