@@ -70,8 +70,13 @@ def in_place_updates(steps, updates, outputs):
     return result
 
 
-def plan_buffers(steps, shapes, roots, in_place):
-    """{variable: preallocated array} for every variable a kernel writes."""
+def plan_buffers(steps, shapes, roots, in_place, empty=np.empty):
+    """{variable: preallocated array} for every variable a kernel writes.
+
+    Views rename arrays and host steps make their own results, so neither gets
+    a buffer; an update written in place writes the variable's own array.
+    ``empty(shape, dtype)`` allocates (device arrays for the CUDA backend).
+    """
     root = storage_roots(steps)
     last = last_reads(steps, root)
     keep = {root.get(v, v) for v in roots}
@@ -86,7 +91,7 @@ def plan_buffers(steps, shapes, roots, in_place):
                 continue
             key = (tuple(shapes[var]), var.dtype.str)
             free = pool.get(key)
-            buffers[var] = free.pop() if free else np.empty(shapes[var], dtype=var.dtype)
+            buffers[var] = free.pop() if free else empty(shapes[var], var.dtype)
             if var not in last and var not in keep:
                 # Written but never read (a dead output of a multi-output kernel):
                 # free once this step is done.

@@ -34,8 +34,8 @@ import numpy as np
 from graphnet.compiler import cache
 from graphnet.compiler.codegen import cuda_kernels as kernels
 from graphnet.compiler.codegen.reference import check_finite, node_error
-from graphnet.compiler.codegen.cuda_memory import DEVICE_VALUES, plan_device_buffers
-from graphnet.compiler.memory import in_place_updates
+from graphnet.compiler.codegen.cuda_memory import DEVICE_VALUES
+from graphnet.compiler.memory import in_place_updates, plan_buffers
 from graphnet.compiler.passes.fuse import input_pattern, plan_fusion
 from graphnet.compiler.pipeline import optimize
 from graphnet.compiler.program import MAX_FRAMES, SMALL_VALUE, CpuProgram, rowwise_template, shape_arithmetic
@@ -222,7 +222,7 @@ class CudaProgram:
             rt = self.runtime
             shapes = self._infer_shapes(host)
             values = self._shape_values(shapes)
-            buffers = plan_device_buffers(self.steps, shapes, self.fgraph.roots, self.in_place, rt)
+            buffers = plan_buffers(self.steps, shapes, self.fgraph.roots, self.in_place, empty=rt.empty)
             self._estimate_traffic(shapes)
             frame = self._frames[signature] = _Frame(
                 shapes, buffers, values, {v: rt.upload(value) for v, value in values.items()},

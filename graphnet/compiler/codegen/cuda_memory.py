@@ -1,8 +1,7 @@
-"""Device memory of the CUDA backend: buffers per shape signature, and shared
-variables' device copies kept between calls.
+"""Device memory of the CUDA backend: shared variables' device copies kept between calls.
 
-Buffers follow the CPU planner's pooling rules (:mod:`graphnet.compiler.memory`):
-a buffer returns to a pool after the last step that reads it and a later write
+Buffers come from the CPU planner itself (``memory.plan_buffers`` with the
+device allocator): a buffer returns to a pool after the last step that reads it and a later write
 of the same shape and dtype takes it; what is fetched or updated lives to the
 end of the call. Shared variables get one device copy each for the whole
 process (:class:`DeviceValues`), so every CUDA function reading a parameter
@@ -14,8 +13,6 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
-
-from graphnet.compiler.memory import last_reads, storage_roots
 
 
 # ------------------------------------------------ shared variables on the device
@@ -66,31 +63,3 @@ class DeviceValues:
 
 
 DEVICE_VALUES = DeviceValues()
-
-
-# -------------------------------------------------------------------- memory
-def plan_device_buffers(steps, shapes, roots, in_place, runtime):
-    """{variable: device array} for what kernels write: the CPU planner's pooling, on the device.
-
-    Views rename arrays and host steps upload their own results, so neither
-    gets a buffer; an update written in place writes the variable's own array.
-    """
-    root = storage_roots(steps)
-    last = last_reads(steps, root)
-    keep = {root.get(v, v) for v in roots}
-    pool, buffers, releases = {}, {}, {}
-    for var, index in last.items():
-        releases.setdefault(index, []).append(var)
-    for index, step in enumerate(steps):
-        for var in step.writes if step.kind not in ("view", "host") else ():
-            if var in in_place:
-                continue
-            key = (tuple(shapes[var]), var.dtype.str)
-            free = pool.get(key)
-            buffers[var] = free.pop() if free else runtime.empty(shapes[var], var.dtype)
-            if var not in last and var not in keep:
-                releases.setdefault(index, []).append(var)
-        for var in releases.get(index, ()):
-            if var in buffers and var not in keep:
-                pool.setdefault((tuple(shapes[var]), var.dtype.str), []).append(buffers[var])
-    return buffers
