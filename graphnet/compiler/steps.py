@@ -103,11 +103,7 @@ class FusedStep(Step):
     kind = "fused"
 
     def __init__(self, group, source, module, kernel):
-        reads = []
-        for var, _ in source.inputs:
-            if var not in reads:
-                reads.append(var)
-        super().__init__(group.nodes, reads, source.written, kernel)
+        super().__init__(group.nodes, source.reads, source.written, kernel)
         self.group = group
         self.source = source
         self.serial = module.kernel_serial

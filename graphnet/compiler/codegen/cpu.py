@@ -109,6 +109,11 @@ class FusedKernelSource:
         self.body = self._render(inner_nodes)
 
     @property
+    def reads(self):
+        """The variables read, each once (one may be passed in two views)."""
+        return list(dict.fromkeys(var for var, _ in self.inputs))
+
+    @property
     def written(self):
         return self.outputs + self.reduced + self.epilogue_outputs
 
@@ -152,7 +157,7 @@ class FusedKernelSource:
             inner.append(f"nf += np.int32(({' + '.join(f'({t} - {t})' for t in checked)}) != 0)  # NaN or Inf?")
             row_finish += ["if nf:", "    flags[0] = 1"]
         if self.group.epilogue:
-            self._render_epilogue(red_slot, row_finish, after)
+            self._render_epilogue(row_finish, after)
         lines = [f"def kernel({', '.join(args)}):"]
         lines += ["    " + s for s in hoisted + before]
         lines += ["    for c in prange(n_chunks):",
@@ -175,13 +180,19 @@ class FusedKernelSource:
             lines.append(f"{store.format(slots[out])} = {name}")
         return lines
 
-    def _render_epilogue(self, red_slot, row_finish, after):
-        """Elementwise work on the reduced values, once per reduced element."""
-        index = {"row": "i", "col": "j", "all": "0"}[self.group.reduce_kind]
+    def epilogue_names(self, index):
+        """{variable: expression} of what the epilogue reads at reduced element ``index``:
+        the reduced values as stored, its own inputs, the literals."""
         names = dict(self.literals)
-        names.update({v: f"red{k}[{index}]" for v, k in red_slot.items()})
+        names.update({v: f"red{k}[{index}]" for k, v in enumerate(self.reduced)})
         for var, k in self.epilogue_args.items():
             names[var] = f"x{k}" if self.inputs[k][1] == "one" else f"in{k}[{index}]"
+        return names
+
+    def _render_epilogue(self, row_finish, after):
+        """Elementwise work on the reduced values, once per reduced element."""
+        index = {"row": "i", "col": "j", "all": "0"}[self.group.reduce_kind]
+        names = self.epilogue_names(index)
         slots = {v: k for k, v in enumerate(self.epilogue_outputs)}
         lines = []
         if any(getattr(n.op, "uses_element_index", False) for n in self.group.epilogue):

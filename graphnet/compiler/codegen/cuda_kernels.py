@@ -269,10 +269,7 @@ class CudaFusedKernelSource(FusedKernelSource):
 
     def _epilogue(self, index):
         """Elementwise work on the reduced values, read back as stored (as on the CPU)."""
-        names = dict(self.literals)
-        names.update({v: f"red{k}[{index}]" for k, v in enumerate(self.reduced)})
-        for var, k in self.epilogue_args.items():
-            names[var] = f"x{k}" if self.inputs[k][1] == "one" else f"in{k}[{index}]"
+        names = self.epilogue_names(index)
         slots = {v: k for k, v in enumerate(self.epilogue_outputs)}
         lines = []
         for t, node in enumerate(self.group.epilogue):

@@ -132,11 +132,7 @@ class FusedKernelStep(Step):
     kind = "fused"
 
     def __init__(self, group, source, module, kernel):
-        reads = []
-        for var, _ in source.inputs:
-            if var not in reads:
-                reads.append(var)
-        super().__init__(group.nodes, reads, source.written, kernel)
+        super().__init__(group.nodes, source.reads, source.written, kernel)
         self.source, self.function = source, module.kernel
         self.domain_var = domain_variable(group)
 
