@@ -126,9 +126,7 @@ APPLY = {
     "gn.prelu": ops.prelu, "gn.maxout": ops.maxout, "ops.mode_select": ops.mode_select,
     "DropoutScale": _dropout, "gn.constant": lambda value, dtype: gn.constant(value, dtype=dtype),
     "x[key]": lambda x, *rest: x[_key(rest)],
-    "x[idx]": lambda x, *rest: x[_key(rest)],
     "T.inc_subtensor": lambda x, y, *rest: T.inc_subtensor(x[_key(rest)], y),
-    "T.inc_subtensor[idx]": lambda x, y, *rest: T.inc_subtensor(x[_key(rest)], y),
     "T.set_subtensor": lambda x, y, *rest: T.set_subtensor(x[_key(rest)], y),
     "gn.alloc": lambda value, *rest: gn.alloc(value, *_key(rest)),
     "gn.arange": lambda n, start: arange(start, n),
@@ -159,6 +157,8 @@ def _key(rest):
 
 #: the marker of a variable in an index pattern (see ``_key``)
 ARG = "ARG"
+# Basic and integer-array indexing are one front end; two names let the fuzzer count both.
+APPLY["x[idx]"], APPLY["T.inc_subtensor[idx]"] = APPLY["x[key]"], APPLY["T.inc_subtensor"]
 
 
 @dataclass
