@@ -171,7 +171,7 @@ def main(argv=None):
 
     _use_cache(args)
     import graphnet
-    from graphnet.compiler import threads as gn_threads
+    from graphnet.compiler.runtime import threads as gn_threads
     gn_threads.set_num_threads(args.threads)
 
     wanted = [v for v in args.variants.split(",") if v] or list(report.VARIANT_ORDER)
@@ -236,7 +236,7 @@ def main(argv=None):
 
 
 def _use_cache(args):
-    from graphnet.compiler import cache
+    from graphnet.compiler.runtime import cache
     cache.set_cache_dir(args.cache_dir or os.path.join(RESULTS_DIR, ".cache"))
 
 

@@ -35,7 +35,7 @@ def measure_in_this_process(case_id, variant, cache_dir, quick):
     problem = make_problem(case)
     start = time.perf_counter()
     import graphnet  # noqa: F401
-    from graphnet.compiler import cache
+    from graphnet.compiler.runtime import cache
     imported = time.perf_counter()
     cache.set_cache_dir(cache_dir)
     runner = GraphnetRunner(case, problem, fuse=variant == "fused")

@@ -13,8 +13,8 @@ import tempfile
 import graphnet as gn
 from graphnet import data, optim
 from graphnet.nn import BatchNorm, Activation, Dense, Dropout, Sequential
-from graphnet.schedules import HalveOnPlateau
-from graphnet.train import evaluate, fit
+from graphnet.nn.schedules import HalveOnPlateau
+from graphnet.training.fit import evaluate, fit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--activation", default="relu", choices=gn.nn.ACTIVATIONS[1:])

@@ -22,8 +22,8 @@ import time
 import numpy as np
 
 from graphnet import data
-from graphnet.pretrain import pretrain_and_finetune
-from graphnet.train import evaluate
+from graphnet.training.pretrain import pretrain_and_finetune
+from graphnet.training.fit import evaluate
 
 SETTINGS = dict(hidden=(100, 100), activation="sigmoid", noise=0.25, tied=True, pretrain_epochs=20,
                 pretrain_lr=1e-3, pretrain_batch_size=32, epochs=200, patience=20, batch_size=16)

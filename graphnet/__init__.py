@@ -8,22 +8,27 @@ compile it into fused Numba kernels, and run it on mini-batches.
 """
 __version__ = "0.1.0"
 
+from graphnet import _moved
+
+_moved.install()   # the flat layout's module paths (graphnet.train, graphnet.optim, ...) still import
+
 from graphnet.errors import (  # noqa: F401
     CacheError, CheckpointError, CompileError, DTypeError, FeedError, GradientError, GraphnetError,
     NumericsError, ShapeError,
 )
-from graphnet.graph import Constant, Placeholder, SharedVariable, Variable, as_variable  # noqa: F401
+from graphnet.graph.ir import Constant, Placeholder, SharedVariable, Variable, as_variable  # noqa: F401
 from graphnet.ops import (  # noqa: F401
     abs, argmax, cast, dot, elu, eq, exp, expand_dims, greater, greater_equal, leaky_relu, less, less_equal,
     log, log_softmax, max, maximum, maxout, mean, min, minimum, moments, neq, prelu, relu, reshape, sigmoid,
     sign, size_of, softmax, softplus, sqrt, squeeze, sum, tanh, transpose, var, where,
 )
-from graphnet.autodiff import grad  # noqa: F401
+from graphnet.graph.autodiff import grad  # noqa: F401
 from graphnet.function import Function, function  # noqa: F401
 from graphnet.session import Session  # noqa: F401
-from graphnet import checkpoint, data, init, nn  # noqa: F401
+from graphnet import nn  # noqa: F401
+from graphnet.nn import checkpoint, data, init  # noqa: F401
 from graphnet.viz import debugprint, function_to_dot, kernel_report, render, to_dot, to_networkx  # noqa: F401
-from graphnet.compiler.threads import set_num_threads  # noqa: F401
+from graphnet.compiler.runtime.threads import set_num_threads  # noqa: F401
 
 
 def placeholder(name, shape, dtype="float32"):
@@ -50,4 +55,4 @@ def constant(value, name=None, dtype=None):
 # The Theano idiom: ``graphnet.config.floatX``, ``import graphnet.tensor as T``, indexing helpers.
 from graphnet import config  # noqa: E402,F401
 from graphnet.ops.indexing import OutOfBoundsError, alloc, arange  # noqa: E402,F401
-from graphnet.gradcheck import check_grad  # noqa: E402,F401
+from graphnet.graph.gradcheck import check_grad  # noqa: E402,F401

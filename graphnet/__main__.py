@@ -11,7 +11,7 @@ import importlib
 import sys
 
 #: Modules that each register one subcommand.
-COMMANDS = ("graphnet.demo", "graphnet.cli_dot")
+COMMANDS = ("graphnet.training.demo", "graphnet.viz.cli")
 
 
 def build_parser():

@@ -17,10 +17,10 @@ from contextlib import ExitStack
 import numpy as np
 
 from graphnet import ops
-from graphnet.compiler.mode import specialize_mode
+from graphnet.compiler.rewrite.mode import specialize_mode
 from graphnet.errors import DTypeError, FeedDTypeError, FeedError, FeedShapeError, GraphnetError, ShapeError
-from graphnet.fgraph import FunctionGraph
-from graphnet.graph import Constant, Placeholder, SharedVariable, Variable, as_variable, shape_str
+from graphnet.graph.fgraph import FunctionGraph
+from graphnet.graph.ir import Constant, Placeholder, SharedVariable, Variable, as_variable, shape_str
 
 BACKENDS = ("reference", "cpu", "cuda")
 
@@ -212,12 +212,12 @@ def _cast_feed(arr, want, where, lenient):
 
 def _backend_module(backend):
     if backend == "reference":
-        from graphnet.compiler.codegen import reference
+        from graphnet.compiler.runtime import reference
         return reference
     if backend == "cpu":
         from graphnet.compiler import pipeline
         return pipeline
-    from graphnet.compiler.codegen import cuda
+    from graphnet.compiler.runtime import cuda
     return cuda
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from graphnet.errors import FeedError, GraphnetError
 from graphnet.function import Function
-from graphnet.graph import Variable
+from graphnet.graph.ir import Variable
 
 
 class Session:

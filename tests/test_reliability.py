@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import graphnet as gn
-from graphnet.compiler import cache
+from graphnet.compiler.runtime import cache
 from graphnet.graph import Apply, TensorType
 from graphnet.ops.elementwise import Elemwise
 
@@ -258,7 +258,7 @@ def test_a_kernel_numba_cannot_compile_names_its_nodes_and_user_lines():
 
 def test_a_pass_that_fails_on_a_node_names_the_pass_the_node_and_the_user_line(monkeypatch):
     from graphnet.compiler import pipeline
-    from graphnet.compiler.passes import apply_local_rules
+    from graphnet.compiler.rewrite import apply_local_rules
 
     def exploding_rule(node):
         if node.op.name == "tanh":
@@ -282,7 +282,7 @@ PROGRAM = textwrap.dedent("""
     import json, sys
     import numpy as np
     import graphnet as gn
-    from graphnet.compiler import cache
+    from graphnet.compiler.runtime import cache
     x = gn.placeholder("x", (None, 4))
     W = gn.shared(np.arange(12, dtype="float32").reshape(4, 3) / 10, name="W")
     y = gn.sum(gn.tanh(gn.dot(x, W) + 1.0) * 2.0, axis=1)

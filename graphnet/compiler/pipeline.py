@@ -3,15 +3,15 @@
 Read it top to bottom: every pass is a function FunctionGraph -> FunctionGraph
 and can be switched off by name (``gn.function(..., disable_passes=["fold"])``)
 for debugging and for the benchmark. Fusion (``fuse=False`` switches it off)
-and memory planning follow in :class:`graphnet.compiler.program.CpuProgram`.
+and memory planning follow in :class:`graphnet.compiler.runtime.cpu.CpuProgram`.
 """
 from __future__ import annotations
 
-from graphnet.compiler.passes.canonicalize import canonicalize
-from graphnet.compiler.passes.cse import merge_equal_nodes
-from graphnet.compiler.passes.fold import fold_constants
-from graphnet.compiler.passes.stabilize import stabilize
-from graphnet.compiler.passes.stabilize_nll import stabilize_nll_idiom
+from graphnet.compiler.rewrite.canonicalize import canonicalize
+from graphnet.compiler.rewrite.cse import merge_equal_nodes
+from graphnet.compiler.rewrite.fold import fold_constants
+from graphnet.compiler.rewrite.stabilize import stabilize
+from graphnet.compiler.rewrite.stabilize_nll import stabilize_nll_idiom
 from graphnet.errors import CompileError, GraphnetError
 
 PASSES = [
@@ -49,7 +49,7 @@ def optimize(fgraph, disable_passes=()):
 
 def build(fgraph, options):
     """Optimize ``fgraph`` and compile it into a CpuProgram."""
-    from graphnet.compiler.program import CpuProgram
+    from graphnet.compiler.runtime.cpu import CpuProgram
     optimized = optimize(fgraph, options.get("disable_passes", ()))
     program = CpuProgram(optimized, fuse=options.get("fuse", True),
                          check_numerics=options.get("check_numerics", False), name=options.get("name", "function"))

@@ -13,7 +13,7 @@ import numpy as np
 
 from graphnet import ops
 from graphnet.errors import GraphnetError, ShapeError
-from graphnet.graph import SharedVariable, as_variable
+from graphnet.graph.ir import SharedVariable, as_variable
 from graphnet.ops.elementwise import DropoutScale
 
 _seed_source = np.random.SeedSequence()

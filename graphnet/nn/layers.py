@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphnet import init as initializers
+from graphnet.nn import init as initializers
 from graphnet import ops
 from graphnet.errors import GraphnetError, ShapeError
-from graphnet.graph import Placeholder, SharedVariable, as_variable, shape_str
+from graphnet.graph.ir import Placeholder, SharedVariable, as_variable, shape_str
 from graphnet.nn.functional import batch_norm, cross_entropy, dropout, l2
 
 __all__ = ["ACTIVATIONS", "Layer", "Dense", "Activation", "BatchNorm", "Dropout", "Sequential",
@@ -152,7 +152,7 @@ class Dense(Layer):
     ``activation`` is one of :data:`ACTIVATIONS`. PReLU learns one slope per unit
     (``alpha``, initialized to 0.25); maxout computes ``n_out * pieces`` linear
     pieces and keeps the max of each group of ``pieces`` consecutive columns.
-    ``init`` is a name or callable from :mod:`graphnet.init` (default: He for the
+    ``init`` is a name or callable from :mod:`graphnet.nn.init` (default: He for the
     rectifiers, Glorot for sigmoid, tanh and linear). Biases start at zero;
     ``bias=False`` drops them (batch norm's beta replaces the bias).
     """
@@ -348,12 +348,12 @@ class Sequential:
 
     def save(self, path, metadata=None):
         """Write every variable to the ``.npz`` checkpoint ``path`` (atomically)."""
-        from graphnet import checkpoint
+        from graphnet.nn import checkpoint
         checkpoint.save(path, self.state_dict(), metadata)
 
     def load(self, path):
         """Read a checkpoint written by :meth:`save`; returns its metadata."""
-        from graphnet import checkpoint
+        from graphnet.nn import checkpoint
         expected = {name: (var.shape, var.dtype) for name, var in self.variables().items()}
         arrays, metadata = checkpoint.load(path, expected=expected)
         self.load_state_dict(arrays)
@@ -416,7 +416,7 @@ class Sequential:
         The parameters are updated by ``optimizer``; batch norm's running
         statistics and the dropout step advance through their default updates.
         """
-        from graphnet.autodiff import grad
+        from graphnet.graph.autodiff import grad
         from graphnet.function import function
         g = self.classifier()
         params = self.params

@@ -8,7 +8,7 @@ from graphnet.ops.linalg import dot  # noqa: F401
 from graphnet.ops.nn import log_softmax, mode_select, softmax, softmax_cross_entropy  # noqa: F401
 from graphnet.ops.reduce import argmax, max, mean, min, moments, size_of, sum, var  # noqa: F401
 from graphnet.ops.shape import expand_dims, reshape, squeeze, sum_to, transpose  # noqa: F401
-from graphnet.graph import as_variable
+from graphnet.graph.ir import as_variable
 
 
 def prelu(x, alpha):

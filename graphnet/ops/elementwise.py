@@ -7,7 +7,7 @@ elementwise kernel from ``scalar``; nothing else knows what an op computes.
 
 ``scalar(args, dtype)`` receives the argument expressions as strings and the
 compute dtype, and returns an expression string. It may use ``math``, ``np``
-and the helpers defined in ``graphnet.compiler.codegen.scalar_prelude``
+and the helpers defined in ``graphnet.compiler.render.scalar_prelude``
 (``sigmoid``, ``softplus``, ``keep_mask``...). Literals go through ``lit`` so a
 float32 kernel stays in float32.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import DTypeError, ShapeError
-from graphnet.graph import Apply, Op, TensorType, as_variable, broadcast_shapes
+from graphnet.graph.ir import Apply, Op, TensorType, as_variable, broadcast_shapes
 
 
 def lit(value, dtype):
@@ -338,7 +338,7 @@ class Elu(Elemwise):
 class DropoutScale(Elemwise):
     """Inverted dropout: ``x * keep_mask / keep_prob``, the mask drawn per element.
 
-    The mask comes from the counter-based RNG of ``graphnet.rng`` keyed by
+    The mask comes from the counter-based RNG of ``graphnet.ops.rng`` keyed by
     (seed, step, flat element index), so the backward pass regenerates the very
     same mask instead of storing it, and every backend draws the same bits.
     """
@@ -358,7 +358,7 @@ class DropoutScale(Elemwise):
         return node
 
     def impl(self, x, step):
-        from graphnet import rng
+        from graphnet.ops import rng
         x = np.asarray(x)
         keep = rng.keep_mask_array(self.seed, int(step), x.size, self.keep_prob).reshape(x.shape)
         return np.where(keep, x / np.asarray(self.keep_prob, x.dtype), np.zeros((), x.dtype))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import DTypeError, ShapeError
-from graphnet.graph import Apply, Op, TensorType, as_variable, shape_str
+from graphnet.graph.ir import Apply, Op, TensorType, as_variable, shape_str
 from graphnet.ops import shape as shape_ops
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import DTypeError, FeedError, GraphnetError, ShapeError
-from graphnet.graph import Apply, Op, TensorType, as_variable, shape_str
+from graphnet.graph.ir import Apply, Op, TensorType, as_variable, shape_str
 from graphnet.ops import elementwise as ew
 from graphnet.ops import reduce as red
 

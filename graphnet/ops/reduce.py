@@ -10,7 +10,7 @@ import builtins
 import numpy as np
 
 from graphnet.errors import GraphnetError, ShapeError
-from graphnet.graph import Apply, Op, TensorType, as_variable
+from graphnet.graph.ir import Apply, Op, TensorType, as_variable
 from graphnet.ops import elementwise as ew
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import ShapeError
-from graphnet.graph import Apply, Op, TensorType, as_variable, shape_str
+from graphnet.graph.ir import Apply, Op, TensorType, as_variable, shape_str
 
 
 class Transpose(Op):

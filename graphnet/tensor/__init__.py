@@ -23,9 +23,9 @@ import numpy as np
 
 from graphnet import config
 from graphnet import ops as _ops
-from graphnet.autodiff import grad as _grad
+from graphnet.graph.autodiff import grad as _grad
 from graphnet.errors import GraphnetError
-from graphnet.graph import Placeholder, Variable, as_variable
+from graphnet.graph.ir import Placeholder, Variable, as_variable
 from graphnet.ops.indexing import (  # noqa: F401
     AdvancedIncSubtensor, AdvancedSubtensor, IncSubtensor, Subtensor, alloc, arange, dimshuffle,
 )

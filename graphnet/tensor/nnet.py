@@ -7,7 +7,7 @@ fused, stable softmax cross-entropy when ``p`` is a softmax.
 from __future__ import annotations
 
 from graphnet import ops as _ops
-from graphnet.graph import as_variable
+from graphnet.graph.ir import as_variable
 from graphnet.ops.indexing import arange
 
 sigmoid = _ops.sigmoid

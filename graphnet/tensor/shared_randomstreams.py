@@ -5,7 +5,7 @@
     corrupted = mask * x
 
 Every element is a pure function of (draw seed, step, flat element index)
-(``graphnet.rng``), as in dropout: no generator state, the same bits on every
+(``graphnet.ops.rng``), as in dropout: no generator state, the same bits on every
 backend and thread count, and a mask is regenerated rather than stored. Each
 call of ``binomial``/``uniform``/``normal`` gets its own draw seed derived from
 the stream's seed; all draws of one stream share one step counter, a shared
@@ -25,9 +25,10 @@ import itertools
 
 import numpy as np
 
-from graphnet import config, rng
+from graphnet import config
+from graphnet.ops import rng
 from graphnet.errors import DTypeError, GraphnetError
-from graphnet.graph import Apply, Op, SharedVariable, TensorType, as_variable
+from graphnet.graph.ir import Apply, Op, SharedVariable, TensorType, as_variable
 from graphnet.ops import elementwise as ew
 from graphnet.ops.elementwise import Elemwise, lit
 from graphnet.ops.indexing import ShapeTuple, alloc

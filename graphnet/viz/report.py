@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 
-from graphnet.graph import Constant, Placeholder, SharedVariable, shape_str
+from graphnet.graph.ir import Constant, Placeholder, SharedVariable, shape_str
 from graphnet.viz.walk import compiled_graph
 
 OPS_WIDTH = 34

@@ -2,15 +2,15 @@
 
 The views (text, DOT, networkx, the kernel report) accept the same things: a
 variable, a list of variables, a compiled :class:`~graphnet.function.Function`
-(its optimized graph, updates included) or a :class:`~graphnet.fgraph.FunctionGraph`.
+(its optimized graph, updates included) or a :class:`~graphnet.graph.fgraph.FunctionGraph`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from graphnet.errors import GraphnetError
-from graphnet.fgraph import FunctionGraph
-from graphnet.graph import Constant, Placeholder, SharedVariable, Variable, ancestors_toposort, shape_str
+from graphnet.graph.fgraph import FunctionGraph
+from graphnet.graph.ir import Constant, Placeholder, SharedVariable, Variable, ancestors_toposort, shape_str
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ import numpy as np
 
 import graphnet as gn
 from graphnet import optim
-from graphnet.compiler.codegen.cuda import CudaProgram, CudaTarget
-from graphnet.compiler.mode import specialize_mode
+from graphnet.compiler.runtime.cuda import CudaProgram, CudaTarget
+from graphnet.compiler.rewrite.mode import specialize_mode
 from graphnet.compiler.pipeline import optimize
-from graphnet.fgraph import FunctionGraph
+from graphnet.graph.fgraph import FunctionGraph
 
 CC = (7, 5)
 

@@ -52,7 +52,7 @@ class OptimizedReference:
 
     def __init__(self, fgraph, check_numerics):
         from graphnet.compiler import pipeline
-        from graphnet.compiler.codegen import reference
+        from graphnet.compiler.runtime import reference
         self.fgraph = pipeline.optimize(fgraph)
         self.program = reference.build(self.fgraph, {"check_numerics": check_numerics})
         self.check_numerics = check_numerics

@@ -9,9 +9,9 @@ import pytest
 
 import graphnet as gn
 import graphnet.tensor as T
-from graphnet.compiler.codegen.reference import ReferenceProgram
-from graphnet.compiler.passes.stabilize_nll import stabilize_nll_idiom
-from graphnet.fgraph import FunctionGraph
+from graphnet.compiler.runtime.reference import ReferenceProgram
+from graphnet.compiler.rewrite.stabilize_nll import stabilize_nll_idiom
+from graphnet.graph.fgraph import FunctionGraph
 from graphnet.ops import elementwise as ew
 from graphnet.ops import nn
 from graphnet.ops.indexing import OutOfBoundsError

@@ -17,7 +17,7 @@ def call(fn, *args):
 
     A slice with arbitrary symbolic bounds has a shape only its bound values
     tell; a backend must give such ops (``infer_shape_needs_values``) their
-    input values, as ``graphnet.compiler.codegen.reference.infer_output_shapes``
+    input values, as ``graphnet.compiler.runtime.reference.infer_output_shapes``
     does.
     """
     try:

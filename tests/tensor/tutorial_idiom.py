@@ -10,7 +10,7 @@ import numpy
 
 import graphnet
 import graphnet.tensor as T
-from graphnet.data import Standardizer, load_digits, split
+from graphnet.nn.data import Standardizer, load_digits, split
 
 
 def load_data(seed=0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import DTypeError, GraphnetError, ShapeError
-from graphnet.graph import Apply, Constant, Op, TensorType, as_variable, broadcast_shapes
+from graphnet.graph.ir import Apply, Constant, Op, TensorType, as_variable, broadcast_shapes
 from graphnet.ops import elementwise as ew
 from graphnet.ops.indexing.common import OutOfBoundsError
 

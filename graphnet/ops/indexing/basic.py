@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import GraphnetError, ShapeError
-from graphnet.graph import Apply, Op, TensorType, as_variable, broadcast_shapes, shape_str
+from graphnet.graph.ir import Apply, Op, TensorType, as_variable, broadcast_shapes, shape_str
 from graphnet.ops import elementwise as ew
 from graphnet.ops.indexing.common import SYMBOLIC, OutOfBoundsError, _check_index_scalar, _static_difference
 

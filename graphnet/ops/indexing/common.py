@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import DTypeError, GraphnetError
-from graphnet.graph import Constant, Variable, as_variable
+from graphnet.graph.ir import Constant, Variable, as_variable
 from graphnet.ops import elementwise as ew
 from graphnet.ops.reduce import SizeOf
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphnet.errors import DTypeError, GraphnetError, ShapeError
-from graphnet.graph import Apply, Constant, Op, TensorType, Variable, as_variable, shape_str
+from graphnet.graph.ir import Apply, Constant, Op, TensorType, Variable, as_variable, shape_str
 from graphnet.ops.indexing.common import _check_index_scalar, static_int
 from graphnet.ops import reduce as reduce_ops
 from graphnet.ops.reduce import SizeOf

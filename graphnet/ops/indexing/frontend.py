@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from graphnet.errors import DTypeError, GraphnetError, ShapeError
-from graphnet.graph import Op, Variable, as_variable
+from graphnet.graph.ir import Op, Variable, as_variable
 from graphnet.ops import shape as shape_ops
 from graphnet.ops.indexing.advanced import AdvancedSubtensor
 from graphnet.ops.indexing.basic import Subtensor

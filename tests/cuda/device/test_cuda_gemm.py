@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 import graphnet as gn
-from graphnet.compiler.codegen import cuda_kernels
-from graphnet.compiler.codegen.cuda import CudaProgram, require_cuda
+from graphnet.compiler.render import cuda as cuda_kernels
+from graphnet.compiler.runtime.cuda import CudaProgram, require_cuda
 from graphnet.compiler.pipeline import optimize
-from graphnet.fgraph import FunctionGraph
+from graphnet.graph.fgraph import FunctionGraph
 
 RNG = np.random.default_rng(3)
 

@@ -1,0 +1,1 @@
+"""Scheduling: which nodes run together as one kernel, in what order, on which buffers."""
