@@ -1,9 +1,20 @@
-"""The CPU compiler: an ordered, named list of passes, then the kernel plan.
+"""The compiler's stages on one screen. Each is a folder and reads only the previous stage's output.
 
-Read it top to bottom: every pass is a function FunctionGraph -> FunctionGraph
-and can be switched off by name (``gn.function(..., disable_passes=["fold"])``)
-for debugging and for the benchmark. Fusion (``fuse=False`` switches it off)
-and memory planning follow in :class:`graphnet.compiler.runtime.cpu.CpuProgram`.
+    graph ─► rewrite/ ─► schedule/ ─► render/ + runtime/
+             passes      KernelPlan   lowered steps, run per call
+
+1. ``rewrite``: an ordered, named list of passes, each FunctionGraph ->
+   FunctionGraph, any of which can be switched off by name
+   (``gn.function(..., disable_passes=["fold"])``) for debugging and for the
+   benchmark. (Resolving training/evaluation mode, ``rewrite/mode.py``, runs
+   before them, in ``gn.function``, for every backend.)
+2. ``schedule``: :func:`plan_kernels` decides every fusion (groups, GEMM
+   epilogues, transpose flags), the in-place updates and a reason for every
+   pair left apart: the :class:`KernelPlan`, the same for every backend
+   (``fuse=False`` plans one kernel per op, the unfused baseline).
+3. ``render`` + ``runtime``: a backend's program lowers each planned kernel
+   through its registrations (generated Numba or numba.cuda source, BLAS
+   calls, NumPy views) and runs them on buffers planned per input-shape signature.
 """
 from __future__ import annotations
 
@@ -12,6 +23,7 @@ from graphnet.compiler.rewrite.cse import merge_equal_nodes
 from graphnet.compiler.rewrite.fold import fold_constants
 from graphnet.compiler.rewrite.stabilize import stabilize
 from graphnet.compiler.rewrite.stabilize_nll import stabilize_nll_idiom
+from graphnet.compiler.schedule.plan import plan_kernels
 from graphnet.errors import CompileError, GraphnetError
 
 PASSES = [
@@ -29,7 +41,7 @@ PASS_NAMES = tuple(name for name, _, _ in PASSES)
 
 
 def optimize(fgraph, disable_passes=()):
-    """Run every pass not in ``disable_passes``, in order."""
+    """Stage 1: run every pass not in ``disable_passes``, in order."""
     unknown = set(disable_passes) - set(PASS_NAMES)
     if unknown:
         raise GraphnetError(f"unknown pass(es) {', '.join(sorted(unknown))}; passes are {', '.join(PASS_NAMES)}")
@@ -47,14 +59,21 @@ def optimize(fgraph, disable_passes=()):
     return fgraph
 
 
-def build(fgraph, options):
-    """Optimize ``fgraph`` and compile it into a CpuProgram."""
-    from graphnet.compiler.runtime.cpu import CpuProgram
+def compile_graph(fgraph, options, make_program):
+    """All stages: rewrite, schedule, then ``make_program(optimized graph, plan)`` lowers and runs it."""
     optimized = optimize(fgraph, options.get("disable_passes", ()))
-    program = CpuProgram(optimized, fuse=options.get("fuse", True),
-                         check_numerics=options.get("check_numerics", False), name=options.get("name", "function"))
+    check_numerics = options.get("check_numerics", False)
+    plan = plan_kernels(optimized, fuse=options.get("fuse", True), check_numerics=check_numerics)
+    program = make_program(optimized, plan)
     # A root the passes reduced to an input (W - 0.1 * 0 -> W) is computed by no
     # kernel; check_numerics still checks it, under the name of what it replaced.
     program.simplified_roots = [(before, after) for before, after in zip(fgraph.roots, optimized.roots)
                                 if before.owner is not None and after.owner is None]
     return program
+
+
+def build(fgraph, options):
+    """The CPU backend: ``gn.function(..., backend="cpu")``."""
+    from graphnet.compiler.runtime.cpu import CpuProgram
+    return compile_graph(fgraph, options, lambda graph, plan: CpuProgram(
+        graph, plan, check_numerics=options.get("check_numerics", False), name=options.get("name", "function")))

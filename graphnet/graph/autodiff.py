@@ -38,12 +38,11 @@ def grad(cost, wrt, known_grads=None):
             raise GradientError(f"grad: {w.describe()} has dtype {w.dtype}; only floating-point "
                                 "variables are differentiable (integer labels and indices are not)")
 
-    first_new_id = graph._ids.value
-    seeds = {cost: ew.ones_like(cost)}
-    seeds.update(known_grads or {})
-    grads = _backward_sweep(cost, wrt_list, seeds)
-    results = [grads.get(w) if w in grads else ew.gradient_zeros(w) for w in wrt_list]
-    _mark_backward(results, first_new_id)
+    with graph.provenance(role="backward"):   # what the sweep builds is the backward graph
+        seeds = {cost: ew.ones_like(cost)}
+        seeds.update(known_grads or {})
+        grads = _backward_sweep(cost, wrt_list, seeds)
+        results = [grads.get(w) if w in grads else ew.gradient_zeros(w) for w in wrt_list]
     return results[0] if single else results
 
 
@@ -90,14 +89,3 @@ def _fit_to(g, inp, node):
     if g.dtype != inp.dtype and inp.dtype.kind == "f":
         g = ew.cast(g, inp.dtype)
     return g
-
-
-def _mark_backward(results, first_new_id):
-    """Tag every variable created by this sweep, so viewers can draw it apart."""
-    for node in ancestors_toposort([r for r in results if r is not None]):
-        for out in node.outputs:
-            if out.id >= first_new_id:
-                out.role = "backward"
-    for r in results:
-        if r is not None and r.id >= first_new_id:
-            r.role = "backward"

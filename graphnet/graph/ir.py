@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +21,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # g
 
 
 class _IdCounter:
-    """Hands out increasing ids; ``value`` is the next one (autodiff reads it)."""
+    """Hands out increasing ids: a variable's id orders it after its inputs."""
 
     def __init__(self):
         self.value = 0
@@ -101,6 +103,45 @@ def user_source_line():
     return "<unknown>"
 
 
+
+# ------------------------------------------------------------------- provenance
+class _ProvenanceStack(threading.local):
+    def __init__(self):
+        self.frames = [(None, "forward")]   # (source or None for the user's line, role)
+
+
+_PROVENANCE = _ProvenanceStack()
+
+
+@contextmanager
+def provenance(source=None, role=None):
+    """Every variable made inside carries ``source`` (default: the user's line,
+    found on the stack) and ``role`` ("forward" or "backward").
+
+    ``grad`` builds its nodes under ``provenance(role="backward")``; a rewrite
+    builds a replacement under :func:`provenance_of` the node it replaces, so
+    errors still name the user's line and viewers still tell backward from
+    forward. (PyTensor's ``copy_stack_trace`` plays this part.)
+    """
+    outer_source, outer_role = _PROVENANCE.frames[-1]
+    _PROVENANCE.frames.append((source if source is not None else outer_source, role or outer_role))
+    try:
+        yield
+    finally:
+        _PROVENANCE.frames.pop()
+
+
+def provenance_of(node):
+    """:func:`provenance` of what ``node`` was: its source line and its role."""
+    return provenance(node.source, node.outputs[0].role)
+
+
+def copy_provenance(old, new):
+    """``new`` takes ``old``'s name, source, role and structural-zero mark (it replaces it)."""
+    new.name, new.source, new.role = old.name, old.source, old.role
+    new.structural_zero = old.structural_zero
+
+
 # ------------------------------------------------------------------- variables
 class Variable:
     """A typed symbolic value: the output of an Apply node, or a graph input.
@@ -120,10 +161,9 @@ class Variable:
         self.index = index
         self.name = name
         self.id = _ids.take()
-        self.source = user_source_line()
-        # Set by autodiff on every node it creates, so viewers can tell
-        # backward nodes from forward ones.
-        self.role = "forward"
+        source, self.role = _PROVENANCE.frames[-1]
+        # "backward" for what grad built (see provenance), so viewers can tell it apart.
+        self.source = source if source is not None else user_source_line()
         # True for zeros that stand for "no gradient" (see ops.elementwise.gradient_zeros).
         self.structural_zero = False
 
@@ -376,8 +416,21 @@ class Op:
     """
 
     __props__ = ()
-    #: the op's category for the compiler: "elementwise", "reduce", "blas", "opaque"
+    #: the op's category for the compiler: "elementwise", "reduce", "blas", "rowwise", "view", "opaque"
     kind = "opaque"
+
+    # Capabilities the compiler reads, declared here with their defaults.
+    #: the scalar expression reads the element's flat index (dropout's counter):
+    #: such a node is never constant-folded or evaluated once per shape
+    uses_element_index = False
+    #: ``infer_shape`` needs small input values too (a slice with symbolic bounds,
+    #: ``arange(n)``) and is called with ``values=``
+    infer_shape_needs_values = False
+    #: positions of inputs whose values :meth:`check_values` validates before the
+    #: op runs (cross-entropy's labels); fed ones are checked before any kernel
+    checked_inputs = ()
+    #: a row-wise op: the input whose (rows, columns) its kernel iterates over
+    row_input = 0
 
     @property
     def name(self):
@@ -418,6 +471,16 @@ class Op:
 
     def grad(self, inputs, outputs, output_grads):
         raise GraphnetError(f"{self.name} has no gradient")
+
+    def check_values(self, node, values, shapes):
+        """Raise a graphnet error, naming the input and ``node``'s line, when the values of
+        :attr:`checked_inputs` are out of range. ``values``: {input position: array} of
+        the checked inputs; ``shapes``: the run-time shapes of all of ``node``'s inputs.
+        Every backend calls this, so every backend gives the same message."""
+
+    def rowwise_applies(self, node):
+        """For a row-wise op: whether its row kernel computes ``node`` (else NumPy runs it)."""
+        return False
 
     def error_hint(self):
         """`` (built at file.py:LINE)`` for the node being made."""
@@ -507,10 +570,9 @@ def clone_replace(outputs, replace):
         new_inputs = [resolve(v) for v in node.inputs]
         if all(a is b for a, b in zip(new_inputs, node.inputs)):
             continue
-        new_node = node.op.make_node(*new_inputs)
-        new_node.source = node.source
+        with provenance_of(node):
+            new_node = node.op.make_node(*new_inputs)
         for old, new in zip(node.outputs, new_node.outputs):
-            new.name, new.role, new.source = old.name, old.role, old.source
-            new.structural_zero = old.structural_zero
+            copy_provenance(old, new)
             mapping[old] = new
     return [resolve(v) for v in outputs]

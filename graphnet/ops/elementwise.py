@@ -20,12 +20,20 @@ from graphnet.graph.ir import Apply, Op, TensorType, as_variable, broadcast_shap
 
 
 def lit(value, dtype):
-    """A typed literal: ``np.float32(0.5)`` keeps float32 kernels in float32."""
+    """A typed literal: ``np.float32(0.9)`` keeps float32 kernels in float32.
+
+    The number is the shortest text that gives the same value in ``dtype``
+    (``0.9``, not float32's ``0.8999999761581421``).
+    """
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
-        value = float(value)
-        # repr gives nan and inf, names no kernel module defines (a folded mean of nothing is NaN)
-        text = repr(value) if np.isfinite(value) else ("np.nan" if np.isnan(value) else f"{'-' if value < 0 else ''}np.inf")
+        with np.errstate(over="ignore"):   # a float64 constant past float32's range is inf in float32
+            value = dtype.type(value)
+        if not np.isfinite(value):   # nan and inf are names no kernel module defines
+            return f"np.{dtype.name}({'np.nan' if np.isnan(value) else ('-' if value < 0 else '') + 'np.inf'})"
+        text = str(value) if dtype.itemsize < 8 else repr(float(value))
+        if dtype.type(float(text)) != value:   # read back through float64, it must still be the same
+            text = repr(float(value))
         return f"np.{dtype.name}({text})"
     if dtype.kind == "b":
         return repr(bool(value))

@@ -42,6 +42,9 @@ class Softmax(Op):
     def perform(self, inputs):
         return [np.exp(_stable_log_softmax(inputs[0], self.axis)).astype(inputs[0].dtype)]
 
+    def rowwise_applies(self, node):
+        return node.inputs[0].ndim == 2 and self.axis % 2 == 1   # a matrix, along its rows
+
     def grad(self, inputs, outputs, g):
         s = outputs[0]
         dot_gs = red.sum(ew.mul(g[0], s), axis=self.axis, keepdims=True)
@@ -57,6 +60,11 @@ class LogSoftmax(Softmax):
         return [ew.sub(g[0], ew.mul(ew.exp(outputs[0]), total))]
 
 
+def labels_where(node, position):
+    """How label errors name the labels: ``input y of cross_entropy (train.py:12)``."""
+    return f"input {node.inputs[position].describe()} of cross_entropy ({node.source})"
+
+
 def check_labels(labels, classes, where):
     """Refuse labels outside ``[0, classes)`` before any kernel indexes with them."""
     labels = np.asarray(labels)
@@ -69,6 +77,13 @@ class SoftmaxCrossEntropy(Op):
     """Per-example ``-log softmax(logits)[label]`` for integer labels."""
 
     kind = "rowwise"
+    checked_inputs = (1,)   # the labels index the logits: range-checked before a kernel reads them
+
+    def rowwise_applies(self, node):
+        return True
+
+    def check_values(self, node, values, shapes):
+        check_labels(values[1], shapes[0][1], labels_where(node, 1))
 
     def make_node(self, logits, labels):
         logits, labels = as_variable(logits), as_variable(labels)
@@ -111,6 +126,14 @@ class SoftmaxCrossEntropyGrad(Op):
     """``(softmax(logits) - onehot(labels)) * g[:, None]``: the stable gradient."""
 
     kind = "rowwise"
+    row_input = 1           # iterates over the logits' rows
+    checked_inputs = (2,)
+
+    def rowwise_applies(self, node):
+        return True
+
+    def check_values(self, node, values, shapes):
+        check_labels(values[2], shapes[1][1], labels_where(node, 2))
 
     def make_node(self, g, logits, labels):
         return Apply(self, [g, logits, labels], [logits.type])

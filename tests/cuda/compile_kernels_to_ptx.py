@@ -17,6 +17,7 @@ from graphnet import optim
 from graphnet.compiler.runtime.cuda import CudaProgram, CudaTarget
 from graphnet.compiler.rewrite.mode import specialize_mode
 from graphnet.compiler.pipeline import optimize
+from graphnet.compiler.schedule.plan import plan_kernels
 from graphnet.graph.fgraph import FunctionGraph
 
 CC = (7, 5)
@@ -61,7 +62,8 @@ def main():
         return 3
     failed = 0
     for graph in (training_step(), assorted_kernels()):
-        program = CudaProgram(optimize(graph), CudaTarget(cuda, simulator=False))
+        optimized = optimize(graph)
+        program = CudaProgram(optimized, plan_kernels(optimized), CudaTarget(cuda, simulator=False))
         for name, function, argtypes in program.kernel_signatures():
             try:
                 ptx, _ = cuda.compile_ptx(function, tuple(argtypes), cc=CC)

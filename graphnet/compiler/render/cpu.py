@@ -14,12 +14,14 @@ source, one cache file and one compiled function.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from graphnet.compiler.schedule.fuse import input_pattern
-from graphnet.graph.ir import Constant
+from graphnet.compiler.registry import Lowerings
 from graphnet.ops.elementwise import lit
-from graphnet.ops.reduce import Max, Moments, Sum
+from graphnet.ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
+from graphnet.ops.reduce import Max, Moments
 
 PRELUDE = """\
 import math
@@ -41,12 +43,6 @@ def accumulator_dtype(dtype):
     return np.dtype(np.float64) if np.dtype(dtype).kind in "fb" else np.dtype(np.int64)
 
 
-#: how an input is viewed when passed to a kernel, by its pattern
-PROLOGUE_VIEWS = {"full": "full2d", "row": "cols", "col": "rows", "scalar": "one"}
-EPILOGUE_VIEWS = {"col": {"full": "cols", "scalar": "one"}, "row": {"full": "rows", "scalar": "one"},
-                  "all": {"full": "one", "scalar": "one"}}
-
-
 def moments_from_totals(totals, count, name):
     """Lines computing a mean and a biased variance from the sums of x and x², and the two results.
 
@@ -59,14 +55,61 @@ def moments_from_totals(totals, count, name):
     return lines, [mean, f"{var} if not {var} < 0.0 else 0.0"]
 
 
-class FusedKernelSource:
-    """The source of one fused kernel and the order of its arguments.
+def render_elementwise(node, name, names, slots, store):
+    """One single-assignment line computing ``node`` from ``names``, plus its store when written.
 
-    ``inputs``: (variable, view) pairs read, the view saying how the driver
-    reshapes the array ("full2d" to (R, C), "cols" to (C,), "rows" to (R,),
-    "one" to (1,)); ``outputs``: elementwise results written to ``(R, C)``
-    buffers; ``reduced``: reduction outputs; ``epilogue_outputs``: results of
-    the epilogue on reduced values. The last two are written as flat vectors.
+    The op's ``scalar`` expression is the one source of truth: CPU and CUDA
+    kernels inline the same text.
+    """
+    out = node.outputs[0]
+    compute = out.dtype if out.dtype.kind == "f" else np.result_type(*[v.dtype for v in node.inputs])
+    expr = node.op.scalar([names[v] for v in node.inputs], compute)
+    lines = [f"{name} = {cast_expr(expr, out.dtype)}  # {node.op}"]
+    names[out] = name
+    if out in slots:
+        lines.append(f"{store.format(slots[out])} = {name}")
+    return lines
+
+
+@dataclass
+class LoopNest:
+    """A CPU kernel's body as named regions of a loop nest over (rows, columns).
+
+    ``hoisted`` runs once before the loops (scalars loaded once, per-chunk
+    partial sums); ``row_setup`` once per row before the inner loop (row
+    slices, row accumulators); ``inner`` once per element; ``row_finish`` once
+    per row after it (row totals and their epilogue); ``after`` once after
+    every row (folding column or total partial sums, their epilogue).
+    """
+
+    args: list
+    hoisted: list = field(default_factory=list)
+    row_setup: list = field(default_factory=list)
+    inner: list = field(default_factory=list)
+    row_finish: list = field(default_factory=list)
+    after: list = field(default_factory=list)
+
+    def render(self):
+        lines = [f"def kernel({', '.join(self.args)}):"]
+        lines += ["    " + s for s in self.hoisted]
+        lines += ["    for c in prange(n_chunks):",
+                  "        for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):"]
+        lines += ["            " + s for s in self.row_setup]
+        lines += ["            for j in range(C):"]
+        lines += ["                " + s for s in self.inner]
+        lines += ["            " + s for s in self.row_finish]
+        lines += ["    " + s for s in self.after]
+        return "\n".join(lines) + "\n"
+
+
+class FusedKernelSource:
+    """The source of one fused kernel (a plan's :class:`LoopKernel`) and its arguments.
+
+    Arguments: ``R, C, n_chunks``, one per ``kernel.inputs`` entry (reshaped by
+    the driver to its view: "full2d" (R, C), "cols" (C,), "rows" (R,), "one"
+    (1,)), then the buffers of ``kernel.outputs`` as (R, C), then those of
+    ``kernel.reduced`` and ``kernel.epilogue_outputs`` as flat vectors.
+    ``argument_names()`` says which variable each positional argument is.
 
     With ``check_numerics``, the kernel also takes ``flags`` (one byte) and sets
     it when any value of a ``flagged`` node (the float elementwise nodes,
@@ -77,108 +120,72 @@ class FusedKernelSource:
     is found only when the flag is set (``FusedStep.first_non_finite``).
     """
 
-    def __init__(self, group, written, check_numerics=False):
-        self.group = group
-        self.flagged = [n for n in group.nodes if n not in group.reductions
+    def __init__(self, kernel, check_numerics=False):
+        self.kernel = kernel
+        self.group = kernel.group
+        self.inputs, self.outputs = kernel.inputs, kernel.outputs
+        self.reduced, self.epilogue_outputs = kernel.reduced, kernel.epilogue_outputs
+        self.prologue_args, self.epilogue_args = kernel.prologue_args, kernel.epilogue_args
+        self.literals = {var: lit(value, var.dtype) for var, value in kernel.literals.items()}
+        self.flagged = [n for n in kernel.nodes if n not in self.group.reductions
                         and n.outputs[0].dtype.kind == "f"] if check_numerics else []
-        self.domain = group.domain
-        self.inputs = []
-        self.literals = {}
-        # The argument each stage reads a variable from: a value of the reduced
-        # shape ((R, 1) when a row sum keeps its axis) may be read by the prologue
-        # as (R, C) and by the epilogue as (R,): two arguments, two views.
-        self.epilogue_args, self.prologue_args = {}, {}
-        for node in group.nodes:
-            stage_views = (EPILOGUE_VIEWS[group.reduce_kind] if node in group.epilogue else PROLOGUE_VIEWS)
-            domain = group.reduced_domain if node in group.epilogue else self.domain
-            for var in node.inputs:
-                if isinstance(var, Constant) and var.data.size == 1:
-                    # Scalar constants are literals: LLVM folds them, and no
-                    # read-only array argument multiplies the compiled signatures.
-                    self.literals[var] = lit(var.data.reshape(()).item(), var.dtype)
-                elif not group.produces(var):
-                    pair = (var, stage_views[input_pattern(var.shape, domain)])
-                    if pair not in self.inputs:
-                        self.inputs.append(pair)
-                    stage_args = self.epilogue_args if node in group.epilogue else self.prologue_args
-                    stage_args[var] = self.inputs.index(pair)
-        inner_nodes = [n for n in group.nodes if n not in group.reductions and n not in group.epilogue]
-        self.outputs = [v for n in inner_nodes for v in n.outputs if v in written]
-        self.reduced = [v for n in group.reductions for v in n.outputs]
-        self.epilogue_outputs = [v for n in group.epilogue for v in n.outputs if v in written]
-        self.body = self._render(inner_nodes)
+        self.body = self._render(kernel.inner_nodes)
 
     @property
     def reads(self):
-        """The variables read, each once (one may be passed in two views)."""
-        return list(dict.fromkeys(var for var, _ in self.inputs))
+        return self.kernel.reads
 
     @property
     def written(self):
-        return self.outputs + self.reduced + self.epilogue_outputs
+        return self.kernel.writes
+
+    def positional_arguments(self):
+        return ([f"in{k}" for k in range(len(self.inputs))] + [f"out{k}" for k in range(len(self.outputs))] +
+                [f"red{k}" for k in range(len(self.reduced))] + [f"epi{k}" for k in range(len(self.epilogue_outputs))])
+
+    def argument_variables(self):
+        """The variable each positional argument after ``R, C, n_chunks`` carries."""
+        return [v for v, _ in self.inputs] + self.outputs + self.reduced + self.epilogue_outputs
 
     # ------------------------------------------------------------------ render
     def _render(self, inner_nodes):
-        args = ["R", "C", "n_chunks"] + [f"in{k}" for k in range(len(self.inputs))] + \
-               [f"out{k}" for k in range(len(self.outputs))] + [f"red{k}" for k in range(len(self.reduced))] + \
-               [f"epi{k}" for k in range(len(self.epilogue_outputs))] + (["flags"] if self.flagged else [])
+        nest = LoopNest(["R", "C", "n_chunks"] + self.positional_arguments() + (["flags"] if self.flagged else []))
         checked = []
-        names, hoisted, row_setup, inner, row_finish, before, after = dict(self.literals), [], [], [], [], [], []
+        names = dict(self.literals)
         for k, (var, view) in enumerate(self.inputs):
             if view == "one":
-                hoisted.append(f"x{k} = in{k}[0]")
+                nest.hoisted.append(f"x{k} = in{k}[0]")
             if self.prologue_args.get(var) != k:
                 continue  # read by the epilogue only, in its own view
             if view == "full2d":
-                row_setup.append(f"in{k}_r = in{k}[i]")
-                inner.append(f"x{k} = in{k}_r[j]")
+                nest.row_setup.append(f"in{k}_r = in{k}[i]")
+                nest.inner.append(f"x{k} = in{k}_r[j]")
             elif view == "cols":
-                inner.append(f"x{k} = in{k}[j]")
+                nest.inner.append(f"x{k} = in{k}[j]")
             elif view == "rows":
-                row_setup.append(f"x{k} = in{k}[i]")
+                nest.row_setup.append(f"x{k} = in{k}[i]")
             names[var] = f"x{k}"
-        if any(getattr(n.op, "uses_element_index", False) for n in inner_nodes):
-            inner.append("index = i * C + j")
+        if any(n.op.uses_element_index for n in inner_nodes):
+            nest.inner.append("index = i * C + j")
         for k in range(len(self.outputs)):
-            row_setup.append(f"out{k}_r = out{k}[i]")
+            nest.row_setup.append(f"out{k}_r = out{k}[i]")
         out_slot = {v: k for k, v in enumerate(self.outputs)}
         red_slot = {v: k for k, v in enumerate(self.reduced)}
         acc_id = 0
         for t, node in enumerate(self.group.nodes):
             if node in self.group.reductions:
-                acc_id = self._render_reduction(node, names, red_slot, acc_id, row_setup, inner, row_finish,
-                                                before, after)
+                acc_id = self._render_reduction(node, names, red_slot, acc_id, nest)
             elif node not in self.group.epilogue:
-                inner += self._render_elementwise(node, f"t{t}", names, out_slot, "out{}_r[j]")
+                nest.inner += render_elementwise(node, f"t{t}", names, out_slot, "out{}_r[j]")
                 if node in self.flagged:
                     checked.append(f"t{t}")
         if checked:
-            row_setup.append("nf = np.int32(0)")
-            inner.append(f"nf += np.int32(({' + '.join(f'({t} - {t})' for t in checked)}) != 0)  # NaN or Inf?")
-            row_finish += ["if nf:", "    flags[0] = 1"]
+            nest.row_setup.append("nf = np.int32(0)")
+            nest.inner.append(f"nf += np.int32(({' + '.join(f'({t} - {t})' for t in checked)}) != 0)  # NaN or Inf?")
+            nest.row_finish += ["if nf:", "    flags[0] = 1"]
         if self.group.epilogue:
-            self._render_epilogue(row_finish, after)
-        lines = [f"def kernel({', '.join(args)}):"]
-        lines += ["    " + s for s in hoisted + before]
-        lines += ["    for c in prange(n_chunks):",
-                  "        for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):"]
-        lines += ["            " + s for s in row_setup]
-        lines += ["            for j in range(C):"]
-        lines += ["                " + s for s in inner]
-        lines += ["            " + s for s in row_finish]
-        lines += ["    " + s for s in after]
-        return "\n".join(lines) + "\n"
-
-    @staticmethod
-    def _render_elementwise(node, name, names, slots, store):
-        out = node.outputs[0]
-        compute = out.dtype if out.dtype.kind == "f" else np.result_type(*[v.dtype for v in node.inputs])
-        expr = node.op.scalar([names[v] for v in node.inputs], compute)
-        lines = [f"{name} = {cast_expr(expr, out.dtype)}  # {node.op}"]
-        names[out] = name
-        if out in slots:
-            lines.append(f"{store.format(slots[out])} = {name}")
-        return lines
+            self._render_epilogue(nest)
+        return nest.render()
 
     def epilogue_names(self, index):
         """{variable: expression} of what the epilogue reads at reduced element ``index``:
@@ -189,28 +196,28 @@ class FusedKernelSource:
             names[var] = f"x{k}" if self.inputs[k][1] == "one" else f"in{k}[{index}]"
         return names
 
-    def _render_epilogue(self, row_finish, after):
+    def _render_epilogue(self, nest):
         """Elementwise work on the reduced values, once per reduced element."""
         index = {"row": "i", "col": "j", "all": "0"}[self.group.reduce_kind]
         names = self.epilogue_names(index)
         slots = {v: k for k, v in enumerate(self.epilogue_outputs)}
         lines = []
-        if any(getattr(n.op, "uses_element_index", False) for n in self.group.epilogue):
+        if any(n.op.uses_element_index for n in self.group.epilogue):
             # The flat index of a reduced value (dropout's counter) is its index in the reduced vector.
             lines.append(f"index = {index}")
         for t, node in enumerate(self.group.epilogue):
-            lines += self._render_elementwise(node, f"e{t}", names, slots, f"epi{{}}[{index}]")
+            lines += render_elementwise(node, f"e{t}", names, slots, f"epi{{}}[{index}]")
             if node in self.flagged:
                 lines += [f"if (e{t} - e{t}) != 0:  # NaN or Inf?", "    flags[0] = 1"]
         if self.group.reduce_kind == "row":
-            row_finish.extend(lines)
+            nest.row_finish.extend(lines)
         elif self.group.reduce_kind == "col":
-            after.append("for j in range(C):")
-            after.extend("    " + line for line in lines)
+            nest.after.append("for j in range(C):")
+            nest.after.extend("    " + line for line in lines)
         else:
-            after.extend(lines)
+            nest.after.extend(lines)
 
-    def _render_reduction(self, node, names, red_slot, acc_id, row_setup, inner, row_finish, before, after):
+    def _render_reduction(self, node, names, red_slot, acc_id, nest):
         """Accumulate ``node``'s input; store the result(s) once the rows are done."""
         pattern = self.group.reduce_kind
         value = names[node.inputs[0]]
@@ -222,16 +229,16 @@ class FusedKernelSource:
             accs.append((f"a{acc_id + 1}", f"{acc_t}({value}) * {value}"))
         for acc, val in accs:
             if pattern == "col":
-                before.append(f"p_{acc} = np.full((n_chunks, C), {init}, {acc_t})")
-                row_setup.append(f"q_{acc} = p_{acc}[c]")
+                nest.hoisted.append(f"p_{acc} = np.full((n_chunks, C), {init}, {acc_t})")
+                nest.row_setup.append(f"q_{acc} = p_{acc}[c]")
                 target = f"q_{acc}[j]"
             else:
-                row_setup.append(f"{acc} = {acc_t}({init})")
+                nest.row_setup.append(f"{acc} = {acc_t}({init})")
                 target = acc
-            inner.append(f"{target} = nan_max({target}, {val})" if is_max else f"{target} += {val}")
+            nest.inner.append(f"{target} = nan_max({target}, {val})" if is_max else f"{target} += {val}")
             if pattern == "all":
-                before.append(f"p_{acc} = np.full(n_chunks, {init}, {acc_t})")
-                row_finish.append(f"p_{acc}[c] = nan_max(p_{acc}[c], {acc})" if is_max else f"p_{acc}[c] += {acc}")
+                nest.hoisted.append(f"p_{acc} = np.full(n_chunks, {init}, {acc_t})")
+                nest.row_finish.append(f"p_{acc}[c] = nan_max(p_{acc}[c], {acc})" if is_max else f"p_{acc}[c] += {acc}")
 
         # Totals: per row (already in the accumulator), or folded over the row blocks.
         # nan_max: a NaN anywhere is the maximum, as in np.max (Python's max drops it).
@@ -256,12 +263,12 @@ class FusedKernelSource:
             stores, results = [], [totals[0]]
         stores += [f"red{red_slot[v]}[{index}] = {r}" for v, r in zip(node.outputs, results)]
         if pattern == "row":
-            row_finish.extend(stores)
+            nest.row_finish.extend(stores)
         elif pattern == "col":
-            after.append("for j in range(C):")
-            after.extend("    " + line for line in fold_lines + stores)
+            nest.after.append("for j in range(C):")
+            nest.after.extend("    " + line for line in fold_lines + stores)
         else:
-            after.extend(fold_lines + stores)
+            nest.after.extend(fold_lines + stores)
         return acc_id + len(accs)
 
 
@@ -280,8 +287,17 @@ def module_source(body):
 
 
 # ------------------------------------------------------------ rowwise templates
-ROWWISE_BODIES = {
-    "softmax": """\
+@dataclass(frozen=True)
+class RowTemplate:
+    """A row-wise kernel: ``kernel(R, C, n_chunks, *op inputs, out)`` over the op's row input."""
+
+    name: str    # for kernel names: k3_softmax
+    body: str
+
+
+#: the row-wise kernel of each row-wise op class (cpu backend)
+ROWWISE_TEMPLATES = Lowerings("cpu row-wise template")
+ROWWISE_TEMPLATES.register(Softmax, entry=RowTemplate("softmax", """\
 def kernel(R, C, n_chunks, x, out):
     for c in prange(n_chunks):
         for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
@@ -289,8 +305,9 @@ def kernel(R, C, n_chunks, x, out):
             scale = 1.0 / row_exp_sum(x[i], row_max(x[i]), o)
             for j in range(C):
                 o[j] = o[j] * scale
-""",
-    "log_softmax": """\
+"""))
+
+ROWWISE_TEMPLATES.register(LogSoftmax, entry=RowTemplate("log_softmax", """\
 def kernel(R, C, n_chunks, x, out):
     no_store = np.empty(0, x.dtype)
     for c in prange(n_chunks):
@@ -301,9 +318,10 @@ def kernel(R, C, n_chunks, x, out):
             o = out[i]
             for j in range(C):
                 o[j] = xr[j] - shift
-""",
-    # Per-example -log softmax(x)[label]; labels were range-checked before any kernel ran.
-    "softmax_cross_entropy": """\
+"""))
+
+# Per-example -log softmax(x)[label]; labels were range-checked before any kernel ran.
+ROWWISE_TEMPLATES.register(SoftmaxCrossEntropy, entry=RowTemplate("softmax_cross_entropy", """\
 def kernel(R, C, n_chunks, x, labels, out):
     no_store = np.empty(0, x.dtype)
     for c in prange(n_chunks):
@@ -311,9 +329,10 @@ def kernel(R, C, n_chunks, x, labels, out):
             xr = x[i]
             m = row_max(xr)
             out[i] = m + math.log(row_exp_sum(xr, m, no_store)) - xr[labels[i]]
-""",
-    # (softmax(x) - onehot(label)) * g: the stable gradient of the above.
-    "softmax_cross_entropy_grad": """\
+"""))
+
+# (softmax(x) - onehot(label)) * g: the stable gradient of the above.
+ROWWISE_TEMPLATES.register(SoftmaxCrossEntropyGrad, entry=RowTemplate("softmax_cross_entropy_grad", """\
 def kernel(R, C, n_chunks, g, x, labels, out):
     for c in prange(n_chunks):
         for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
@@ -322,5 +341,4 @@ def kernel(R, C, n_chunks, g, x, labels, out):
             for j in range(C):
                 o[j] = o[j] * scale
             o[labels[i]] -= g[i]
-""",
-}
+"""))

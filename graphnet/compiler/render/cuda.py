@@ -2,7 +2,7 @@
 
 The kernels come from the same places as the CPU ones: a fused group's code is
 its ops' ``scalar`` expressions (rendered by the CPU generator's
-``_render_elementwise``), and the helpers those expressions call (``sigmoid``,
+``render_elementwise``), and the helpers those expressions call (``sigmoid``,
 ``safe_log``, ``keep_mask``...) are the CPU scalar prelude and the
 counter-based RNG of :mod:`graphnet.ops.rng`, pasted as ``@cuda.jit(device=True)``
 functions from their own source text. A dropout mask is therefore drawn by the
@@ -36,8 +36,12 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from graphnet.ops import rng
-from graphnet.compiler.render.cpu import FusedKernelSource, accumulator_dtype, moments_from_totals
+from graphnet.compiler.render.cpu import (
+    FusedKernelSource, RowTemplate, accumulator_dtype, moments_from_totals, render_elementwise,
+)
+from graphnet.compiler.registry import Lowerings
 from graphnet.ops.elementwise import lit
+from graphnet.ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
 from graphnet.ops.reduce import Max, Moments
 
 DEVICE = "@cuda.jit(device=True)"
@@ -147,15 +151,13 @@ class CudaFusedKernelSource(FusedKernelSource):
     of ``written`` (elementwise outputs, reduced values, epilogue results).
     """
 
-    def __init__(self, group, written, tuning):
+    def __init__(self, kernel, tuning):
         self.tuning = tuning
-        self.template = group.reduce_kind if group.reductions else "map"
-        super().__init__(group, written)
+        self.template = kernel.reduce_kind if kernel.group.reductions else "map"
+        super().__init__(kernel)
 
     def argument_names(self):
-        return (["R", "C"] + [f"in{k}" for k in range(len(self.inputs))] +
-                [f"out{k}" for k in range(len(self.outputs))] + [f"red{k}" for k in range(len(self.reduced))] +
-                [f"epi{k}" for k in range(len(self.epilogue_outputs))])
+        return ["R", "C"] + self.positional_arguments()
 
     def _render(self, inner_nodes):
         group = self.group
@@ -176,7 +178,7 @@ class CudaFusedKernelSource(FusedKernelSource):
                 needs_rows = True
             names[var] = f"x{k}"
         body = list(loads)
-        if any(getattr(n.op, "uses_element_index", False) for n in inner_nodes):
+        if any(n.op.uses_element_index for n in inner_nodes):
             body.append("index = flat")
         out_slot = {v: k for k, v in enumerate(self.outputs)}
         self.accumulators = []   # (name, dtype, is_max, value text, reduction node)
@@ -184,7 +186,7 @@ class CudaFusedKernelSource(FusedKernelSource):
             if node in group.reductions:
                 body += self._accumulate(node, names)
             elif node not in group.epilogue:
-                body += self._render_elementwise(node, f"t{t}", names, out_slot, "out{}[flat]")
+                body += render_elementwise(node, f"t{t}", names, out_slot, "out{}[flat]")
         signature = f"def kernel({', '.join(self.argument_names())}):"
         if self.template == "map":
             lines = self._map_body(hoisted, body, needs_rows or needs_cols)
@@ -273,7 +275,7 @@ class CudaFusedKernelSource(FusedKernelSource):
         slots = {v: k for k, v in enumerate(self.epilogue_outputs)}
         lines = []
         for t, node in enumerate(self.group.epilogue):
-            lines += self._render_elementwise(node, f"e{t}", names, slots, f"epi{{}}[{index}]")
+            lines += render_elementwise(node, f"e{t}", names, slots, f"epi{{}}[{index}]")
         return lines
 
 
@@ -383,7 +385,7 @@ class GemmKernelSource:
         if self.epilogue is not None:
             slots = {v: k for k, v in enumerate(self.outputs)}
             for t, node in enumerate(self.epilogue.group.nodes):
-                lines += FusedKernelSource._render_elementwise(node, f"t{t}", names, slots, "out{}[flat]")
+                lines += render_elementwise(node, f"t{t}", names, slots, "out{}[flat]")
         if self.write_product:
             lines.append("prod[flat] = z")
         return lines
@@ -420,28 +422,31 @@ def _row_kernel(args, per_row):
 
 
 #: The softmax family, one block per row, in float64 as the CPU templates.
-ROWWISE_BODIES = {
-    "softmax": _row_kernel("x, out", _row_maximum_and_total(True) + [
+#: the row-wise kernel of each row-wise op class (cuda backend)
+ROWWISE_TEMPLATES = Lowerings("cuda row-wise template")
+ROWWISE_TEMPLATES.register(Softmax, entry=RowTemplate("softmax", _row_kernel("x, out", _row_maximum_and_total(True) + [
         "scale = 1.0 / total",
         "for j in range(lane, C, ROW_THREADS):",
-        "    out[base + j] = out[base + j] * scale"]),
-    "log_softmax": _row_kernel("x, out", _row_maximum_and_total(False) + [
+        "    out[base + j] = out[base + j] * scale"])))
+
+ROWWISE_TEMPLATES.register(LogSoftmax, entry=RowTemplate("log_softmax", _row_kernel("x, out", _row_maximum_and_total(False) + [
         "shift = m + math.log(total)",
         "for j in range(lane, C, ROW_THREADS):",
-        "    out[base + j] = x[base + j] - shift"]),
-    # Per-example -log softmax(x)[label]; labels were range-checked before any kernel ran.
-    "softmax_cross_entropy": _row_kernel("x, labels, out", _row_maximum_and_total(False) + [
+        "    out[base + j] = x[base + j] - shift"])))
+
+# Per-example -log softmax(x)[label]; labels were range-checked before any kernel ran.
+ROWWISE_TEMPLATES.register(SoftmaxCrossEntropy, entry=RowTemplate("softmax_cross_entropy", _row_kernel("x, labels, out", _row_maximum_and_total(False) + [
         "if lane == 0:",
-        "    out[i] = m + math.log(total) - x[base + labels[i]]"]),
-    # (softmax(x) - onehot(label)) * g; the thread owning the label's column subtracts g.
-    "softmax_cross_entropy_grad": _row_kernel("g, x, labels, out", _row_maximum_and_total(True) + [
+        "    out[i] = m + math.log(total) - x[base + labels[i]]"])))
+
+# (softmax(x) - onehot(label)) * g; the thread owning the label's column subtracts g.
+ROWWISE_TEMPLATES.register(SoftmaxCrossEntropyGrad, entry=RowTemplate("softmax_cross_entropy_grad", _row_kernel("g, x, labels, out", _row_maximum_and_total(True) + [
         "scale = g[i] / total",
         "label = labels[i]",
         "for j in range(lane, C, ROW_THREADS):",
         "    out[base + j] = out[base + j] * scale",
         "    if j == label:",
-        "        out[base + j] = out[base + j] - g[i]"]),
-}
+        "        out[base + j] = out[base + j] - g[i]"])))
 
 #: A transpose that must exist as an array (a GEMM reads transposes in place).
 TRANSPOSE_BODY = """\

@@ -19,7 +19,7 @@ MAX_FOLDED_ELEMENTS = 1 << 16
 def _fold_constant_inputs(node):
     if not node.inputs or not all(isinstance(v, Constant) for v in node.inputs):
         return None
-    if getattr(node.op, "uses_element_index", False):
+    if node.op.uses_element_index:
         return None
     try:
         results = node.op.perform([v.data for v in node.inputs])

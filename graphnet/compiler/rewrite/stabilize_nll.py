@@ -29,7 +29,7 @@ from graphnet.compiler.rewrite.canonicalize import constant_value
 from graphnet.compiler.rewrite.cse import merge_equal_nodes
 from graphnet.graph import ir as graph
 from graphnet.graph.fgraph import FunctionGraph
-from graphnet.graph.ir import Constant, ancestors_toposort
+from graphnet.graph.ir import Constant
 from graphnet.ops import elementwise as ew
 from graphnet.ops import nn
 from graphnet.ops.indexing import (
@@ -48,14 +48,8 @@ def _op(var, op_type):
 
 def _replacing(node, make):
     """``make()``'s variables, their new nodes marked as built where ``node`` was, in its role."""
-    first_new_id = graph._ids.value
-    new = make()
-    for made in ancestors_toposort(new):
-        if made.outputs[0].id >= first_new_id:
-            made.source = node.source
-            for out in made.outputs:
-                out.source, out.role = node.source, node.outputs[0].role
-    return new
+    with graph.provenance_of(node):
+        return make()
 
 
 # --------------------------------------------------------- pattern helpers

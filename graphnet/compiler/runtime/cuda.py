@@ -1,12 +1,10 @@
 """The CUDA backend: the CPU compiler's optimized, fused plan, run as numba.cuda kernels.
 
-``gn.function(..., backend="cuda")`` runs the same passes
-(:func:`graphnet.compiler.pipeline.optimize`) and the same fusion plan
-(:func:`graphnet.compiler.schedule.fuse.plan_fusion`) as the CPU backend; only the
-code generator (:mod:`.cuda_kernels`) and the steps (:mod:`.cuda_steps`) differ.
-One addition to the plan: a matrix product absorbs the elementwise kernel that
-reads it (bias, activation) as its GEMM epilogue, rule 3 of the design, and a
-transpose that only matrix products read is read in place by them.
+``gn.function(..., backend="cuda")`` runs the same passes and lowers the same
+kernel plan (:func:`graphnet.compiler.schedule.plan.plan_kernels`) as the CPU
+backend, GEMM epilogues and transpose flags included; only the code generator
+(:mod:`graphnet.compiler.render.cuda`) and the steps (:mod:`.cuda_steps`,
+registered in ``CUDA_LOWERINGS``) differ.
 
 Data stays on the device. Feeds are copied up and fetched outputs copied back;
 shared variables keep a device copy between calls (:class:`DeviceValues`,
@@ -31,22 +29,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphnet.compiler.runtime import cache
+from graphnet.compiler.pipeline import compile_graph
 from graphnet.compiler.render import cuda as kernels
-from graphnet.compiler.runtime.reference import check_finite, node_error
+from graphnet.compiler.runtime import cache
 from graphnet.compiler.runtime.cuda_memory import DEVICE_VALUES
-from graphnet.compiler.schedule.memory import in_place_updates, plan_buffers
-from graphnet.compiler.schedule.fuse import input_pattern, plan_fusion
-from graphnet.compiler.pipeline import optimize
-from graphnet.compiler.runtime.cpu import MAX_FRAMES, SMALL_VALUE, CpuProgram, rowwise_template, shape_arithmetic
+from graphnet.compiler.runtime.cuda_steps import CUDA_LOWERINGS, DeviceRuntime
+from graphnet.compiler.runtime.program import DEBUG, CompiledProgram
+from graphnet.compiler.runtime.provenance import check_finite, node_error
+from graphnet.compiler.schedule.memory import plan_buffers
 from graphnet.errors import GraphnetError
 from graphnet.graph.ir import Constant, Placeholder, SharedVariable
-from graphnet.ops.linalg import Dot
-from graphnet.ops.nn import SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, check_labels
-from graphnet.ops.shape import ExpandDims, Reshape, ReshapeLike, Squeeze, Transpose
 
-DEBUG = int(os.environ.get("GRAPHNET_DEBUG", "0"))
-RESHAPES = (Reshape, ReshapeLike, ExpandDims, Squeeze)
 
 
 # --------------------------------------------------------------- availability
@@ -132,11 +125,11 @@ def _cupy():
 
 
 def build(fgraph, options):
-    """Optimize ``fgraph`` with the CPU compiler's passes and compile it into a CudaProgram."""
+    """The CUDA backend: the CPU compiler's passes and kernel plan, lowered to numba.cuda kernels."""
     target = require_cuda()
-    optimized = optimize(fgraph, options.get("disable_passes", ()))
-    return CudaProgram(optimized, target, fuse=options.get("fuse", True),
-                       check_numerics=options.get("check_numerics", False), name=options.get("name", "function"))
+    return compile_graph(fgraph, options, lambda graph, plan: CudaProgram(
+        graph, plan, target, check_numerics=options.get("check_numerics", False),
+        name=options.get("name", "function")))
 
 
 @dataclass
@@ -150,42 +143,16 @@ class _Frame:
 
 
 # ------------------------------------------------------------------- program
-class CudaProgram:
+class CudaProgram(CompiledProgram):
     backend = "cuda"
 
-    #: outputs are fresh host arrays: Function need not copy them again
-    owns_outputs = True
-
-    # Shape inference, shape arithmetic and traffic estimates are the CPU program's, unchanged.
-    _infer_shapes = CpuProgram._infer_shapes
-    _known_values = CpuProgram._known_values
-    _follow_small_values = CpuProgram._follow_small_values
-    _shape_values = CpuProgram._shape_values
-    _estimate_traffic = CpuProgram._estimate_traffic
-    _annotate = staticmethod(CpuProgram._annotate)
-
-    def __init__(self, fgraph, target, fuse=True, check_numerics=False, name="function", tuning=None):
-        from graphnet.compiler.runtime import cuda_steps
-        self.fgraph, self.target, self.name = fgraph, target, name
-        self.check_numerics = check_numerics
-        self.fuse = fuse
+    def __init__(self, fgraph, plan, target, check_numerics=False, name="function", tuning=None):
+        self.target = target
         tuning = tuning or (kernels.SIMULATOR_TUNING if target.simulator else kernels.GPU_TUNING)
-        self.runtime = cuda_steps.DeviceRuntime(target.cuda, tuning, target.simulator, target.cupy)
-        self.shape_nodes = shape_arithmetic(fgraph)
-        self.plan = plan_fusion(fgraph, fuse=fuse, precomputed=set(self.shape_nodes))
-        self.refusals = list(self.plan.refusals)
-        self._label_inputs = [(n.inputs[-1], n) for n in fgraph.nodes()
-                              if isinstance(n.op, (SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad))
-                              and n.inputs[-1].owner is None]
-        self.steps = _StepBuilder(self, cuda_steps).build()
-        self.kernels = [s.kernel for s in self.steps]
-        # check_numerics may refuse a call after a step: then nothing may have been updated in place.
-        self.in_place = {} if check_numerics else in_place_updates(self.steps, fgraph.updates, fgraph.outputs)
-        self._value_dependent = any(getattr(n.op, "infer_shape_needs_values", False) for n in fgraph.nodes())
-        self._signature_inputs = [v for v in fgraph.variables() if not isinstance(v, Constant)]
+        self.runtime = DeviceRuntime(target.cuda, tuning, target.simulator, target.cupy)
+        super().__init__(fgraph, plan, CUDA_LOWERINGS, check_numerics=check_numerics, name=name)
         self._placeholders = [v for v in fgraph.variables() if isinstance(v, Placeholder)]
         self._constants = None
-        self._frames = {}
 
     @property
     def device(self):
@@ -199,7 +166,7 @@ class CudaProgram:
         (``numba.cuda.compile_ptx``), without a GPU and without running it.
         """
         return [(step.kernel.name, function, types) for step in self.steps
-                for function, types in getattr(step, "signatures", lambda: [])()]
+                for function, types in step.signatures()]
 
     @property
     def transfers(self):
@@ -210,24 +177,11 @@ class CudaProgram:
         return cache.load_module(kernels.module_source(body, self.runtime.tuning, header), name_hint="cuda")
 
     # ----------------------------------------------------------------- running
-    def _frame(self, host):
-        inputs = self._signature_inputs
-        signature = tuple(np.shape(host[v]) for v in inputs)
-        if self._value_dependent:   # small values decide some shapes (as on the CPU)
-            signature += tuple(np.asarray(host[v]).tobytes() for v in inputs if np.size(host[v]) <= SMALL_VALUE)
-        frame = self._frames.get(signature)
-        if frame is None:
-            if len(self._frames) >= MAX_FRAMES:
-                self._frames.pop(next(iter(self._frames)))
-            rt = self.runtime
-            shapes = self._infer_shapes(host)
-            values = self._shape_values(shapes)
-            buffers = plan_buffers(self.steps, shapes, self.fgraph.roots, self.in_place, empty=rt.empty)
-            self._estimate_traffic(shapes)
-            frame = self._frames[signature] = _Frame(
-                shapes, buffers, values, {v: rt.upload(value) for v, value in values.items()},
-                {p: rt.empty(shapes[p], p.dtype) for p in self._placeholders})
-        return frame
+    def make_frame(self, shapes, shape_values):
+        rt = self.runtime
+        buffers = plan_buffers(self.steps, shapes, self.fgraph.roots, self.in_place, empty=rt.empty)
+        return _Frame(shapes, buffers, shape_values, {v: rt.upload(value) for v, value in shape_values.items()},
+                      {p: rt.empty(shapes[p], p.dtype) for p in self._placeholders})
 
     def _device_inputs(self, feeds, frame):
         rt, env = self.runtime, {}
@@ -255,11 +209,10 @@ class CudaProgram:
                 host[var] = var.data
             elif isinstance(var, SharedVariable):
                 host[var] = var.get_value(copy=False)
-        frame = self._frame(host)
+        frame = self.frame(host)
         shapes = frame.shapes
         host.update(frame.shape_values)
-        for labels, node in self._label_inputs:
-            check_labels(host[labels], shapes[node.inputs[-2]][1], f"cross_entropy ({node.source})")
+        self.check_fed_values(host, shapes)
         rt.host_values = host
         env = self._device_inputs(feeds, frame)
         buffers = dict(frame.buffers)
@@ -304,7 +257,7 @@ class CudaProgram:
         the first bad one; then what the kernel wrote is checked too.
         """
         rt, values = self.runtime, {}
-        if step.kind not in ("host", "view"):
+        if step.needs_buffers:   # computed on the device (views and host steps were checked as they ran)
             for node in step.nodes:
                 args = [values[v] if v in values else rt.host_value(env, v, shapes) for v in node.inputs]
                 with np.errstate(all="ignore"):
@@ -337,148 +290,3 @@ class CudaProgram:
         for shared, value, array in pending:
             DEVICE_VALUES.commit(shared, value, array)
         return values
-
-
-# ------------------------------------------------------------ building steps
-class _StepBuilder:
-    """The fusion plan's groups -> CUDA steps, GEMM epilogues and in-place transposes found."""
-
-    def __init__(self, program, cuda_steps):
-        self.program, self.cs = program, cuda_steps
-        self.groups = program.plan.groups
-        self.roots = set(program.fgraph.roots)
-        group_index = {n: i for i, g in enumerate(self.groups) for n in g.nodes}
-        self.readers = {}   # variable -> indices of the groups that read it
-        for i, g in enumerate(self.groups):
-            for n in g.nodes:
-                for v in n.inputs:
-                    if group_index.get(v.owner) != i:
-                        self.readers.setdefault(v, set()).add(i)
-        self.used_outside = set(self.roots) | {v for v, users in self.readers.items() if v.owner is not None and users}
-        self.transposed = self._transposes_read_in_place()
-        self.epilogues = self._gemm_epilogues()
-
-    # ---- decisions
-    def gemm_ready(self, group):
-        """A matrix product the GEMM kernel runs: float operands of the product's dtype."""
-        if group.kind != "blas" or not isinstance(group.nodes[0].op, Dot):
-            return False
-        node = group.nodes[0]
-        return node.outputs[0].dtype.kind == "f" and all(v.dtype == node.outputs[0].dtype for v in node.inputs)
-
-    def _transposes_read_in_place(self):
-        """{transpose output: its input} for 2-D transposes read only by GEMMs."""
-        found = {}
-        for group in self.groups:
-            node = group.nodes[0]
-            if group.kind != "view" or not isinstance(node.op, Transpose) or node.op.perm != (1, 0):
-                continue
-            out = node.outputs[0]
-            users = self.readers.get(out, set())
-            if out not in self.roots and users and all(self.gemm_ready(self.groups[i]) for i in users):
-                found[out] = node.inputs[0]
-        return found
-
-    def _gemm_epilogues(self):
-        """{consumer group index: product group index} for products whose consumer is fused in."""
-        found = {}
-        if not self.program.fuse:
-            return found   # fuse=False: one kernel per op, the unfused baseline
-        for d, group in enumerate(self.groups):
-            if not self.gemm_ready(group):
-                continue
-            product = group.nodes[0].outputs[0]
-            if product.ndim != 2:
-                continue
-            for c in sorted(self.readers.get(product, ())):
-                consumer = self.groups[c]
-                if (consumer.kind == "fused" and not consumer.reductions and c not in found
-                        and consumer.domain == product.shape and input_pattern(product.shape, consumer.domain) == "full"):
-                    found[c] = d
-                # Only the first reader may take it: the product must not be needed earlier.
-                break
-        return found
-
-    # ---- steps
-    def build(self):
-        absorbed = set(self.epilogues.values())
-        steps = []
-        for i, group in enumerate(self.groups):
-            if i in absorbed or (group.kind == "view" and group.nodes[0].outputs[0] in self.transposed):
-                continue
-            if i in self.epilogues:
-                steps.append(self._gemm(len(steps), self.groups[self.epilogues[i]], group))
-            else:
-                steps.append(self._step(len(steps), group))
-        # The product now feeds its consumer inside one kernel: no longer a refusal.
-        fused_in = {(self.groups[d].nodes[0].outputs[0], n) for c, d in self.epilogues.items()
-                    for n in self.groups[c].nodes}
-        self.program.refusals = [r for r in self.program.refusals if (r[0], r[1]) not in fused_in]
-        return steps
-
-    def _kernel(self, name, nodes, inputs, outputs, **fields):
-        return self.cs.CudaKernel(name, list(nodes), list(inputs), list(outputs), **fields)
-
-    def _step(self, index, group):
-        cs, program, node = self.cs, self.program, group.nodes[0]
-        if group.kind == "fused":
-            source = kernels.CudaFusedKernelSource(group, self.used_outside, program.runtime.tuning)
-            module = program.load(source.body)
-            suffix = "" if source.template == "map" else f"_reduce_{source.template}"
-            kernel = self._kernel(f"k{index}_fused{suffix}", group.nodes, [v for v, _ in source.inputs],
-                                  source.written, source=program._annotate(source.body, group), compiled=module.kernel)
-            return cs.FusedKernelStep(group, source, module, kernel)
-        if group.kind == "blas" and self.gemm_ready(group):
-            return self._gemm(index, group, None)
-        template = rowwise_template(node) if group.kind == "rowwise" else None
-        if template is not None:
-            body = kernels.ROWWISE_BODIES[template]
-            module = program.load(body)
-            kernel = self._kernel(f"k{index}_{template}", [node], node.inputs, node.outputs, kind="rowwise",
-                                  source=program._annotate(body, group), compiled=module.kernel)
-            labels_checked = template.startswith("softmax_cross_entropy") and node.inputs[-1].owner is None
-            return cs.RowwiseStep(node, template, module, kernel, labels_checked)
-        if group.kind == "view" and (isinstance(node.op, RESHAPES) or (
-                isinstance(node.op, Transpose) and node.op.perm == tuple(range(len(node.op.perm))))):
-            kernel = self._kernel(f"k{index}_{node.op.name}", [node], node.inputs, node.outputs, kind="view",
-                                  source=f"# {node.op}: the same device array under a new shape")
-            return cs.ViewStep(node, kernel)
-        if group.kind == "view" and isinstance(node.op, Transpose) and node.op.perm == (1, 0):
-            module = program.load(kernels.TRANSPOSE_BODY)
-            kernel = self._kernel(f"k{index}_transpose", [node], node.inputs, node.outputs, kind="transpose",
-                                  source=program._annotate(kernels.TRANSPOSE_BODY, group), compiled=module.kernel)
-            return cs.TransposeStep(node, module, kernel)
-        label = ", ".join(n.op.name for n in group.nodes)
-        kernel = self._kernel(f"k{index}_{node.op.name}", group.nodes, [], [], kind="host", device="host",
-                              source=f"# NumPy reference of {label} on the host (no CUDA kernel for it): "
-                                     "its inputs are copied back and its outputs up")
-        step = cs.HostStep(group.nodes, kernel)
-        kernel.inputs, kernel.outputs = list(step.reads), list(step.writes)
-        return step
-
-    def _gemm(self, index, dot_group, consumer):
-        program, dot = self.program, dot_group.nodes[0]
-        a, b = dot.inputs
-        a_src, b_src = self.transposed.get(a, a), self.transposed.get(b, b)
-        product = dot.outputs[0]
-        tuning = program.runtime.tuning
-        epilogue = None
-        if consumer is not None:
-            epilogue = kernels.CudaFusedKernelSource(consumer, self.used_outside, tuning)
-            others = self.readers.get(product, set()) - {self.groups.index(consumer)}
-            write_product = product in self.roots or bool(others)
-        else:
-            write_product = True
-        source = kernels.GemmKernelSource(dot, a_src is not a, b_src is not b, tuning, epilogue, write_product)
-        nodes = [dot] + (list(consumer.nodes) if consumer else [])
-        header = "".join(f"# {n.op} -> {n.outputs[0].describe()}  ({n.source})\n" for n in nodes)
-        module = program.load(source.body)
-        cublas = program.target.cupy is not None
-        epilogue_module = program.load(epilogue.body) if cublas and epilogue is not None else None
-        name = f"k{index}_gemm" + ("_epilogue" if consumer else "")
-        inputs = [a_src, b_src] + [v for v, _ in source.inputs]
-        kernel = self._kernel(name, nodes, inputs, source.written, is_blas=True, kind="gemm",
-                              source=header + source.body, compiled=module.kernel)
-        return self.cs.GemmStep(dot, a_src, b_src, source, module, kernel, cublas=cublas,
-                                epilogue_module=epilogue_module)
-

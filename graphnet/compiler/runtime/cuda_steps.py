@@ -3,9 +3,8 @@
 Every value lives on the device as a flat (1-D, C order) array; its shape is
 known from shape inference (``shapes``), so reshapes cost nothing and a kernel
 indexes ``R x C`` domains by arithmetic. Steps mirror the CPU's
-(:mod:`graphnet.compiler.runtime.steps`) and keep its interface (``reads``,
-``writes``, ``kind``, ``elementwise_writes``, ``pattern_of``), so the CPU's
-memory planning decides in-place updates for both:
+(:mod:`graphnet.compiler.runtime.steps`), one per kernel of the same plan,
+registered in ``CUDA_LOWERINGS`` (and ``CUDA_VIEWS`` per view op):
 
 - :class:`FusedKernelStep`: a generated fused kernel (map or reduction);
 - :class:`GemmStep`: a matrix product, tiled in shared memory with its
@@ -23,9 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphnet.compiler.runtime.reference import node_error
+from graphnet.compiler.registry import Lowerings
+from graphnet.compiler.render import cuda as kernels
+from graphnet.compiler.runtime.program import annotate
+from graphnet.compiler.runtime.provenance import node_error
 from graphnet.compiler.runtime.steps import Kernel, Step, rows_cols
-from graphnet.ops.nn import check_labels
+from graphnet.compiler.schedule.plan import GemmKernel, HostKernel, LoopKernel, RowwiseKernel, ViewKernel
+from graphnet.ops.shape import ExpandDims, Reshape, ReshapeLike, Squeeze, Transpose
 
 #: products with at least this many multiply-adds go to cuBLAS when CuPy is installed
 CUBLAS_MIN_MACS = int(os.environ.get("GRAPHNET_CUBLAS_MIN_MACS", 1 << 18))
@@ -122,26 +125,25 @@ def int_types(n):
     return [types.int64] * n
 
 
-def domain_variable(group):
-    """The variable whose run-time shape is a fused group's domain."""
-    return group.reductions[0].inputs[0] if group.reductions else group.nodes[0].outputs[0]
-
-
 # ---------------------------------------------------------------------- steps
-class FusedKernelStep(Step):
+class CudaStep(Step):
+    """A CPU :class:`Step` whose ``run`` also takes the device runtime."""
+
+    def run(self, env, buffers, shapes, rt):
+        raise NotImplementedError
+
+    def signatures(self):
+        """(Python function, numba argument types) of each device kernel this step launches."""
+        return []
+
+
+class FusedKernelStep(CudaStep):
     kind = "fused"
 
-    def __init__(self, group, source, module, kernel):
-        super().__init__(group.nodes, source.reads, source.written, kernel)
+    def __init__(self, planned, source, module, kernel):
+        super().__init__(planned, kernel)
         self.source, self.function = source, module.kernel
-        self.domain_var = domain_variable(group)
-
-    @property
-    def elementwise_writes(self):
-        return self.source.outputs
-
-    def pattern_of(self, var):
-        return next((view for v, view in self.source.inputs if v is var), None)
+        self.domain_var = planned.domain_var
 
     def signatures(self):
         return [(self.function.py_func, int_types(2) + [array_type(v) for v, _ in self.source.inputs] +
@@ -158,19 +160,14 @@ class FusedKernelStep(Step):
             self.function[launch](rows, cols, *args)
 
 
-class GemmStep(Step):
-    """``dot`` (with its elementwise consumer group fused, if any) on the device."""
+class GemmStep(CudaStep):
+    """``dot`` (with the plan's epilogue, if any) on the device: tiled, or cuBLAS then the epilogue."""
 
     kind = "gemm"
 
-    def __init__(self, dot, a_src, b_src, source, module, kernel, cublas=False, epilogue_module=None):
-        reads = [a_src, b_src] + [v for v, _ in source.inputs if v not in (a_src, b_src)]
-        nodes = [dot] + (list(source.epilogue.group.nodes) if source.epilogue else [])
-        writes = list(source.written)
-        if cublas and source.product not in writes:
-            writes.append(source.product)   # where cuBLAS puts the product before the epilogue
-        super().__init__(nodes, reads, writes, kernel)
-        self.dot, self.a_src, self.b_src, self.source = dot, a_src, b_src, source
+    def __init__(self, planned, source, module, kernel, cublas=False, epilogue_module=None):
+        super().__init__(planned, kernel)
+        self.dot, self.a_src, self.b_src, self.source = planned.dot, planned.a, planned.b, source
         self.cublas = cublas
         self.function = module.kernel
         self.epilogue_function = epilogue_module.kernel if epilogue_module else None
@@ -192,7 +189,7 @@ class GemmStep(Step):
         k = shape_a[-1]
         a, b = env[self.a_src], env[self.b_src]
         outputs = []
-        for var in self.writes:
+        for var in list(self.writes) + list(self.scratch):
             env[var] = buffers[var]
             if var in self.source.written:
                 outputs.append(buffers[var])
@@ -220,39 +217,39 @@ class GemmStep(Step):
         self.epilogue_function[rt.map_launch(m * n)](m, n, *args)
 
 
-class RowwiseStep(Step):
+class RowwiseStep(CudaStep):
     kind = "rowwise"
 
-    def __init__(self, node, template, module, kernel, labels_checked):
-        super().__init__([node], list(node.inputs), list(node.outputs), kernel)
-        self.node, self.template, self.function = node, template, module.kernel
-        self.labels_checked = labels_checked
-        # Computed labels are range-checked only here: the call can still fail at this step.
-        self.may_fail = template.startswith("softmax_cross_entropy") and not labels_checked
+    def __init__(self, planned, module, kernel):
+        super().__init__(planned, kernel)
+        self.node, self.function = planned.node, module.kernel
 
     def signatures(self):
         return [(self.function.py_func, int_types(2) + [array_type(v) for v in self.node.inputs] +
                  [array_type(self.node.outputs[0])])]
 
     def run(self, env, buffers, shapes, rt):
-        logits = self.node.inputs[1] if self.template == "softmax_cross_entropy_grad" else self.node.inputs[0]
-        rows, cols = shapes[logits]
-        if self.template.startswith("softmax_cross_entropy") and not self.labels_checked:
-            labels = self.node.inputs[-1]
-            check_labels(rt.host_value(env, labels, shapes), cols, f"cross_entropy ({self.node.source})")
-        out = buffers[self.node.outputs[0]]
-        env[self.node.outputs[0]] = out
+        node = self.node
+        rows, cols = shapes[node.inputs[node.op.row_input]]
+        if self.may_fail:   # values the graph computed (fed ones were checked up front)
+            node.op.check_values(node, {i: rt.host_value(env, node.inputs[i], shapes) for i in node.op.checked_inputs},
+                                 [shapes[v] for v in node.inputs])
+        out = buffers[node.outputs[0]]
+        env[node.outputs[0]] = out
         launch = rt.row_launch(rows) if cols else None
         if launch is not None:
-            self.function[launch](rows, cols, *[env[v] for v in self.node.inputs], out)
+            self.function[launch](rows, cols, *[env[v] for v in node.inputs], out)
 
 
-class TransposeStep(Step):
+class TransposeStep(CudaStep):
+    """A transpose that must exist as an array (one a GEMM reads is a transpose flag instead)."""
+
     kind = "transpose"
 
-    def __init__(self, node, module, kernel):
-        super().__init__([node], [node.inputs[0]], [node.outputs[0]], kernel)
-        self.node, self.function = node, module.kernel
+    def __init__(self, planned, module, kernel):
+        super().__init__(planned, kernel)
+        self.node, self.function = planned.node, module.kernel
+        self.is_view = False   # a new array, not the input's storage
 
     def signatures(self):
         return [(self.function.py_func, int_types(2) + [array_type(self.node.inputs[0]),
@@ -267,20 +264,21 @@ class TransposeStep(Step):
             self.function[launch](rows, cols, env[self.node.inputs[0]], out)
 
 
-class ViewStep(Step):
+class ViewStep(CudaStep):
     """A reshape: the same flat device array under another shape."""
 
     kind = "view"
+    needs_buffers = False
 
-    def __init__(self, node, kernel):
-        super().__init__([node], [node.inputs[0]], [node.outputs[0]], kernel)
-        self.node = node
+    def __init__(self, planned, kernel):
+        super().__init__(planned, kernel)
+        self.node = planned.node
 
     def run(self, env, buffers, shapes, rt):
         env[self.node.outputs[0]] = env[self.node.inputs[0]]
 
 
-class HostStep(Step):
+class HostStep(CudaStep):
     """Nodes without a device kernel, run by their ops' NumPy ``perform``.
 
     Inputs not already known on the host are copied back, outputs copied up:
@@ -288,14 +286,11 @@ class HostStep(Step):
     """
 
     kind = "host"
+    needs_buffers = False   # the uploads are new device arrays
 
-    def __init__(self, nodes, kernel):
-        produced = {v for n in nodes for v in n.outputs}
-        reads = []
-        for n in nodes:
-            reads += [v for v in n.inputs if v not in produced and v not in reads]
-        super().__init__(list(nodes), reads, [v for n in nodes for v in n.outputs], kernel)
-        self.may_fail = any(n.op.kind not in ("elementwise", "reduce", "view") for n in nodes)
+    def __init__(self, planned, kernel):
+        super().__init__(planned, kernel)
+        self.is_view = False
 
     def run(self, env, buffers, shapes, rt):
         for node in self.nodes:
@@ -308,3 +303,85 @@ class HostStep(Step):
                 value = np.asarray(value, dtype=var.dtype)
                 rt.host_values[var] = value
                 env[var] = rt.upload(value)
+
+
+# ------------------------------------------------------------------- lowering
+CUDA_LOWERINGS = Lowerings("cuda kernel lowering")
+#: how a view op runs on the device (by op class): a rename, or a transpose kernel
+CUDA_VIEWS = Lowerings("cuda view lowering")
+
+
+def _kernel(planned, name, **fields):
+    return CudaKernel(name, list(planned.nodes), list(planned.reads), list(planned.writes), **fields)
+
+
+@CUDA_LOWERINGS.register(LoopKernel)
+def lower_loop(planned, program, index):
+    source = kernels.CudaFusedKernelSource(planned, program.runtime.tuning)
+    module = program.load(source.body)
+    suffix = "" if source.template == "map" else f"_reduce_{source.template}"
+    kernel = _kernel(planned, f"k{index}_fused{suffix}", source=annotate(source.body, planned.nodes),
+                     compiled=module.kernel)
+    return FusedKernelStep(planned, source, module, kernel)
+
+
+@CUDA_LOWERINGS.register(GemmKernel)
+def lower_gemm(planned, program, index):
+    if not planned.blas_ready:
+        return lower_host(planned, program, index)
+    tuning = program.runtime.tuning
+    epilogue = kernels.CudaFusedKernelSource(planned.epilogue, tuning) if planned.epilogue else None
+    source = kernels.GemmKernelSource(planned.dot, planned.trans_a, planned.trans_b, tuning, epilogue,
+                                      planned.write_product)
+    header = "".join(f"# {n.op} -> {n.outputs[0].describe()}  ({n.source})\n" for n in planned.nodes)
+    module = program.load(source.body)
+    cublas = program.target.cupy is not None
+    epilogue_module = program.load(epilogue.body) if cublas and epilogue is not None else None
+    name = f"k{index}_gemm" + ("_epilogue" if epilogue else "")
+    kernel = _kernel(planned, name, is_blas=True, kind="gemm", source=header + source.body, compiled=module.kernel)
+    return GemmStep(planned, source, module, kernel, cublas=cublas, epilogue_module=epilogue_module)
+
+
+@CUDA_LOWERINGS.register(RowwiseKernel)
+def lower_rowwise(planned, program, index):
+    template = kernels.ROWWISE_TEMPLATES[type(planned.node.op)]
+    module = program.load(template.body)
+    kernel = _kernel(planned, f"k{index}_{template.name}", kind="rowwise",
+                     source=annotate(template.body, planned.nodes), compiled=module.kernel)
+    return RowwiseStep(planned, module, kernel)
+
+
+@CUDA_LOWERINGS.register(ViewKernel)
+def lower_view(planned, program, index):
+    lowering = CUDA_VIEWS.find(type(planned.node.op))
+    return (lowering or lower_host)(planned, program, index)
+
+
+@CUDA_VIEWS.register(Reshape, ReshapeLike, ExpandDims, Squeeze)
+def lower_rename(planned, program, index):
+    node = planned.node
+    kernel = _kernel(planned, f"k{index}_{node.op.name}", kind="view",
+                     source=f"# {node.op}: the same device array under a new shape")
+    return ViewStep(planned, kernel)
+
+
+@CUDA_VIEWS.register(Transpose)
+def lower_transpose(planned, program, index):
+    perm = planned.node.op.perm
+    if perm == tuple(range(len(perm))):
+        return lower_rename(planned, program, index)
+    if perm != (1, 0):
+        return lower_host(planned, program, index)
+    module = program.load(kernels.TRANSPOSE_BODY)
+    kernel = _kernel(planned, f"k{index}_transpose", kind="transpose",
+                     source=annotate(kernels.TRANSPOSE_BODY, planned.nodes), compiled=module.kernel)
+    return TransposeStep(planned, module, kernel)
+
+
+@CUDA_LOWERINGS.register(HostKernel)
+def lower_host(planned, program, index):
+    label = ", ".join(planned.ops)
+    kernel = _kernel(planned, f"k{index}_{planned.nodes[0].op.name}", kind="host", device="host",
+                     source=f"# NumPy reference of {label} on the host (no CUDA kernel for it): "
+                            "its inputs are copied back and its outputs up")
+    return HostStep(planned, kernel)

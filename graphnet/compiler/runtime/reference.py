@@ -8,33 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphnet.errors import GraphnetError, ShapeError
+from graphnet.compiler.runtime.provenance import check_finite, infer_output_shapes, node_error
+from graphnet.errors import GraphnetError
 from graphnet.graph.fgraph import FunctionGraph
 from graphnet.graph.ir import Constant, SharedVariable
-
-
-def node_error(node, exc):
-    """Re-raise ``exc`` naming the node, its input shapes and its source line."""
-    kind = type(exc) if isinstance(exc, GraphnetError) else (ShapeError if isinstance(exc, ValueError) else GraphnetError)
-    message = f"{exc}\n  in {node.op} -> {node.outputs[0].describe()}, built at {node.source}"
-    try:
-        err = kind(message)
-    except TypeError:
-        err = GraphnetError(message)
-    raise err from exc
-
-
-def infer_output_shapes(node, args):
-    """``node``'s output shapes for its input arrays ``args``, checked by its op.
-
-    An op whose output shape depends on input values (a slice with symbolic
-    bounds, ``arange(n)``) sets ``infer_shape_needs_values`` and is given the
-    arrays too, so it can also check index bounds before anything reads them.
-    """
-    shapes = [np.shape(a) for a in args]
-    if getattr(node.op, "infer_shape_needs_values", False):
-        return node.op.infer_shape(node, shapes, values=args)
-    return node.op.infer_shape(node, shapes)
 
 
 class ReferenceProgram:
@@ -73,14 +50,6 @@ class ReferenceProgram:
         outputs = [values[v] for v in self.fgraph.outputs]
         updates = [values[expr] for _, expr in self.fgraph.updates]
         return outputs, updates
-
-
-def check_finite(node, var, value):
-    from graphnet.errors import NumericsError
-    if value.dtype.kind == "f" and not np.isfinite(value).all():
-        bad = "NaN" if np.isnan(value).any() else "Inf"
-        raise NumericsError(f"check_numerics: {bad} in the output of {node.op} ({var.describe()}), "
-                            f"built at {node.source}")
 
 
 def build(fgraph, options):

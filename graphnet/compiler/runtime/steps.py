@@ -1,18 +1,27 @@
-"""The steps a compiled CPU program runs: fused kernels, BLAS calls, row-wise
-templates, views, and the NumPy fallback for everything else.
+"""The steps a compiled CPU program runs, one per planned kernel, and how each is lowered.
 
-Each step knows what it reads and writes (for the memory plan) and carries a
-:class:`Kernel` record that users inspect as ``fn.kernels``.
+``CPU_LOWERINGS`` maps each kernel class of the plan to the function that
+makes its step: a generated loop (:class:`FusedStep`), a BLAS call followed by
+its epilogue loop (:class:`GemmStep`), a row-wise template
+(:class:`RowwiseStep`), a NumPy view or the NumPy fallback
+(:class:`HostStep`). Each step knows what it reads and writes (for the memory
+plan) and carries a :class:`Kernel` record that users inspect as
+``fn.kernels``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from graphnet.compiler.registry import Lowerings
+from graphnet.compiler.render import cpu as render
 from graphnet.compiler.runtime import cache, threads
-from graphnet.compiler.runtime.reference import node_error
-from graphnet.ops.nn import check_labels
+from graphnet.compiler.runtime.program import annotate
+from graphnet.compiler.runtime.provenance import check_finite, node_error
+from graphnet.compiler.schedule.plan import GemmKernel, HostKernel, LoopKernel, RowwiseKernel, ViewKernel
+from graphnet.errors import NumericsError
 
 
 @dataclass(eq=False)
@@ -52,8 +61,8 @@ def _helper_dispatchers():
     """The njit helpers generated kernels call (scalar prelude, counter-based RNG)."""
     import numba
 
-    from graphnet.ops import rng
     from graphnet.compiler.render import scalar_prelude
+    from graphnet.ops import rng
     return [f for module in (scalar_prelude, rng) for f in vars(module).values()
             if isinstance(f, numba.core.dispatcher.Dispatcher)]
 
@@ -77,48 +86,81 @@ def rows_cols(shape):
     return rows, cols
 
 
+def named_source(body, source):
+    """``body`` with its positional arguments renamed after the variables they carry.
+
+    The module compiled and cached is the positional text, so structurally
+    identical kernels (the momentum update of every layer) share one compile;
+    what users read is the same program with ``x_W``, ``out_h1``... where the
+    variable names are unique identifiers (a comment maps the rest).
+    """
+    renames = {}
+    used = set()
+    for positional, var in zip(source.positional_arguments(), source.argument_variables()):
+        stem = {"in": "x", "out": "out", "red": "red", "epi": "epi"}[re.match(r"[a-z]+", positional).group()]
+        name = f"{stem}_{var.name}" if var.name and var.name.isidentifier() else None
+        if name is None or name in used:
+            continue
+        used.add(name)
+        renames[positional] = name
+    if not renames:
+        return body
+    # in0 and its row slice in0_r, as whole words: x0 (a value) and in10 stay as they are.
+    pattern = re.compile(r"\b(" + "|".join(sorted(renames, key=len, reverse=True)) + r")(_r)?\b")
+    return pattern.sub(lambda m: renames[m.group(1)] + (m.group(2) or ""), body)
+
+
 class Step:
+    """A lowered planned kernel: what the memory plan and the program need of it."""
+
     kind = "host"
-    #: whether running this step can still raise once the program's up-front
-    #: checks (shapes, fed labels) passed; an in-place update must not precede it
-    may_fail = False
+    #: whether the step writes into buffers the memory plan gives it
+    needs_buffers = True
 
-    def __init__(self, nodes, reads, writes, kernel):
-        self.nodes, self.reads, self.writes, self.kernel = nodes, reads, writes, kernel
-
-    @property
-    def elementwise_writes(self):
-        return ()
-
-    def pattern_of(self, var):
-        return None
+    def __init__(self, planned, kernel):
+        self.planned, self.kernel = planned, kernel
+        self.nodes, self.reads, self.writes = planned.nodes, planned.reads, planned.writes
+        self.scratch = planned.scratch
+        self.is_view = planned.is_view
+        #: whether running this step can still raise once the program's up-front
+        #: checks (shapes, fed labels) passed; an in-place update must not precede it
+        self.may_fail = planned.may_fail
 
     def run(self, env, buffers, shapes):
         raise NotImplementedError
 
+    def check_numerics(self, env):
+        """Raise NumericsError naming the first node of this step whose output holds NaN or Inf."""
+        for var in self.writes:
+            if var in env:
+                check_finite(var.owner, var, np.asarray(env[var]))
 
+
+CPU_LOWERINGS = Lowerings("cpu kernel lowering")
+
+
+# ------------------------------------------------------------------ fused loops
 class FusedStep(Step):
     """A generated kernel over the (rows, columns) of its domain."""
 
     kind = "fused"
 
-    def __init__(self, group, source, module, kernel):
-        super().__init__(group.nodes, source.reads, source.written, kernel)
-        self.group = group
+    def __init__(self, planned, source, module, kernel):
+        super().__init__(planned, kernel)
+        self.group = planned.group
         self.source = source
         self.serial = module.kernel_serial
         self.parallel = module.kernel_parallel
-        first = next(n for n in group.nodes if n not in group.epilogue)
-        self.domain_var = first.inputs[0] if first in group.reductions else first.outputs[0]
+        self.domain_var = planned.domain_var
         #: check_numerics: set by the kernel when a value it computed is NaN or Inf
         self.flags = np.zeros(1, np.uint8) if source.flagged else None
 
-    @property
-    def elementwise_writes(self):
-        return self.source.outputs
-
-    def pattern_of(self, var):
-        return next((view for v, view in self.source.inputs if v is var), None)
+    def check_numerics(self, env):
+        found = self.first_non_finite(env)
+        if found:
+            node, var, what = found
+            raise NumericsError(f"check_numerics: {what} in the output of {node.op} ({var.describe()}), "
+                                f"built at {node.source}")
 
     def first_non_finite(self, env):
         """(node, variable, what) of the first node of this kernel whose values hold NaN or Inf, or None.
@@ -163,50 +205,110 @@ class FusedStep(Step):
         call_kernel(kernel, rows, cols, threads.chunks(rows) if parallel else 1, *args)
 
 
+def fused_step(planned, program, name):
+    """A loop kernel's step: its source generated, loaded from the cache or compiled."""
+    source = render.FusedKernelSource(planned, check_numerics=program.check_numerics)
+    module = program.load(source.body)
+    kernel = Kernel(name, list(planned.nodes), list(planned.reads), list(planned.writes),
+                    source=annotate(named_source(source.body, source), planned.nodes),
+                    compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel)
+    return FusedStep(planned, source, module, kernel)
+
+
+@CPU_LOWERINGS.register(LoopKernel)
+def lower_loop(planned, program, index):
+    if planned.domain == ():
+        # 0-d values: a compiled kernel would cost more to compile (~0.3 s) than NumPy to run (~1 us).
+        label = ", ".join(planned.ops)
+        return host_step(planned, program, index,
+                         f"# NumPy reference of {label} (0-d values: not worth a compiled kernel)", f"k{index}_scalar")
+    return fused_step(planned, program, f"k{index}_fused")
+
+
+# ------------------------------------------------------------------------ GEMMs
+class GemmStep(Step):
+    """``np.dot`` into a preallocated buffer (one BLAS call, transposes as flags), then the epilogue loop.
+
+    The plan fused the epilogue into the product; on the CPU it runs as a
+    second loop over the product while it is still warm in cache (a tiled
+    GEMM applying it per tile is the kernels issue's to add as another lowering).
+    """
+
+    kind = "blas"
+
+    def __init__(self, planned, kernel, epilogue=None):
+        super().__init__(planned, kernel)
+        self.dot, self.epilogue = planned.dot, epilogue
+
+    def run(self, env, buffers, shapes):
+        p = self.planned
+        a, b = env[p.a], env[p.b]
+        a, b = (a.T if p.trans_a else a), (b.T if p.trans_b else b)
+        out = buffers[p.product]
+        if p.blas_ready:
+            np.dot(a, b, out=out)
+        else:
+            out[...] = np.dot(a, b)
+        env[p.product] = out
+        if self.epilogue is not None:
+            self.epilogue.run(env, buffers, shapes)
+
+    def check_numerics(self, env):
+        check_finite(self.dot, self.planned.product, env[self.planned.product])
+        if self.epilogue is not None:
+            self.epilogue.check_numerics(env)
+
+
+@CPU_LOWERINGS.register(GemmKernel)
+def lower_gemm(planned, program, index):
+    a, b = (f"{v.describe()}{'.T' if t else ''}" for v, t in ((planned.a, planned.trans_a), (planned.b, planned.trans_b)))
+    text = f"np.dot({a}, {b}, out={planned.product.describe()})"
+    epilogue = None
+    if planned.epilogue is not None:
+        epilogue = fused_step(planned.epilogue, program, f"k{index}_epilogue")
+        text += "\n# then the epilogue, on the product:\n" + epilogue.kernel.source
+    kernel = Kernel(f"k{index}_gemm" + ("_epilogue" if epilogue else ""), list(planned.nodes),
+                    list(planned.reads), list(planned.writes), is_blas=True, kind="blas", source=text,
+                    compiled=epilogue.kernel.compiled if epilogue else None,
+                    compiled_parallel=epilogue.kernel.compiled_parallel if epilogue else None)
+    return GemmStep(planned, kernel, epilogue)
+
+
+# -------------------------------------------------------------------- row-wise
 class RowwiseStep(Step):
-    """Softmax, log-softmax and softmax cross-entropy over the last axis of a matrix."""
+    """A row-wise template (softmax, log-softmax, cross-entropy, ...) over the rows of a matrix."""
 
     kind = "rowwise"
 
-    def __init__(self, node, module, kernel, template):
-        super().__init__([node], list(node.inputs), list(node.outputs), kernel)
-        self.node, self.template = node, template
+    def __init__(self, planned, module, kernel):
+        super().__init__(planned, kernel)
+        self.node = planned.node
         self.serial, self.parallel = module.kernel_serial, module.kernel_parallel
-        # Labels computed by the graph are range-checked only here (fed ones up front).
-        self.may_fail = template.startswith("softmax_cross_entropy") and node.inputs[-1].owner is not None
 
     def run(self, env, buffers, shapes):
-        args = [env[v] for v in self.node.inputs]
-        logits = args[1] if self.template == "softmax_cross_entropy_grad" else args[0]
-        rows, cols = logits.shape
-        if self.template.startswith("softmax_cross_entropy"):
-            check_labels(args[-1], cols, f"cross_entropy ({self.node.source})")
-        out = buffers[self.node.outputs[0]]
-        env[self.node.outputs[0]] = out
+        node = self.node
+        args = [env[v] for v in node.inputs]
+        rows, cols = shapes[node.inputs[node.op.row_input]]
+        if self.may_fail:   # values the graph computed (fed ones were checked up front)
+            node.op.check_values(node, {i: args[i] for i in node.op.checked_inputs}, [shapes[v] for v in node.inputs])
+        out = buffers[node.outputs[0]]
+        env[node.outputs[0]] = out
         parallel = threads.use_parallel(rows * cols, rows)
         kernel = self.parallel if parallel else self.serial
         call_kernel(kernel, rows, cols, threads.chunks(rows) if parallel else 1, *args, out)
 
 
-class BlasStep(Step):
-    """``np.dot`` into a preallocated buffer: one BLAS GEMM/GEMV call."""
-
-    kind = "blas"
-
-    def __init__(self, node, kernel):
-        super().__init__([node], list(node.inputs), list(node.outputs), kernel)
-        self.node = node
-
-    def run(self, env, buffers, shapes):
-        a, b = (env[v] for v in self.node.inputs)
-        out = buffers[self.node.outputs[0]]
-        if a.dtype == b.dtype == out.dtype and a.dtype.kind == "f":
-            np.dot(a, b, out=out)
-        else:
-            out[...] = np.dot(a, b)
-        env[self.node.outputs[0]] = out
+@CPU_LOWERINGS.register(RowwiseKernel)
+def lower_rowwise(planned, program, index):
+    template = render.ROWWISE_TEMPLATES[type(planned.node.op)]
+    module = program.load(template.body)
+    kernel = Kernel(f"k{index}_{template.name}", list(planned.nodes), list(planned.reads), list(planned.writes),
+                    source=annotate(template.body, planned.nodes), compiled=module.kernel_serial,
+                    compiled_parallel=module.kernel_parallel, kind="rowwise")
+    return RowwiseStep(planned, module, kernel)
 
 
+# ------------------------------------------------------------ NumPy: views, host
 class HostStep(Step):
     """Nodes run by their ops' NumPy ``perform``, in order.
 
@@ -216,17 +318,11 @@ class HostStep(Step):
     """
 
     kind = "host"
+    needs_buffers = False   # perform makes its own arrays
 
-    def __init__(self, nodes, kernel, kind="host"):
-        produced = {v for n in nodes for v in n.outputs}
-        reads = []
-        for n in nodes:
-            reads += [v for v in n.inputs if v not in produced and v not in reads]
-        super().__init__(list(nodes), reads, [v for n in nodes for v in n.outputs], kernel)
+    def __init__(self, planned, kernel, kind="host"):
+        super().__init__(planned, kernel)
         self.kind = kind
-        # An op's NumPy perform may raise on values (labels, indices); elementwise,
-        # reductions and views only on shapes, which were checked up front.
-        self.may_fail = any(n.op.kind not in ("elementwise", "reduce", "view") for n in nodes)
 
     def run(self, env, buffers, shapes):
         for node in self.nodes:
@@ -236,3 +332,19 @@ class HostStep(Step):
                 node_error(node, exc)
             for var, value in zip(node.outputs, results):
                 env[var] = np.asarray(value, dtype=var.dtype)
+
+
+def host_step(planned, program, index, source, name=None, kind="host"):
+    kernel = Kernel(name or f"k{index}_{planned.nodes[0].op.name}", list(planned.nodes), list(planned.reads),
+                    list(planned.writes), kind=kind, source=source)
+    return HostStep(planned, kernel, kind)
+
+
+@CPU_LOWERINGS.register(ViewKernel)
+def lower_view(planned, program, index):
+    return host_step(planned, program, index, f"# NumPy view: {planned.node.op}", kind="view")
+
+
+@CPU_LOWERINGS.register(HostKernel)
+def lower_host(planned, program, index):
+    return host_step(planned, program, index, f"# NumPy reference of {', '.join(planned.ops)}")

@@ -7,8 +7,10 @@
    norm's ``1 / sqrt(var + eps)``) is the reduction's epilogue, in the same
    kernel; elementwise work that broadcasts a reduced value back over the
    full shape (batch norm's normalize) starts a new kernel.
-3. A matrix product stays a BLAS call; its epilogue (bias, activation) is the
-   kernel of rule 1 reading the product's buffer.
+3. A matrix product is a group of its own here; the kernel plan
+   (:mod:`.plan`) then makes the elementwise group that first reads it (bias,
+   activation, an update) its GEMM epilogue, and folds transposes it reads
+   into transpose flags.
 
 Legality ("may these fuse?", :func:`fusion_refusal`) is kept apart from
 profitability ("should they?", :func:`bytes_saved`). Every producer/consumer
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 
 from graphnet.graph.fgraph import FunctionGraph
 from graphnet.graph.ir import shape_str
-from graphnet.ops.reduce import ArgMax, Max, Moments, Sum
+from graphnet.ops.reduce import Max, Moments, Sum
 
 
 # ------------------------------------------------------------ iteration shapes
@@ -121,7 +123,8 @@ def kind_of(node):
 
 # ---------------------------------------------------------------- legality
 PRODUCER_REASONS = {
-    "blas": "a matrix product stays a BLAS call; its epilogue is the next kernel (rule 3)",
+    # The kernel plan replaces this one with why the pair is not a GEMM epilogue.
+    "blas": "a matrix product's reader joins it only as its GEMM epilogue (rule 3)",
     "rowwise": "the producer is a row-wise template kernel (softmax, cross-entropy), which takes no epilogue",
     "view": "the producer is a view (reshape/transpose), made by NumPy without a kernel",
     "host": "the producer runs on the host (NumPy)",

@@ -21,7 +21,7 @@ def storage_roots(steps):
     for step in steps:
         for var in step.writes:
             root[var] = var
-        if step.kind == "view":
+        if step.is_view:
             for out in step.writes:
                 root[out] = root.get(step.nodes[0].inputs[0], step.nodes[0].inputs[0])
     return root
@@ -39,7 +39,9 @@ def last_reads(steps, root):
 def in_place_updates(steps, updates, outputs):
     """{update expression variable: shared variable} that may be written in place.
 
-    Legal when a fused kernel writes the expression elementwise over the shared
+    ``steps``: the plan's kernels (anything with ``reads``, ``writes``,
+    ``elementwise_writes``, ``pattern_of``, ``may_fail`` and ``is_view``).
+    Legal when a kernel writes the expression elementwise over the shared
     variable's full shape, no later step reads the old value (directly or through
     a view), neither the shared variable nor a view of it is fetched or is
     another update's new value, and no later step can still fail (a failed call
@@ -56,7 +58,7 @@ def in_place_updates(steps, updates, outputs):
         writer = next((i for i, s in enumerate(steps) if expr in s.writes), None)
         # A free (None) dimension may change size with the feeds: the new value
         # then needs an array of its own.
-        if writer is None or steps[writer].kind != "fused" or expr.shape != shared.shape or None in shared.shape:
+        if writer is None or expr.shape != shared.shape or None in shared.shape:
             continue
         step = steps[writer]
         if expr not in step.elementwise_writes or step.pattern_of(shared) not in (None, "full2d"):
@@ -71,10 +73,13 @@ def in_place_updates(steps, updates, outputs):
 
 
 def plan_buffers(steps, shapes, roots, in_place, empty=np.empty):
-    """{variable: preallocated array} for every variable a kernel writes.
+    """{variable: preallocated array} for every variable a step writes or uses as scratch.
 
-    Views rename arrays and host steps make their own results, so neither gets
-    a buffer; an update written in place writes the variable's own array.
+    ``steps`` are a backend's lowered steps: only the backend knows which views
+    it materializes and which steps make their own results (NumPy), which get
+    no buffer (``step.needs_buffers``). An update written in place writes the
+    variable's own array. Scratch (a GEMM's product before its epilogue) is
+    taken from the pool and returned right after its step.
     ``empty(shape, dtype)`` allocates (device arrays for the CUDA backend).
     """
     root = storage_roots(steps)
@@ -86,15 +91,15 @@ def plan_buffers(steps, shapes, roots, in_place, empty=np.empty):
     for var, index in last.items():
         releases.setdefault(index, []).append(var)
     for index, step in enumerate(steps):
-        for var in step.writes if step.kind != "view" and step.kind != "host" else ():
+        for var in (list(step.writes) + list(step.scratch)) if step.needs_buffers else ():
             if var in in_place:
                 continue
             key = (tuple(shapes[var]), var.dtype.str)
             free = pool.get(key)
             buffers[var] = free.pop() if free else empty(shapes[var], var.dtype)
             if var not in last and var not in keep:
-                # Written but never read (a dead output of a multi-output kernel):
-                # free once this step is done.
+                # Written but never read (a dead output of a multi-output kernel,
+                # scratch): free once this step is done.
                 releases.setdefault(index, []).append(var)
         for var in releases.get(index, ()):
             if var in buffers and var not in keep:

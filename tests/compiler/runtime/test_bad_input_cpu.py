@@ -51,7 +51,7 @@ def unchanged():
 
 def test_the_step_updates_parameters_in_place(step):
     # What makes "a failed call changes nothing" worth testing on this backend.
-    if step.program.plan.groups and any(g.kind == "fused" and len(g.nodes) > 1 for g in step.program.plan.groups):
+    if step.program.plan.fuse:
         assert step.program.in_place
 
 

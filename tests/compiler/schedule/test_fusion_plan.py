@@ -17,13 +17,15 @@ def dense_relu():
     return x, W, b, gn.relu(gn.dot(x, W) + b)
 
 
-def test_dense_relu_is_one_gemm_and_one_epilogue_kernel(dense_relu):
+def test_dense_relu_is_one_gemm_kernel_with_bias_and_relu_as_its_epilogue(dense_relu):
     x, W, b, h = dense_relu
     fn = gn.function([x], h, backend="cpu")
-    assert [k.is_blas for k in fn.kernels].count(True) == 1
-    (epilogue,) = non_blas(fn)
-    assert epilogue.ops == ["add", "relu"]
-    assert "def kernel" in epilogue.source and "relu" in epilogue.source
+    (gemm,) = fn.kernels
+    assert gemm.is_blas and gemm.ops == ["dot", "add", "relu"]
+    assert "np.dot" in gemm.source and "def kernel" in gemm.source and "relu" in gemm.source
+    product = gemm.nodes[0].outputs[0]
+    assert any(var is product and "epilogue" in how for var, _, how in fn.program.plan.fusions)
+    assert not any(var is product for var, _, _ in fn.refusals)
     xb = np.random.default_rng(1).standard_normal((4, 6)).astype("float32")
     expected = np.maximum(xb @ W.get_value() + b.get_value(), 0)
     np.testing.assert_allclose(fn(xb), expected, rtol=1e-5, atol=1e-6)

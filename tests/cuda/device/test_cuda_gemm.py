@@ -6,6 +6,7 @@ import graphnet as gn
 from graphnet.compiler.render import cuda as cuda_kernels
 from graphnet.compiler.runtime.cuda import CudaProgram, require_cuda
 from graphnet.compiler.pipeline import optimize
+from graphnet.compiler.schedule.plan import plan_kernels
 from graphnet.graph.fgraph import FunctionGraph
 
 RNG = np.random.default_rng(3)
@@ -17,7 +18,8 @@ def matrix(*shape, dtype="float32"):
 
 def run_with_tuning(outputs, feeds, tuning):
     """Compile for CUDA with explicit block shapes and run once."""
-    program = CudaProgram(optimize(FunctionGraph(tuple(feeds), tuple(outputs))), require_cuda(), tuning=tuning)
+    graph = optimize(FunctionGraph(tuple(feeds), tuple(outputs)))
+    program = CudaProgram(graph, plan_kernels(graph), require_cuda(), tuning=tuning)
     values, _ = program.run(feeds)
     return program, values
 

@@ -1,0 +1,164 @@
+"""What every compiled program shares, whatever runs its kernels.
+
+A program is built from a :class:`~graphnet.compiler.schedule.plan.KernelPlan`:
+each planned kernel is *lowered* to a step by the backend's lowering table
+(:class:`~graphnet.compiler.registry.Lowerings`). Running checks the fed shapes
+against every node's shape rule and fed values against their ops' checks
+(labels) *before* any kernel runs, so a bad call fails without touching state;
+shapes, buffers and the shape arithmetic are made once per signature of input
+shapes (a *frame*) and reused by every later call with those shapes.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from graphnet.compiler.runtime.provenance import infer_output_shapes, node_error
+from graphnet.errors import CompileError, GraphnetError
+from graphnet.graph.ir import Constant
+from graphnet.ops.reduce import SizeOf
+
+DEBUG = int(os.environ.get("GRAPHNET_DEBUG", "0"))
+#: values with at most this many elements are tracked while inferring shapes
+SMALL_VALUE = 16
+#: shape signatures kept per program (each holds its buffers)
+MAX_FRAMES = 64
+
+
+def describe_nodes(nodes):
+    """``op -> name, built at file:line`` for each node: where a kernel's work came from."""
+    return "; ".join(f"{n.op} -> {n.outputs[0].describe()}, built at {n.source}" for n in nodes)
+
+
+def annotate(body, nodes):
+    """``body`` under one comment line per node it computes (the op, the variable, the user's line)."""
+    header = [f"# {n.op} -> {n.outputs[0].describe()}  ({n.source})" for n in nodes]
+    return "\n".join(header) + "\n" + body
+
+
+class CompiledProgram:
+    """A plan lowered to steps, run per input-shape signature. Subclasses say how steps run."""
+
+    backend = "?"
+    #: outputs returned by run() are the caller's own arrays (no copy needed)
+    owns_outputs = True
+
+    def __init__(self, fgraph, plan, lowerings, check_numerics=False, name="function"):
+        self.fgraph, self.plan, self.name = fgraph, plan, name
+        self.check_numerics = check_numerics
+        self.shape_nodes = plan.shape_nodes
+        self.refusals = plan.refusals
+        self.in_place = plan.in_place
+        self.steps = [self._lower(lowerings, i, kernel) for i, kernel in enumerate(plan.kernels)]
+        self.kernels = [s.kernel for s in self.steps]
+        self.simplified_roots = []   # (root as written, the input the passes reduced it to)
+        self._frames = {}
+        self._shown_traffic = None
+        self._signature_inputs = [v for v in fgraph.variables() if not isinstance(v, Constant)]
+
+    def _lower(self, lowerings, index, planned):
+        """The backend's step for ``planned``, a code-generation failure named by its nodes and lines."""
+        try:
+            return lowerings[type(planned)](planned, self, index)
+        except GraphnetError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a codegen bug must name the nodes it met
+            raise CompileError(f"code generation failed for kernel {index} ({describe_nodes(planned.nodes)}): "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+    # ----------------------------------------------------------------- frames
+    def frame(self, host):
+        """The frame for the shapes (and, where a shape depends on them, small values) in ``host``."""
+        inputs = self._signature_inputs
+        signature = tuple(np.shape(host[v]) for v in inputs)
+        if self.plan.value_dependent:
+            signature += tuple(np.asarray(host[v]).tobytes() for v in inputs if np.size(host[v]) <= SMALL_VALUE)
+        found = self._frames.get(signature)
+        if found is None:
+            if len(self._frames) >= MAX_FRAMES:
+                self._frames.pop(next(iter(self._frames)))
+            shapes = self._infer_shapes(host)
+            found = self._frames[signature] = (self.make_frame(shapes, self._shape_values(shapes)),
+                                               self._traffic(shapes))
+        frame, traffic = found
+        if traffic is not self._shown_traffic:   # fn.kernels report the last call's bytes
+            for step, (read, written) in zip(self.steps, traffic):
+                step.kernel.bytes_read, step.kernel.bytes_written = read, written
+            self._shown_traffic = traffic
+        return frame
+
+    def make_frame(self, shapes, shape_values):
+        raise NotImplementedError
+
+    def check_fed_values(self, host, shapes):
+        """Ops' checks of fed values (labels in range), before any kernel runs."""
+        for node, _ in self.plan.value_checks:
+            checked = {i: host[node.inputs[i]] for i in node.op.checked_inputs if node.inputs[i] in host}
+            node.op.check_values(node, checked, [shapes[v] for v in node.inputs])
+
+    # -------------------------------------------------------- shape inference
+    def _shape_values(self, shapes):
+        """Values of the shape arithmetic (element counts and what is computed from them)."""
+        values = {}
+        for node in self.shape_nodes:
+            args = [values.get(v, v.data if isinstance(v, Constant) else np.broadcast_to(np.zeros((), v.dtype), shapes[v]))
+                    for v in node.inputs]
+            for var, value in zip(node.outputs, node.op.perform(args)):
+                values[var] = np.asarray(value, dtype=var.dtype)
+        return values
+
+    def _infer_shapes(self, env):
+        shapes = {v: np.shape(value) for v, value in env.items()}
+        # Small values (scalars, bounds) are followed through the graph only
+        # when some op needs them to know its shape.
+        values = {v: np.asarray(a) for v, a in env.items() if np.size(a) <= SMALL_VALUE} \
+            if self.plan.value_dependent else None
+        for node in self.fgraph.nodes():
+            try:
+                if node.op.infer_shape_needs_values:
+                    out_shapes = infer_output_shapes(node, self._known_values(node, values, shapes))
+                else:
+                    out_shapes = node.op.infer_shape(node, [shapes[v] for v in node.inputs])
+            except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+                node_error(node, exc)
+            for var, shape in zip(node.outputs, out_shapes):
+                shapes[var] = tuple(int(d) for d in shape)
+            if values is not None:
+                self._follow_small_values(node, shapes, values)
+        return shapes
+
+    @staticmethod
+    def _known_values(node, values, shapes):
+        """Inputs for a value-dependent ``infer_shape``: small values, else zero-filled
+        stand-ins of the right shape (the data being sliced; its own ``perform``
+        checks every index again before reading)."""
+        return [values[v] if v in values else np.broadcast_to(np.zeros((), v.dtype), shapes[v])
+                for v in node.inputs]
+
+    @staticmethod
+    def _follow_small_values(node, shapes, values):
+        """Compute ``node``'s value during shape inference when it is small and its inputs are known."""
+        if any(int(np.prod(shapes[o], dtype=np.int64)) > SMALL_VALUE for o in node.outputs):
+            return
+        if isinstance(node.op, SizeOf):
+            args = [np.broadcast_to(np.zeros((), v.dtype), shapes[v]) for v in node.inputs]
+        elif all(v in values for v in node.inputs):
+            args = [values[v] for v in node.inputs]
+        else:
+            return
+        try:
+            with np.errstate(all="ignore"):  # NaN here is the kernels' to report, not a warning
+                results = node.op.perform(args)
+        except GraphnetError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as the node would fail when run, with its provenance
+            node_error(node, exc)
+        for var, value in zip(node.outputs, results):
+            values[var] = np.asarray(value, dtype=var.dtype)
+
+    def _traffic(self, shapes):
+        """(bytes read, bytes written) of each step at these shapes."""
+        def size(v):
+            return int(np.prod(shapes[v], dtype=np.int64)) * v.dtype.itemsize if v in shapes else 0
+        return [(sum(size(v) for v in step.reads), sum(size(v) for v in step.writes)) for step in self.steps]
