@@ -424,23 +424,27 @@ def _row_kernel(args, per_row):
 #: The softmax family, one block per row, in float64 as the CPU templates.
 #: the row-wise kernel of each row-wise op class (cuda backend)
 ROWWISE_TEMPLATES = Lowerings("cuda row-wise template")
-ROWWISE_TEMPLATES.register(Softmax, entry=RowTemplate("softmax", _row_kernel("x, out", _row_maximum_and_total(True) + [
+ROWWISE_TEMPLATES.register(Softmax, entry=RowTemplate(
+    "softmax", _row_kernel("x, out", _row_maximum_and_total(True) + [
         "scale = 1.0 / total",
         "for j in range(lane, C, ROW_THREADS):",
         "    out[base + j] = out[base + j] * scale"])))
 
-ROWWISE_TEMPLATES.register(LogSoftmax, entry=RowTemplate("log_softmax", _row_kernel("x, out", _row_maximum_and_total(False) + [
+ROWWISE_TEMPLATES.register(LogSoftmax, entry=RowTemplate(
+    "log_softmax", _row_kernel("x, out", _row_maximum_and_total(False) + [
         "shift = m + math.log(total)",
         "for j in range(lane, C, ROW_THREADS):",
         "    out[base + j] = x[base + j] - shift"])))
 
 # Per-example -log softmax(x)[label]; labels were range-checked before any kernel ran.
-ROWWISE_TEMPLATES.register(SoftmaxCrossEntropy, entry=RowTemplate("softmax_cross_entropy", _row_kernel("x, labels, out", _row_maximum_and_total(False) + [
+ROWWISE_TEMPLATES.register(SoftmaxCrossEntropy, entry=RowTemplate(
+    "softmax_cross_entropy", _row_kernel("x, labels, out", _row_maximum_and_total(False) + [
         "if lane == 0:",
         "    out[i] = m + math.log(total) - x[base + labels[i]]"])))
 
 # (softmax(x) - onehot(label)) * g; the thread owning the label's column subtracts g.
-ROWWISE_TEMPLATES.register(SoftmaxCrossEntropyGrad, entry=RowTemplate("softmax_cross_entropy_grad", _row_kernel("g, x, labels, out", _row_maximum_and_total(True) + [
+ROWWISE_TEMPLATES.register(SoftmaxCrossEntropyGrad, entry=RowTemplate(
+    "softmax_cross_entropy_grad", _row_kernel("g, x, labels, out", _row_maximum_and_total(True) + [
         "scale = g[i] / total",
         "label = labels[i]",
         "for j in range(lane, C, ROW_THREADS):",

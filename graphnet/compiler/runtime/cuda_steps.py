@@ -342,13 +342,17 @@ def lower_gemm(planned, program, index):
     return GemmStep(planned, source, module, kernel, cublas=cublas, epilogue_module=epilogue_module)
 
 
+def _template_step(planned, program, name, kind, body, make_step):
+    """A step running one fixed kernel text (a row template, the transpose)."""
+    module = program.load(body)
+    kernel = _kernel(planned, name, kind=kind, source=annotate(body, planned.nodes), compiled=module.kernel)
+    return make_step(planned, module, kernel)
+
+
 @CUDA_LOWERINGS.register(RowwiseKernel)
 def lower_rowwise(planned, program, index):
     template = kernels.ROWWISE_TEMPLATES[type(planned.node.op)]
-    module = program.load(template.body)
-    kernel = _kernel(planned, f"k{index}_{template.name}", kind="rowwise",
-                     source=annotate(template.body, planned.nodes), compiled=module.kernel)
-    return RowwiseStep(planned, module, kernel)
+    return _template_step(planned, program, f"k{index}_{template.name}", "rowwise", template.body, RowwiseStep)
 
 
 @CUDA_LOWERINGS.register(ViewKernel)
@@ -372,10 +376,8 @@ def lower_transpose(planned, program, index):
         return lower_rename(planned, program, index)
     if perm != (1, 0):
         return lower_host(planned, program, index)
-    module = program.load(kernels.TRANSPOSE_BODY)
-    kernel = _kernel(planned, f"k{index}_transpose", kind="transpose",
-                     source=annotate(kernels.TRANSPOSE_BODY, planned.nodes), compiled=module.kernel)
-    return TransposeStep(planned, module, kernel)
+    return _template_step(planned, program, f"k{index}_transpose", "transpose", kernels.TRANSPOSE_BODY,
+                          TransposeStep)
 
 
 @CUDA_LOWERINGS.register(HostKernel)

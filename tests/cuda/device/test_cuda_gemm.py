@@ -91,3 +91,36 @@ def test_integer_products_fall_back_to_the_host(matches_reference):
     a, b = gn.placeholder("a", (3, 4), "int64"), gn.placeholder("b", (4, 2), "int64")
     fn = matches_reference([gn.dot(a, b)], {a: RNG.integers(-5, 5, (3, 4)), b: RNG.integers(-5, 5, (4, 2))})
     assert [k.device for k in fn.kernels] == ["host"]
+
+
+def test_the_gemm_epilogue_is_planned_and_reported_identically_on_cpu_and_cuda():
+    x = gn.placeholder("x", (None, 5))
+    W = gn.shared(matrix(5, 4), name="W")
+    b = gn.shared(matrix(4), name="b")
+    loss = gn.sum(gn.relu(gn.dot(x, W) + b) ** 2)
+    gW, gb = gn.grad(loss, [W, b])
+    updates = [(W, W - 0.1 * gW), (b, b - 0.1 * gb)]
+    cpu = gn.function([x], loss, updates=updates, backend="cpu")
+    cuda = gn.function([x], loss, updates=updates, backend="cuda")
+
+    def name(var):   # each compile rewrites the graph: compare what a variable is, not its id
+        return var.owner.op.name if var.owner is not None else var.describe()
+
+    def described(fn):
+        plan = fn.program.plan
+        return ([k.ops for k in plan.kernels],
+                [(name(v), n.op.name, why) for v, n, why in plan.refusals],
+                [(name(v), n.op.name, how) for v, n, how in plan.fusions])
+
+    assert described(cpu) == described(cuda)
+    kernels, _, fusions = described(cuda)
+    assert ["transpose", "dot", "mul", "sub"] in kernels, kernels   # dW = x.T @ dz, with the SGD update as epilogue
+    assert any("GEMM's epilogue" in how for _, _, how in fusions)
+    assert [k.ops for k in cuda.kernels] == [k.ops for k in cpu.kernels]
+    xb, start = matrix(3, 5), (W.get_value(), b.get_value())
+    on_cuda = cuda(xb), W.get_value(), b.get_value()
+    W.set_value(start[0])
+    b.set_value(start[1])
+    on_cpu = cpu(xb), W.get_value(), b.get_value()
+    for got, want in zip(on_cuda, on_cpu):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
