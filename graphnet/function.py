@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from contextlib import ExitStack
 
 import numpy as np
 
@@ -71,6 +70,10 @@ class Function:
         self.fgraph = getattr(self.program, "fgraph", fgraph)
         self._lock = threading.RLock()
         self._state_locks = state_locks(self.fgraph)
+        self._locks = [self._lock] + self._state_locks
+        # What a feed must be to go straight through (the common case): an array of
+        # exactly the placeholder's dtype, C-contiguous, of a shape it accepts.
+        self._exact = [(p, p.dtype, p.shape) for p in self.inputs]
 
     # --- introspection, delegated to the backend's program
     @property
@@ -100,30 +103,48 @@ class Function:
 
     # --- calling
     def __call__(self, *args, **kwargs):
-        """Run on the given arrays; safe to call from several threads (see ``_serialized``)."""
-        feeds = self._bind(args, kwargs)
-        with self._serialized():
-            return self._run(feeds)
+        """Run on the given arrays; safe to call from several threads.
 
-    def _serialized(self):
-        """Hold this function's lock and the lock of every shared variable it reads or updates.
-
-        A compiled program reuses its preallocated buffers on every call, and
-        updates parameters in place, so calls run one at a time: two calls of
-        one function never overlap, nor do two functions that share a shared
-        variable (a training step and an evaluation of the same weights).
-        Shared-variable locks are taken in one global order (by id): no deadlock.
+        A call holds this function's lock and the lock of every shared variable
+        it reads or updates: a compiled program reuses its preallocated buffers
+        on every call and updates parameters in place, so calls run one at a
+        time: two calls of one function never overlap, nor do two functions that
+        share a shared variable (a training step and an evaluation of the same
+        weights). Shared-variable locks are taken in one global order (by id):
+        no deadlock.
         """
-        stack = ExitStack()
-        stack.enter_context(self._lock)
-        for lock in self._state_locks:
-            stack.enter_context(lock)
-        return stack
+        feeds = None if kwargs else self._exact_feeds(args)
+        if feeds is None:
+            feeds = self._bind(args, kwargs)
+        locks = self._locks
+        for lock in locks:   # as _serialized does, without a context manager per lock
+            lock.acquire()
+        try:
+            return self._run(feeds)
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+    def _exact_feeds(self, args):
+        """{placeholder: array} when every argument already is what ``coerce_feed`` would make, else None."""
+        if len(args) != len(self._exact):
+            return None
+        feeds = {}
+        for (placeholder, dtype, shape), value in zip(self._exact, args):
+            if type(value) is not np.ndarray or value.dtype != dtype or not value.flags.c_contiguous \
+                    or len(value.shape) != len(shape):
+                return None
+            for static, dim in zip(shape, value.shape):
+                if static is not None and static != dim:
+                    return None
+            feeds[placeholder] = value
+        return feeds
 
     def _run(self, feeds):
         outputs, new_values = self.program.run(feeds)
         # Validate every update before committing any: all or nothing.
-        checked = [(shared, shared._validated(value, copy=False))
+        # (A value written in place is the variable's own array: nothing to check.)
+        checked = [(shared, value if value is shared._value else shared._validated(value, copy=False))
                    for (shared, _), value in zip(self.fgraph.updates, new_values)]
         for shared, value in checked:
             # A view could alias another variable's buffer; a shared value owns its memory.

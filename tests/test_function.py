@@ -211,3 +211,13 @@ def test_dropout_draws_a_new_mask_on_each_training_call(backend, run):
     first = run(DROPPED, {DROP_X: ONES}, backend, training=True)
     second = run(DROPPED, {DROP_X: ONES}, backend, training=True)
     assert not np.array_equal(first == 0, second == 0)
+
+
+def test_a_feed_in_any_memory_layout_gives_the_same_result(backend):
+    # A C-contiguous array of the right dtype goes straight through; any other is converted first.
+    x = gn.placeholder("x_layout", (None, 3))
+    fn = gn.function([x], gn.sum(x * np.arange(3, dtype="float32"), axis=1), backend=backend)
+    c = np.arange(12, dtype="float32").reshape(4, 3)
+    expected = c @ np.arange(3, dtype="float32")
+    for fed in (c, np.asfortranarray(c), c[::-1][::-1], c.astype("float16"), c.tolist()):
+        np.testing.assert_allclose(fn(fed), expected)

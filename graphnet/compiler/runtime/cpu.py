@@ -36,14 +36,15 @@ class CpuProgram(CompiledProgram):
         # Outputs a kernel writes get a fresh array on every call, handed to the
         # caller as is: no copy out of a pooled buffer.
         written = {v for step in self.steps if step.needs_buffers for v in step.writes}
-        self._fresh_outputs = [v for v in dict.fromkeys(fgraph.outputs) if v in written and v not in self.in_place]
+        self._fresh_outputs = {v: None for v in fgraph.outputs if v in written and v not in self.in_place}
 
     @staticmethod
     def load(body):
         return cache.load_module(render.module_source(body), name_hint="k")
 
     def make_frame(self, shapes, shape_values):
-        return shapes, plan_buffers(self.steps, shapes, self.fgraph.roots, self.in_place), shape_values
+        buffers = plan_buffers(self.steps, shapes, self.fgraph.roots, self.in_place)
+        return CpuFrame(self, shapes, buffers, shape_values)
 
     # ----------------------------------------------------------------- running
     def run(self, feeds):
@@ -51,19 +52,18 @@ class CpuProgram(CompiledProgram):
         env.update(self._constants)
         for var in self._shared:
             env[var] = var.get_value(copy=False)
-        shapes, buffers, shape_values = self.frame(env)
-        env.update(shape_values)
-        self.check_fed_values(env, shapes)
-        buffers = dict(buffers)
-        for var in self._fresh_outputs:
-            buffers[var] = np.empty(shapes[var], var.dtype)
+        frame = self.frame(env)
+        self.check_fed_values(env, frame.shapes)
+        env.update(frame.env)
+        for var, shape in frame.fresh:
+            env[var] = np.empty(shape, var.dtype)
         for expr, shared in self.in_place.items():
-            buffers[expr] = shared.get_value(copy=False)   # the graph need not read it
-        timing = DEBUG >= 2
-        for step in self.steps:
+            env[expr] = env[shared] if shared in env else shared.get_value(copy=False)
+        timing, check = DEBUG >= 2, self.check_numerics
+        for call, step in zip(frame.calls, self.steps):
             start = time.perf_counter() if timing else 0.0
             try:
-                step.run(env, buffers, shapes)
+                call(env)
             except GraphnetError:
                 raise
             except NumbaError as exc:  # compiled lazily, on the first call: still a compile error
@@ -74,14 +74,14 @@ class CpuProgram(CompiledProgram):
             if timing:
                 print(f"[graphnet] {step.kernel.name:28s} {1e6 * (time.perf_counter() - start):9.1f} us "
                       f"({', '.join(step.kernel.ops)})", file=sys.stderr)
-            if self.check_numerics:
+            if check:
                 step.check_numerics(env)
-        if self.check_numerics:
+        if check:
             self._check_simplified_roots(env)
+        fresh = self._fresh_outputs
         outputs, handed = [], set()
         for var in self.fgraph.outputs:
-            fresh = var in self._fresh_outputs and id(var) not in handed
-            outputs.append(env[var] if fresh else np.array(env[var], copy=True))
+            outputs.append(env[var] if var in fresh and id(var) not in handed else np.array(env[var], copy=True))
             handed.add(id(var))
         # Pooled buffers are reused next call: an update that was not written in
         # place is handed over as a copy the shared variable can own.
@@ -96,3 +96,36 @@ class CpuProgram(CompiledProgram):
                 raise NumericsError(f"check_numerics: {what} in the output of {before.owner.op} "
                                     f"({before.describe()}), built at {before.owner.source} "
                                     f"(simplified to the value of {after.describe()})")
+
+
+class CpuFrame:
+    """What a program makes once per input-shape signature: shapes, buffers, bound steps.
+
+    ``env`` holds every value fixed for the frame (the planned buffers, the
+    constants, the shape arithmetic); a call adds its feeds, the shared
+    values, fresh arrays for the outputs it hands over and the arrays of the
+    updates written in place, then runs ``calls``, each step bound to the frame.
+    """
+
+    def __init__(self, program, shapes, buffers, shape_values):
+        self.shapes = shapes
+        changing = set(program._fresh_outputs) | set(program.in_place)
+        self.env = {v: b for v, b in buffers.items() if v not in changing}
+        self.env.update(program._constants)
+        self.env.update(shape_values)
+        self.fresh = [(v, shapes[v]) for v in program._fresh_outputs]
+        self.calls = [step.bind(self) for step in program.steps]
+
+    def arguments(self, wanted):
+        """For ``wanted`` (variable, shape or None) pairs: the argument list, with the arrays fixed
+        in this frame already in place (reshaped), and (position, variable, shape) of the others,
+        which a call fills from its env."""
+        args, changing = [], []
+        for position, (var, shape) in enumerate(wanted):
+            array = self.env.get(var)
+            if array is None:
+                args.append(None)
+                changing.append((position, var, shape))
+            else:
+                args.append(array.reshape(shape) if shape is not None else array)
+        return args, changing

@@ -55,6 +55,12 @@ class CompiledProgram:
         self.simplified_roots = []   # (root as written, the input the passes reduced it to)
         self._frames = {}
         self._shown_traffic = None
+        # The loss and its gradient check the same labels against the same logits: once is enough.
+        distinct = {}
+        for node, var in plan.value_checks:
+            checked = tuple(node.inputs[i] for i in node.op.checked_inputs)
+            distinct.setdefault((checked, node.inputs[node.op.row_input]), (node, var))
+        self._distinct_value_checks = list(distinct.values())
         self._signature_inputs = [v for v in fgraph.variables() if not isinstance(v, Constant)]
 
     def _lower(self, lowerings, index, planned):
@@ -71,7 +77,7 @@ class CompiledProgram:
     def frame(self, host):
         """The frame for the shapes (and, where a shape depends on them, small values) in ``host``."""
         inputs = self._signature_inputs
-        signature = tuple(np.shape(host[v]) for v in inputs)
+        signature = tuple([host[v].shape for v in inputs])   # every value here is an array
         if self.plan.value_dependent:
             signature += tuple(np.asarray(host[v]).tobytes() for v in inputs if np.size(host[v]) <= SMALL_VALUE)
         found = self._frames.get(signature)
@@ -93,7 +99,7 @@ class CompiledProgram:
 
     def check_fed_values(self, host, shapes):
         """Ops' checks of fed values (labels in range), before any kernel runs."""
-        for node, _ in self.plan.value_checks:
+        for node, _ in self._distinct_value_checks:
             checked = {i: host[node.inputs[i]] for i in node.op.checked_inputs if node.inputs[i] in host}
             node.op.check_values(node, checked, [shapes[v] for v in node.inputs])
 

@@ -129,6 +129,14 @@ class Step:
     def run(self, env, buffers, shapes):
         raise NotImplementedError
 
+    def bind(self, frame):
+        """``call(env)`` running this step on ``frame``: what depends only on the shapes
+        (views of the frame's buffers, row counts, thread choices) is done here, once
+        per input-shape signature, so a call does little more than launch the kernel.
+        ``env`` holds every value, the frame's buffers included."""
+        shapes = frame.shapes
+        return lambda env: self.run(env, env, shapes)
+
     def check_numerics(self, env):
         """Raise NumericsError naming the first node of this step whose output holds NaN or Inf."""
         for var in self.writes:
@@ -204,6 +212,29 @@ class FusedStep(Step):
         kernel = self.parallel if parallel else self.serial
         call_kernel(kernel, rows, cols, threads.chunks(rows) if parallel else 1, *args)
 
+    def bind(self, frame):
+        rows, cols = rows_cols(frame.shapes[self.domain_var])
+        views = {"full2d": (rows, cols), "cols": (cols,), "rows": (rows,), "one": (1,)}
+        wanted = [(var, views[view]) for var, view in self.source.inputs]
+        wanted += [(var, (rows, cols)) for var in self.source.outputs]
+        wanted += [(var, (-1,)) for var in self.source.reduced + self.source.epilogue_outputs]
+        args, changing = frame.arguments(wanted)
+        if self.flags is not None:
+            args.append(self.flags)
+        parallel = threads.use_parallel(rows * cols, rows)
+        self.kernel.ran_parallel = parallel
+        kernel = self.parallel if parallel else self.serial
+        head = [rows, cols, threads.chunks(rows) if parallel else 1]
+        flags = self.flags
+
+        def call(env):
+            for k, var, shape in changing:
+                args[k] = env[var].reshape(shape)
+            if flags is not None:
+                flags[:] = 0
+            call_kernel(kernel, *head, *args)
+        return call
+
 
 def fused_step(planned, program, name):
     """A loop kernel's step: its source generated, loaded from the cache or compiled."""
@@ -253,6 +284,31 @@ class GemmStep(Step):
         if self.epilogue is not None:
             self.epilogue.run(env, buffers, shapes)
 
+    def bind(self, frame):
+        p = self.planned
+        shape_a, shape_b = frame.shapes[self.dot.inputs[0]], frame.shapes[self.dot.inputs[1]]
+        m = shape_a[0] if len(shape_a) == 2 else 1
+        n = shape_b[1] if len(shape_b) == 2 else 1
+        k = shape_a[-1]
+        (a, b, out), changing = frame.arguments([(p.a, None), (p.b, None), (p.product, None)])
+        epilogue = self.epilogue.bind(frame) if self.epilogue is not None else None
+        trans_a, trans_b, blas_ready, product = p.trans_a, p.trans_b, p.blas_ready, p.product
+        args = [a, b, out]
+
+        def call(env):
+            for i, var, _ in changing:
+                args[i] = env[var]
+            left, right, target = args
+            threads.blas_threads(m, n, k)
+            if blas_ready:
+                np.dot(left.T if trans_a else left, right.T if trans_b else right, out=target)
+            else:
+                target[...] = np.dot(left.T if trans_a else left, right.T if trans_b else right)
+            env[product] = target
+            if epilogue is not None:
+                epilogue(env)
+        return call
+
     def check_numerics(self, env):
         check_finite(self.dot, self.planned.product, env[self.planned.product])
         if self.epilogue is not None:
@@ -296,6 +352,25 @@ class RowwiseStep(Step):
         parallel = threads.use_parallel(rows * cols, rows)
         kernel = self.parallel if parallel else self.serial
         call_kernel(kernel, rows, cols, threads.chunks(rows) if parallel else 1, *args, out)
+
+
+    def bind(self, frame):
+        node, shapes = self.node, frame.shapes
+        rows, cols = shapes[node.inputs[node.op.row_input]]
+        input_shapes = [shapes[v] for v in node.inputs]
+        checked = node.op.checked_inputs if self.may_fail else ()
+        args, changing = frame.arguments([(v, None) for v in node.inputs] + [(node.outputs[0], None)])
+        parallel = threads.use_parallel(rows * cols, rows)
+        kernel = self.parallel if parallel else self.serial
+        head = [rows, cols, threads.chunks(rows) if parallel else 1]
+
+        def call(env):
+            for i, var, _ in changing:
+                args[i] = env[var]
+            if checked:   # values the graph computed (fed ones were checked up front)
+                node.op.check_values(node, {i: args[i] for i in checked}, input_shapes)
+            call_kernel(kernel, *head, *args)
+        return call
 
 
 @CPU_LOWERINGS.register(RowwiseKernel)
