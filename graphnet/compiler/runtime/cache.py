@@ -177,6 +177,17 @@ def count_numba_cache_hits(dispatcher_or_module):
     return sum(sum(stats.cache_hits.values()) for stats in _numba_stats(dispatcher_or_module))
 
 
+def numba_cached(dispatcher):
+    """Whether Numba's disk cache holds compiled code for ``dispatcher`` (its index file exists).
+
+    Reads a private attribute of Numba's cache; on a Numba without it, says False
+    (the only cost: a "compiling" message that was not needed)."""
+    try:
+        return os.path.exists(dispatcher._cache._cache_file._index_path)
+    except AttributeError:
+        return False
+
+
 def repair_numba_cache(*dispatchers):
     """Flush Numba's on-disk cache of every dispatcher whose index or machine code does not load.
 

@@ -8,6 +8,7 @@ memory plan per input-shape signature) and hands back outputs and update values.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -53,6 +54,8 @@ class CpuProgram(CompiledProgram):
         for var in self._shared:
             env[var] = var.get_value(copy=False)
         frame = self.frame(env)
+        if frame.compiling is None:
+            frame.compiling = announce_compiles(self)
         self.check_fed_values(env, frame.shapes)
         env.update(frame.env)
         for var, shape in frame.fresh:
@@ -61,7 +64,9 @@ class CpuProgram(CompiledProgram):
             env[expr] = env[shared] if shared in env else shared.get_value(copy=False)
         timing, check = DEBUG >= 2, self.check_numerics
         for call, step in zip(frame.calls, self.steps):
-            start = time.perf_counter() if timing else 0.0
+            if timing:
+                start, dispatcher = time.perf_counter(), step.kernel.dispatcher
+                known = len(dispatcher.signatures) if dispatcher is not None else 0
             try:
                 call(env)
             except GraphnetError:
@@ -72,12 +77,18 @@ class CpuProgram(CompiledProgram):
             except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
                 node_error(step.nodes[-1], exc)
             if timing:
+                compiled = dispatcher is not None and len(dispatcher.signatures) > known
                 print(f"[graphnet] {step.kernel.name:28s} {1e6 * (time.perf_counter() - start):9.1f} us "
-                      f"({', '.join(step.kernel.ops)})", file=sys.stderr)
+                      f"({', '.join(step.kernel.ops)})" + ("  <- includes loading or compiling the kernel"
+                                                           if compiled else ""), file=sys.stderr)
             if check:
                 step.check_numerics(env)
         if check:
             self._check_simplified_roots(env)
+        if frame.compiling:
+            print(f"[graphnet] {self.name}: compiled in {time.perf_counter() - frame.compiling:.1f} s",
+                  file=sys.stderr)
+            frame.compiling = 0.0
         fresh = self._fresh_outputs
         outputs, handed = [], set()
         for var in self.fgraph.outputs:
@@ -98,6 +109,25 @@ class CpuProgram(CompiledProgram):
                                     f"(simplified to the value of {after.describe()})")
 
 
+def announce_compiles(program):
+    """Say on stderr how many kernels the first call must compile, before it waits for them.
+
+    Returns the start time when something compiles (the call then says how long
+    it took), else 0.0. ``GRAPHNET_QUIET=1`` keeps it silent.
+    """
+    fresh = {id(d): d for d in (s.kernel.dispatcher for s in program.steps)
+             if d is not None and not d.signatures}
+    if not fresh or os.environ.get("GRAPHNET_QUIET"):
+        return 0.0
+    cached = sum(cache.numba_cached(d) for d in fresh.values())
+    if cached == len(fresh):
+        return 0.0
+    kernels = f"{len(fresh)} kernel{'s' if len(fresh) != 1 else ''}"
+    print(f"[graphnet] {program.name}: compiling {kernels} ({cached} from cache)...",
+          file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
 class CpuFrame:
     """What a program makes once per input-shape signature: shapes, buffers, bound steps.
 
@@ -115,6 +145,8 @@ class CpuFrame:
         self.env.update(shape_values)
         self.fresh = [(v, shapes[v]) for v in program._fresh_outputs]
         self.calls = [step.bind(self) for step in program.steps]
+        #: None until the first call; then when compiling started, or 0.0 (nothing to announce)
+        self.compiling = None
 
     def arguments(self, wanted):
         """For ``wanted`` (variable, shape or None) pairs: the argument list, with the arrays fixed

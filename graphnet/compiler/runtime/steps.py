@@ -45,6 +45,11 @@ class Kernel:
     def ops(self):
         return [n.op.name for n in self.nodes]
 
+    @property
+    def dispatcher(self):
+        """The Numba dispatcher this kernel runs with (None for BLAS-only and NumPy steps)."""
+        return self.compiled_parallel if self.ran_parallel else self.compiled
+
 
 def call_kernel(kernel, *args):
     """``kernel(*args)``; if Numba's cache files for it (or the helpers it calls) are
