@@ -24,7 +24,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench import compile_time, peers, probes, report  # noqa: E402
+from bench import call_overhead, compile_time, peers, probes, report  # noqa: E402
 from bench.env import machine_description  # noqa: E402
 from bench.timing import interleaved  # noqa: E402
 from bench.workloads import GraphnetRunner, all_cases, make_problem  # noqa: E402
@@ -42,6 +42,8 @@ def parse_args(argv):
     parser.add_argument("--block-seconds", type=float, default=None, help="length of one block")
     parser.add_argument("--variants", default="", help="comma-separated subset of variants")
     parser.add_argument("--no-compile", action="store_true", help="skip the cold/warm compile subprocesses")
+    parser.add_argument("--no-overhead", action="store_true",
+                        help="skip the per-call and co-tenant measurements (skipped anyway with --only)")
     parser.add_argument("--out", default=RESULTS_DIR, help="directory for JSON, Markdown and PNG")
     parser.add_argument("--cache-dir", default=None, help="graphnet kernel cache for this process")
     parser.add_argument("--profile", metavar="CASE", help="print per-kernel times of one graphnet case")
@@ -200,6 +202,13 @@ def main(argv=None):
         gc.collect()
     results["first_calls"] = {r["case"]["id"]: {k: v for k, v in r.get("first_call_s", {}).items() if k == "jax"}
                               for r in results["rows"] if "jax" in r.get("first_call_s", {})}
+
+    if not (args.no_overhead or only):
+        log("the time around the kernels: per call, and beside a 2-thread GEMM process")
+        results["call_overhead"] = call_overhead.run(quick=args.quick)
+        for line in call_overhead.lines(results["call_overhead"]):
+            results["notes"].append(line)
+            log(f"  {line}")
 
     if not args.no_compile:
         results["compile"] = {}
