@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphnet.errors import DTypeError, GraphnetError, ShapeError
+from graphnet.graph.dtype import DType
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # graphnet/
 
@@ -35,13 +36,17 @@ _ids = _IdCounter()
 # --------------------------------------------------------------------------- types
 @dataclass(frozen=True)
 class TensorType:
-    """dtype plus static shape; a ``None`` dimension is known only at run time."""
+    """dtype plus static shape; a ``None`` dimension is known only at run time.
 
-    dtype: np.dtype
+    ``dtype`` is a :class:`~graphnet.graph.dtype.DType`: the name as a string
+    (what Theano scripts compare against) that also answers as a NumPy dtype.
+    """
+
+    dtype: DType
     shape: tuple
 
     def __post_init__(self):
-        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "dtype", DType(self.dtype))
         object.__setattr__(self, "shape", tuple(None if d is None else int(d) for d in self.shape))
 
     @property
