@@ -163,9 +163,14 @@ class Variable:
     __hash__ = object.__hash__
 
     def __bool__(self):
-        raise GraphnetError(
-            f"the truth value of symbolic variable {self.describe()} is unknown until the graph runs; "
-            "use gn.where(...) for a symbolic condition")
+        # Theano 1.0's rule: a variable is truthy (``if not W:`` tests for None), except
+        # a comparison, whose truth is unknown until the graph runs; refusing it is what
+        # stops ``a < b < c`` (Python's ``(a < b) and (b < c)``) from silently dropping a test.
+        if self.owner is not None and self.owner.op.is_comparison:
+            raise GraphnetError(
+                f"the truth value of the comparison {self.describe()} (built at {self.source}) is unknown "
+                "until the graph runs; use gn.where(...) (T.switch) for a symbolic condition")
+        return True
 
     def __len__(self):
         raise GraphnetError(f"len() of symbolic variable {self.describe()} is unknown; use .shape")
@@ -218,9 +223,10 @@ class Variable:
         from graphnet import ops
         return ops.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
 
-    def flatten(self):
-        from graphnet import ops
-        return ops.reshape(self, (-1,))
+    def flatten(self, ndim=1):
+        """Theano's ``x.flatten(ndim)``: keep ``ndim - 1`` leading axes, merge the rest."""
+        from graphnet.ops import shape as shape_ops
+        return shape_ops.flatten(self, ndim)
 
     def dimshuffle(self, *pattern):
         from graphnet.ops.indexing import dimshuffle
@@ -238,7 +244,7 @@ def _arith(name, reflected=False):
 
 
 for _dunder, _fn in [("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "true_div"),
-                     ("pow", "pow"), ("matmul", "dot")]:
+                     ("pow", "pow"), ("matmul", "dot"), ("mod", "mod"), ("floordiv", "floor_div")]:
     setattr(Variable, f"__{_dunder}__", _arith(_fn))
     setattr(Variable, f"__r{_dunder}__", _arith(_fn, reflected=True))
 for _dunder, _fn in [("lt", "less"), ("le", "less_equal"), ("gt", "greater"), ("ge", "greater_equal")]:
@@ -281,6 +287,9 @@ class SharedVariable(Variable):
     ``default_update``, if set, is an expression applied as an update whenever a
     training-mode function reads this variable (batch-norm running statistics,
     the dropout step counter) unless the user gives an explicit update.
+    With ``update_in_every_function = True`` it is applied by every function
+    that reads the variable, training or not, as Theano does: the state of a
+    ``RandomStreams``, so each call draws fresh numbers.
     """
 
     def __init__(self, value, name=None, shape=None):
@@ -294,6 +303,7 @@ class SharedVariable(Variable):
                              f"declared shape {shape_str(static_shape)}")
         self._value = np.array(data, order="C")  # (ascontiguousarray would make 0-d values 1-d)
         self.default_update = None
+        self.update_in_every_function = False
         self.version = 0  # bumped on every change, so caches of the value can tell
 
     def get_value(self, copy=True, borrow=None):
@@ -383,6 +393,8 @@ class Op:
     __props__ = ()
     #: the op's category for the compiler: "elementwise", "reduce", "blas", "opaque"
     kind = "opaque"
+    #: True for comparisons, whose outputs refuse ``bool()`` (see ``Variable.__bool__``)
+    is_comparison = False
 
     @property
     def name(self):
