@@ -4,6 +4,7 @@ from graphnet.ops.elementwise import (  # noqa: F401
     minimum, mul, neg, neq, ones_like, pow, relu, second, sigmoid, sign, softplus, sqrt, sub, tanh,
     true_div, where, zeros_like,
 )
+from graphnet.ops.join import concatenate, stack  # noqa: F401
 from graphnet.ops.linalg import dot  # noqa: F401
 from graphnet.ops.rounding import (  # noqa: F401
     ceil, expm1, floor, floor_div, log1p, mod, round_half_away_from_zero, round_half_to_even,

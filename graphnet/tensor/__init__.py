@@ -117,6 +117,16 @@ def disconnected_grad(x):
 zero_grad = disconnected_grad
 
 
+concatenate = _ops.concatenate
+
+
+def stack(*tensors, axis=0):
+    """``T.stack([a, b], axis=0)``, or Theano's older ``T.stack(a, b)``: joined along a new axis."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tensors[0]
+    return _ops.stack(list(tensors), axis=axis)
+
+
 def outer(x, y):
     """The outer product of vectors ``x`` and ``y``: ``x[:, None] * y[None, :]``."""
     x, y = as_variable(x), as_variable(y)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 import graphnet as _gn
-from graphnet.compat.theano import gradient, printing, sandbox, tensor  # noqa: F401
+from graphnet.compat.theano import gradient, ifelse, printing, sandbox, tensor  # noqa: F401
 from graphnet.compat.theano._unsupported import UnsupportedTheanoFeature, missing_attribute
 from graphnet.function import In
 
