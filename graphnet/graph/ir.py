@@ -292,6 +292,9 @@ class SharedVariable(Variable):
     ``RandomStreams``, so each call draws fresh numbers.
     """
 
+    #: a class default, so shared variables pickled before it existed still load
+    update_in_every_function = False
+
     def __init__(self, value, name=None, shape=None):
         data = np.array(value)  # always a private copy: the caller's array is not aliased
         if data.dtype.kind not in "biuf":
@@ -303,7 +306,6 @@ class SharedVariable(Variable):
                              f"declared shape {shape_str(static_shape)}")
         self._value = np.array(data, order="C")  # (ascontiguousarray would make 0-d values 1-d)
         self.default_update = None
-        self.update_in_every_function = False
         self.version = 0  # bumped on every change, so caches of the value can tell
 
     def get_value(self, copy=True, borrow=None):

@@ -99,3 +99,23 @@ def test_a_tutorial_style_script_trains_through_python_m_graphnet_theano(tmp_pat
     predicted = np.argmax(np.tanh(X[:n] @ W_h + b_h) @ W + b, axis=1)
     assert reported == pytest.approx(np.mean(predicted != y[:n]), abs=1e-6)
     assert reported < 0.1
+
+
+class PickledModel:
+    """A tutorial-style model: a placeholder, a shared parameter and the graph between them."""
+
+    def __init__(self):
+        import graphnet.tensor as T
+        self.input = T.matrix("x")
+        self.W = graphnet.shared(np.arange(6, dtype=np.float32).reshape(3, 2) / 6, name="W")
+        self.y_pred = T.argmax(T.nnet.softmax(T.dot(self.input, self.W)), axis=1)
+
+
+def test_a_model_object_holding_shared_variables_and_its_graph_pickles_as_logistic_sgd_saves_it():
+    X = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    model = PickledModel()
+    restored = pickle.loads(pickle.dumps(model))
+    expected = graphnet.function([model.input], model.y_pred, backend="reference")(X)
+    got = graphnet.function([restored.input], restored.y_pred, backend="reference")(X)
+    np.testing.assert_array_equal(got, expected)
+    assert restored.W.dtype == "float32"
