@@ -7,8 +7,11 @@ repository (lisa-lab/DeepLearningTutorials) into ``WORKDIR/code``, changes only
 their batch sizes and epoch counts for the small stand-in data (``EDITS``),
 writes the MNIST-format stand-in to ``WORKDIR/data/mnist.pkl.gz`` (where the
 tutorials look), and runs each script with ``python -m graphnet theano``; with
-``--pytensor``, also with that interpreter through a ten-line ``theano`` shim
-onto PyTensor (written to ``WORKDIR/pytensor_shim``, used for that run only).
+``--pytensor``, also with that interpreter through a small ``theano`` shim onto
+PyTensor (written to ``WORKDIR/pytensor_shim``, used for that run only), in float32
+like graphnet, from ``WORKDIR/code_pytensor``: the same scripts plus
+``PYTENSOR_EDITS`` (``if not W:`` -> ``if W is None:``, and no ``theano.In`` defaults,
+which PyTensor needs).
 Prints one line per run: wall time and what the script reported.
 """
 from __future__ import annotations
@@ -35,6 +38,15 @@ EDITS = {
     "dA": [("training_epochs=15,", "training_epochs=5,")],
     "SdA": [("pretraining_epochs=15,", "pretraining_epochs=2,"), ("training_epochs=1000,", "training_epochs=5,"),
             ("batch_size=1):", "batch_size=20):")],
+}
+#: PyTensor only, in a separate copy: what SdA.py needs there (PyTensor refuses bool(variable) and In defaults).
+PYTENSOR_EDITS = {
+    "dA": [("if not theano_rng:", "if theano_rng is None:"), ("if not W:", "if W is None:"),
+           ("if not bvis:", "if bvis is None:"), ("if not bhid:", "if bhid is None:")],
+    "SdA": [("if not theano_rng:", "if theano_rng is None:"),
+            # PyTensor refuses In(..., value=); the script passes both by keyword anyway.
+            ("theano.In(corruption_level, value=0.2)", "corruption_level"),
+            ("theano.In(learning_rate, value=0.1)", "learning_rate")],
 }
 #: What each script prints that we report.
 REPORTED = re.compile(r"(test performance [0-9.]+ %|test performance of\s+[0-9.]+ ?%|"
@@ -69,19 +81,27 @@ PYTENSOR_SHIM = {
 }
 
 
+def _edited(text, name, edits):
+    for old, new in edits.get(name, []):
+        if old not in text:
+            raise SystemExit(f"{name}.py: expected {old!r} in the tutorial")
+        text = text.replace(old, new, 1)
+    return text
+
+
 def prepare(tutorials_git_dir, workdir):
-    code = os.path.join(workdir, "code")
-    os.makedirs(code, exist_ok=True)
-    os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
+    """``WORKDIR/code`` (for graphnet) and ``WORKDIR/code_pytensor``, the data, and the PyTensor shim."""
+    code, code_pytensor = os.path.join(workdir, "code"), os.path.join(workdir, "code_pytensor")
+    for folder in (code, code_pytensor, os.path.join(workdir, "data")):
+        os.makedirs(folder, exist_ok=True)
     for name in SCRIPTS + ("utils",):
         text = subprocess.run(["git", "--git-dir", tutorials_git_dir, "show", f"HEAD:code/{name}.py"],
                               check=True, capture_output=True, text=True).stdout
-        for old, new in EDITS.get(name, []):
-            if old not in text:
-                raise SystemExit(f"{name}.py: expected {old!r} in the tutorial")
-            text = text.replace(old, new, 1)
+        text = _edited(text, name, EDITS)
         with open(os.path.join(code, f"{name}.py"), "w") as handle:
             handle.write(text)
+        with open(os.path.join(code_pytensor, f"{name}.py"), "w") as handle:
+            handle.write(_edited(text, name, PYTENSOR_EDITS))
     write_mnist_standin(os.path.join(workdir, "data", "mnist.pkl.gz"))
     for rel, body in PYTENSOR_SHIM.items():
         path = os.path.join(workdir, "pytensor_shim", rel)
@@ -121,7 +141,7 @@ def main(argv=None):
         if not args.skip_graphnet:
             run(f"graphnet {name}", [sys.executable, "-m", "graphnet", "theano", f"{name}.py"], code, graphnet_env)
         if args.pytensor:
-            run(f"pytensor {name}", [args.pytensor, f"{name}.py"], code, shim_env)
+            run(f"pytensor {name}", [args.pytensor, f"{name}.py"], code + "_pytensor", shim_env)
 
 
 if __name__ == "__main__":
