@@ -23,7 +23,9 @@ from graphnet.ops import (  # noqa: F401
     sign, size_of, softmax, softplus, sqrt, squeeze, sum, tanh, transpose, var, where,
 )
 from graphnet.graph.autodiff import grad  # noqa: F401
-from graphnet.function import Function, function  # noqa: F401
+from graphnet.ops.rounding import ceil, expm1, floor, log1p  # noqa: F401
+from graphnet.ops.stop_gradient import stop_gradient  # noqa: F401
+from graphnet.function import Function, In, function  # noqa: F401
 from graphnet.session import Session  # noqa: F401
 from graphnet import nn  # noqa: F401
 from graphnet.nn import checkpoint, data, init  # noqa: F401

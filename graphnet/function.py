@@ -25,7 +25,8 @@ BACKENDS = ("reference", "cpu", "cuda")
 
 
 def function(inputs, outputs, updates=None, backend="cpu", training=False, fuse=True, givens=None,
-             allow_input_downcast=False, check_numerics=False, disable_passes=(), name=None):
+             allow_input_downcast=False, check_numerics=False, disable_passes=(), name=None,
+             no_default_updates=False):
     """Compile a callable that maps arrays for ``inputs`` to arrays of ``outputs``.
 
     Outputs are computed before the updates; then all updates are applied at
@@ -34,25 +35,55 @@ def function(inputs, outputs, updates=None, backend="cpu", training=False, fuse=
     kernel per op: the unfused baseline. ``givens`` ({variable: replacement})
     substitutes variables before compiling. Fed arrays must cast safely to the
     placeholder's dtype (``allow_input_downcast=True`` accepts float64 for a
-    float32 placeholder).
+    float32 placeholder). An input may be an :class:`In`, which gives it a
+    default value and a keyword name. Shared variables marked
+    ``update_in_every_function`` (random streams) get their default update in
+    every function unless ``no_default_updates`` is True or lists them.
     """
     return Function(inputs, outputs, updates, backend=backend, training=training, fuse=fuse, givens=givens,
                     allow_input_downcast=allow_input_downcast, check_numerics=check_numerics,
-                    disable_passes=disable_passes, name=name)
+                    disable_passes=disable_passes, name=name, no_default_updates=no_default_updates)
+
+
+class In:
+    """A function input with a keyword name and a default value: Theano's ``theano.In``.
+
+    ``In(lr, value=0.1)`` lets the call omit ``lr``; ``name`` (default: the
+    placeholder's name) is the keyword that feeds it: ``fn(index=3, lr=0.01)``.
+    """
+
+    def __init__(self, variable, name=None, value=None, **unsupported):
+        given = sorted(k for k, v in unsupported.items() if v not in (None, False))
+        if given:
+            raise GraphnetError(f"In: argument(s) {', '.join(given)} are not supported (only variable, name "
+                                "and value)")
+        if not isinstance(variable, Variable):
+            raise FeedError(f"In: expected a placeholder, got {type(variable).__name__} {variable!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise FeedError(f"In: name must be a non-empty string, got {name!r}")
+        self.variable, self.name, self.value = variable, name or variable.name, value
+
+    def __repr__(self):
+        return f"In({self.variable.describe()}, name={self.name!r}, value={self.value!r})"
 
 
 class Function:
     """A compiled graph; call it with one array per input."""
 
     def __init__(self, inputs, outputs, updates=None, backend="cpu", training=False, fuse=True, givens=None,
-                 allow_input_downcast=False, check_numerics=False, disable_passes=(), name=None):
+                 allow_input_downcast=False, check_numerics=False, disable_passes=(), name=None,
+                 no_default_updates=False):
         if backend not in BACKENDS:
             raise GraphnetError(f"function: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.backend = backend
         self.training = bool(training)
         self.allow_input_downcast = allow_input_downcast
         self.name = name or "function"
-        self.inputs = _check_inputs(inputs)
+        inputs = [inputs] if isinstance(inputs, (Variable, In)) else list(inputs)
+        self.inputs = _check_inputs([i.variable if isinstance(i, In) else i for i in inputs])
+        # Keyword names and defaults: an In's, else the placeholder's name and no default.
+        self.input_names = [i.name for i in inputs]
+        self.defaults = {i.variable: i.value for i in inputs if isinstance(i, In) and i.value is not None}
         self._single_output = not isinstance(outputs, (list, tuple))
         out_list = [outputs] if self._single_output else list(outputs)
         self.outputs = [_check_output(o, i) for i, o in enumerate(out_list)]
@@ -60,6 +91,7 @@ class Function:
         fgraph = FunctionGraph(tuple(self.inputs), tuple(self.outputs), tuple(self.updates))
         if givens:
             fgraph = fgraph.replace(_check_givens(givens))
+        fgraph = add_every_function_updates(fgraph, no_default_updates)
         fgraph = specialize_mode(fgraph, self.training)
         _check_feeds_suffice(fgraph, self.inputs)
         self.fgraph = fgraph
@@ -159,13 +191,15 @@ class Function:
             raise FeedError(f"{self.name}: takes {len(self.inputs)} inputs "
                             f"({', '.join(p.describe() for p in self.inputs)}), got {len(args)}")
         values = dict(zip(self.inputs, args))
-        by_name = {p.name: p for p in self.inputs}
+        by_name = dict(zip(self.input_names, self.inputs))
         for key, value in kwargs.items():
             if key not in by_name:
                 raise FeedError(f"{self.name}: unknown input {key!r}; inputs are {', '.join(by_name)}")
             if by_name[key] in values:
                 raise FeedError(f"{self.name}: input {key!r} given twice")
             values[by_name[key]] = value
+        for p, value in self.defaults.items():
+            values.setdefault(p, value)
         missing = [p.describe() for p in self.inputs if p not in values]
         if missing:
             raise FeedError(f"{self.name}: missing input(s) {', '.join(missing)}")
@@ -309,6 +343,31 @@ def _check_givens(givens):
             new = ops.cast(new, old.dtype)
         mapping[old] = new
     return mapping
+
+
+def add_every_function_updates(fgraph, skip=False):
+    """Add the default update of each shared variable marked ``update_in_every_function``.
+
+    Theano's rule for random streams: every function that draws advances the
+    stream, so each call sees fresh numbers. ``skip`` is ``no_default_updates``:
+    True for none, or the shared variables to leave out. An explicit update wins.
+    """
+    if skip is True:
+        return fgraph
+    excluded = set(skip or ()) | {shared for shared, _ in fgraph.updates}
+    extra, pending = [], list(fgraph.roots)
+    while pending:
+        found = [v for v in FunctionGraph((), tuple(pending)).variables()
+                 if isinstance(v, SharedVariable) and v.update_in_every_function
+                 and v.default_update is not None and v not in excluded]
+        pending = []
+        for shared in found:
+            excluded.add(shared)
+            extra.append((shared, shared.default_update))
+            pending.append(shared.default_update)
+    if not extra:
+        return fgraph
+    return FunctionGraph(fgraph.inputs, fgraph.outputs, fgraph.updates + tuple(extra), dict(fgraph.notes))
 
 
 def _check_feeds_suffice(fgraph, inputs):

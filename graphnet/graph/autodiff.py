@@ -15,13 +15,15 @@ from graphnet.ops import elementwise as ew
 from graphnet.ops.shape import sum_to
 
 
-def grad(cost, wrt, known_grads=None):
+def grad(cost, wrt, known_grads=None, consider_constant=None):
     """Symbolic gradients of the scalar ``cost`` with respect to ``wrt``.
 
     ``wrt`` is a variable (one gradient returned) or a list (a list returned).
     An input that does not influence the cost gets zeros; an integer input
     raises :class:`GradientError`. ``known_grads`` ({variable: gradient})
     seeds the sweep at inner variables, for chaining gradients by hand.
+    ``consider_constant`` (variables) stops the sweep there, as if each were
+    a constant: Theano's argument, and what ``gn.stop_gradient`` does in the graph.
     """
     single = isinstance(wrt, Variable)
     wrt_list = [wrt] if single else list(wrt)
@@ -38,17 +40,21 @@ def grad(cost, wrt, known_grads=None):
             raise GradientError(f"grad: {w.describe()} has dtype {w.dtype}; only floating-point "
                                 "variables are differentiable (integer labels and indices are not)")
 
+    constants = list(consider_constant or ())
+    for c in constants:
+        if not isinstance(c, Variable):
+            raise GradientError(f"grad: consider_constant must hold graph variables, got {type(c).__name__}")
     with graph.provenance(role="backward"):   # what the sweep builds is the backward graph
         seeds = {cost: ew.ones_like(cost)}
         seeds.update(known_grads or {})
-        grads = _backward_sweep(cost, wrt_list, seeds)
+        grads = _backward_sweep(cost, wrt_list, seeds, {id(c) for c in constants})
         results = [grads.get(w) if w in grads else ew.gradient_zeros(w) for w in wrt_list]
     return results[0] if single else results
 
 
-def _backward_sweep(cost, wrt, seeds):
+def _backward_sweep(cost, wrt, seeds, constant_ids=frozenset()):
     nodes = ancestors_toposort([cost])
-    relevant = _on_path(nodes, wrt, seeds)
+    relevant = _on_path(nodes, wrt, seeds, constant_ids)
     grads = dict(seeds)
     for node in reversed(nodes):
         if not any(o in grads for o in node.outputs) or not any(i in relevant for i in node.inputs):
@@ -66,12 +72,12 @@ def _backward_sweep(cost, wrt, seeds):
     return grads
 
 
-def _on_path(nodes, wrt, seeds):
-    """Variables through which some ``wrt`` variable reaches the cost."""
+def _on_path(nodes, wrt, seeds, constant_ids=frozenset()):
+    """Variables through which some ``wrt`` variable reaches the cost (never through a constant one)."""
     reaching = set(wrt) | set(seeds)
     for node in nodes:
         if any(i in reaching for i in node.inputs):
-            reaching.update(node.outputs)
+            reaching.update(o for o in node.outputs if id(o) not in constant_ids)
     return reaching
 
 

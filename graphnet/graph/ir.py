@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphnet.errors import DTypeError, GraphnetError, ShapeError
+from graphnet.graph.dtype import DType
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # graphnet/
 
@@ -37,13 +38,17 @@ _ids = _IdCounter()
 # --------------------------------------------------------------------------- types
 @dataclass(frozen=True)
 class TensorType:
-    """dtype plus static shape; a ``None`` dimension is known only at run time."""
+    """dtype plus static shape; a ``None`` dimension is known only at run time.
 
-    dtype: np.dtype
+    ``dtype`` is a :class:`~graphnet.graph.dtype.DType`: the name as a string
+    (what Theano scripts compare against) that also answers as a NumPy dtype.
+    """
+
+    dtype: DType
     shape: tuple
 
     def __post_init__(self):
-        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "dtype", DType(self.dtype))
         object.__setattr__(self, "shape", tuple(None if d is None else int(d) for d in self.shape))
 
     @property
@@ -198,9 +203,14 @@ class Variable:
     __hash__ = object.__hash__
 
     def __bool__(self):
-        raise GraphnetError(
-            f"the truth value of symbolic variable {self.describe()} is unknown until the graph runs; "
-            "use gn.where(...) for a symbolic condition")
+        # Theano 1.0's rule: a variable is truthy (``if not W:`` tests for None), except
+        # a comparison, whose truth is unknown until the graph runs; refusing it is what
+        # stops ``a < b < c`` (Python's ``(a < b) and (b < c)``) from silently dropping a test.
+        if self.owner is not None and self.owner.op.is_comparison:
+            raise GraphnetError(
+                f"the truth value of the comparison {self.describe()} (built at {self.source}) is unknown "
+                "until the graph runs; use gn.where(...) (T.switch) for a symbolic condition")
+        return True
 
     def __len__(self):
         raise GraphnetError(f"len() of symbolic variable {self.describe()} is unknown; use .shape")
@@ -253,9 +263,10 @@ class Variable:
         from graphnet import ops
         return ops.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
 
-    def flatten(self):
-        from graphnet import ops
-        return ops.reshape(self, (-1,))
+    def flatten(self, ndim=1):
+        """Theano's ``x.flatten(ndim)``: keep ``ndim - 1`` leading axes, merge the rest."""
+        from graphnet.ops import shape as shape_ops
+        return shape_ops.flatten(self, ndim)
 
     def dimshuffle(self, *pattern):
         from graphnet.ops.indexing import dimshuffle
@@ -273,7 +284,7 @@ def _arith(name, reflected=False):
 
 
 for _dunder, _fn in [("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "true_div"),
-                     ("pow", "pow"), ("matmul", "dot")]:
+                     ("pow", "pow"), ("matmul", "dot"), ("mod", "mod"), ("floordiv", "floor_div")]:
     setattr(Variable, f"__{_dunder}__", _arith(_fn))
     setattr(Variable, f"__r{_dunder}__", _arith(_fn, reflected=True))
 for _dunder, _fn in [("lt", "less"), ("le", "less_equal"), ("gt", "greater"), ("ge", "greater_equal")]:
@@ -316,7 +327,13 @@ class SharedVariable(Variable):
     ``default_update``, if set, is an expression applied as an update whenever a
     training-mode function reads this variable (batch-norm running statistics,
     the dropout step counter) unless the user gives an explicit update.
+    With ``update_in_every_function = True`` it is applied by every function
+    that reads the variable, training or not, as Theano does: the state of a
+    ``RandomStreams``, so each call draws fresh numbers.
     """
+
+    #: a class default, so shared variables pickled before it existed still load
+    update_in_every_function = False
 
     def __init__(self, value, name=None, shape=None):
         data = np.array(value)  # always a private copy: the caller's array is not aliased
@@ -418,6 +435,8 @@ class Op:
     __props__ = ()
     #: the op's category for the compiler: "elementwise", "reduce", "blas", "rowwise", "view", "opaque"
     kind = "opaque"
+    #: True for comparisons, whose outputs refuse ``bool()`` (see ``Variable.__bool__``)
+    is_comparison = False
 
     # Capabilities the compiler reads, declared here with their defaults.
     #: the scalar expression reads the element's flat index (dropout's counter):

@@ -241,6 +241,7 @@ class Where(Elemwise):
 # --------------------------------------------------------------- comparisons
 class Compare(Elemwise):
     nin = 2
+    is_comparison = True
     __props__ = ("symbol",)
     _ufuncs = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal,
                "==": np.equal, "!=": np.not_equal}

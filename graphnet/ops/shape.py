@@ -102,6 +102,39 @@ class ReshapeLike(Op):
         return [reshape_like(g[0], inputs[0]), None]
 
 
+class Flatten(Op):
+    """Keep the first ``outdim - 1`` axes and merge the rest into one: ``x.flatten(2)``.
+
+    The leading axes may be run-time sizes, which a static ``reshape`` target cannot say.
+    """
+
+    kind = "view"
+    __props__ = ("outdim",)
+
+    def __init__(self, outdim):
+        self.outdim = int(outdim)
+
+    def make_node(self, x):
+        x = as_variable(x)
+        if not 1 <= self.outdim <= max(x.ndim, 1):
+            raise ShapeError(f"flatten: ndim={self.outdim} must lie in [1, {max(x.ndim, 1)}] for a "
+                             f"{x.ndim}-d input {x.describe()}{self.error_hint()}")
+        rest = x.type.shape[self.outdim - 1:]
+        merged = None if None in rest else int(np.prod(rest, dtype=np.int64))
+        return Apply(self, [x], [TensorType(x.dtype, tuple(x.type.shape[:self.outdim - 1]) + (merged,))])
+
+    def infer_shape(self, node, shapes):
+        lead = tuple(shapes[0][:self.outdim - 1])
+        return [lead + (int(np.prod(shapes[0][self.outdim - 1:], dtype=np.int64)),)]
+
+    def perform(self, inputs):
+        x = np.asarray(inputs[0])
+        return [x.reshape(self.infer_shape(None, [x.shape])[0])]
+
+    def grad(self, inputs, outputs, g):
+        return [reshape_like(g[0], inputs[0])]
+
+
 class ExpandDims(Op):
     """Insert unit axes so that they land at positions ``axis`` of the result."""
 
@@ -166,6 +199,11 @@ def reshape(x, shape):
     x = as_variable(x)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     return x if shape == x.shape else Reshape(shape)(x)
+
+
+def flatten(x, ndim=1):
+    """``x`` with its axes from ``ndim - 1`` on merged into one (``ndim=1``: a vector)."""
+    return Flatten(ndim)(x)
 
 
 def reshape_like(x, like):

@@ -84,9 +84,61 @@ reshape, transpose = _ops.reshape, _ops.transpose
 size_of = _ops.size_of
 
 
-def flatten(x):
-    """``x`` as a vector (C order)."""
-    return _ops.reshape(x, (-1,))
+def flatten(x, ndim=1):
+    """``x`` with its axes from ``ndim - 1`` on merged (``ndim=1``: a vector, C order)."""
+    return _ops.flatten(x, ndim)
+
+
+floor, ceil, log1p, expm1 = _ops.floor, _ops.ceil, _ops.log1p, _ops.expm1
+mod, floor_div = _ops.mod, _ops.floor_div
+int_div = floor_div
+#: Theano's dtype lists (lists, so ``x.dtype in T.float_dtypes`` compares with ==)
+float_dtypes = ["float16", "float32", "float64"]
+int_dtypes = ["int8", "int16", "int32", "int64"]
+uint_dtypes = ["uint8", "uint16", "uint32", "uint64"]
+discrete_dtypes = ["bool"] + int_dtypes + uint_dtypes
+continuous_dtypes = list(float_dtypes)
+
+
+def round(a, mode=None):  # noqa: A001 - Theano's name
+    """Theano's ``T.round``: ``mode='half_away_from_zero'`` (the default, 2.5 -> 3) or ``'half_to_even'``."""
+    if mode in (None, "half_away_from_zero"):
+        return _ops.round_half_away_from_zero(a)
+    if mode == "half_to_even":
+        return _ops.round_half_to_even(a)
+    raise GraphnetError(f"round: mode must be 'half_away_from_zero' or 'half_to_even', got {mode!r}")
+
+
+def disconnected_grad(x):
+    """``x``, through which ``grad`` does not differentiate (``gn.stop_gradient``)."""
+    return _ops.stop_gradient(x)
+
+
+zero_grad = disconnected_grad
+
+
+concatenate = _ops.concatenate
+
+
+def stack(*tensors, axis=0):
+    """``T.stack([a, b], axis=0)``, or Theano's older ``T.stack(a, b)``: joined along a new axis."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tensors[0]
+    return _ops.stack(list(tensors), axis=axis)
+
+
+def outer(x, y):
+    """The outer product of vectors ``x`` and ``y``: ``x[:, None] * y[None, :]``."""
+    x, y = as_variable(x), as_variable(y)
+    return _ops.mul(dimshuffle(x, 0, "x"), dimshuffle(y, "x", 0))
+
+
+def log2(x):
+    return _ops.true_div(_ops.log(x), float(np.log(2.0)))
+
+
+def log10(x):
+    return _ops.true_div(_ops.log(x), float(np.log(10.0)))
 
 
 def sqr(x):
@@ -168,11 +220,9 @@ def set_subtensor(x_sub, y):
 def grad(cost, wrt, consider_constant=None, known_grads=None, disconnected_inputs="raise"):
     """``theano.grad``: symbolic gradients of the scalar ``cost`` (``gn.grad``).
 
-    ``consider_constant`` is not supported (graphnet has no stop-gradient op yet);
-    ``disconnected_inputs`` is accepted and ignored: an input that does not reach
-    the cost gets zeros, as with ``disconnected_inputs='ignore'``.
+    ``consider_constant`` (variables) are treated as constants: no gradient
+    flows through them. ``disconnected_inputs`` is accepted and ignored: an
+    input that does not reach the cost gets zeros, as with
+    ``disconnected_inputs='ignore'``.
     """
-    if consider_constant:
-        raise GraphnetError("grad: consider_constant is not supported; build the constant part from a "
-                            "separate placeholder or shared variable instead")
-    return _grad(cost, wrt, known_grads=known_grads)
+    return _grad(cost, wrt, known_grads=known_grads, consider_constant=consider_constant)

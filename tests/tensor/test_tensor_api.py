@@ -90,17 +90,19 @@ def test_binomial_mask_keeps_with_probability_p_and_is_reproducible(backend):
     np.testing.assert_array_equal(a, b)
 
 
-def test_draws_advance_with_training_or_explicit_updates_and_not_otherwise(backend):
+def test_draws_advance_in_every_function_unless_default_updates_are_off(backend):
     x = T.matrix("x")
     srng = RandomStreams(seed=3)
     noisy = srng.binomial(size=x.shape, p=0.5, dtype="float32") * x
     X = np.ones((20, 20), np.float32)
-    frozen = gn.function([x], noisy, backend=backend)
-    assert (frozen(X) == frozen(X)).all()
+    plain = gn.function([x], noisy, backend=backend)
+    assert (plain(X) != plain(X)).any()
     training = gn.function([x], noisy, backend=backend, training=True)
     assert (training(X) != training(X)).any()
     explicit = gn.function([x], noisy, updates=srng.updates(), backend=backend)
     assert (explicit(X) != explicit(X)).any()
+    frozen = gn.function([x], noisy, backend=backend, no_default_updates=True)
+    assert (frozen(X) == frozen(X)).all()
 
 
 def test_uniform_and_normal_draws_have_the_right_moments():
