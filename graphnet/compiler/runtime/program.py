@@ -24,6 +24,8 @@ DEBUG = int(os.environ.get("GRAPHNET_DEBUG", "0"))
 SMALL_VALUE = 16
 #: shape signatures kept per program (each holds its buffers)
 MAX_FRAMES = 64
+#: value signatures remembered by a value-dependent program (each is a key to a frame)
+MAX_VALUE_SIGNATURES = 1 << 14
 
 
 def describe_nodes(nodes):
@@ -35,6 +37,14 @@ def annotate(body, nodes):
     """``body`` under one comment line per node it computes (the op, the variable, the user's line)."""
     header = [f"# {n.op} -> {n.outputs[0].describe()}  ({n.source})" for n in nodes]
     return "\n".join(header) + "\n" + body
+
+
+def _remember(table, key, value, limit):
+    """``table[key] = value``, forgetting the oldest entry past ``limit``; returns ``value``."""
+    if len(table) >= limit:
+        table.pop(next(iter(table)))
+    table[key] = value
+    return value
 
 
 class CompiledProgram:
@@ -53,7 +63,9 @@ class CompiledProgram:
         self.steps = [self._lower(lowerings, i, kernel) for i, kernel in enumerate(plan.kernels)]
         self.kernels = [s.kernel for s in self.steps]
         self.simplified_roots = []   # (root as written, the input the passes reduced it to)
-        self._frames = {}
+        self._frames = {}             # input signature -> (frame, traffic)
+        self._frames_by_shapes = {}   # every variable's shape -> the same (value-dependent graphs)
+        self._shaped_variables = list(dict.fromkeys(v for n in fgraph.nodes() for v in n.outputs))
         self._shown_traffic = None
         # The loss and its gradient check the same labels against the same logits: once is enough.
         distinct = {}
@@ -82,17 +94,26 @@ class CompiledProgram:
             signature += tuple(np.asarray(host[v]).tobytes() for v in inputs if np.size(host[v]) <= SMALL_VALUE)
         found = self._frames.get(signature)
         if found is None:
-            if len(self._frames) >= MAX_FRAMES:
-                self._frames.pop(next(iter(self._frames)))
             shapes = self._infer_shapes(host)
-            found = self._frames[signature] = (self.make_frame(shapes, self._shape_values(shapes)),
-                                               self._traffic(shapes))
+            if self.plan.value_dependent:
+                # Small values decide some shapes (a minibatch sliced by a fed index): many
+                # value signatures share one set of shapes, and so one frame of buffers.
+                key = tuple([shapes[v] for v in self._shaped_variables])
+                found = self._frames_by_shapes.get(key)
+                if found is None:
+                    found = _remember(self._frames_by_shapes, key, self._new_frame(shapes), MAX_FRAMES)
+                _remember(self._frames, signature, found, MAX_VALUE_SIGNATURES)
+            else:
+                found = _remember(self._frames, signature, self._new_frame(shapes), MAX_FRAMES)
         frame, traffic = found
         if traffic is not self._shown_traffic:   # fn.kernels report the last call's bytes
             for step, (read, written) in zip(self.steps, traffic):
                 step.kernel.bytes_read, step.kernel.bytes_written = read, written
             self._shown_traffic = traffic
         return frame
+
+    def _new_frame(self, shapes):
+        return self.make_frame(shapes, self._shape_values(shapes)), self._traffic(shapes)
 
     def make_frame(self, shapes, shape_values):
         raise NotImplementedError
