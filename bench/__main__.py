@@ -24,7 +24,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench import call_overhead, compile_time, peers, probes, report  # noqa: E402
+from bench import call_overhead, compile_time, peers, probes, report, theano_mlp  # noqa: E402
 from bench.env import machine_description  # noqa: E402
 from bench.timing import interleaved  # noqa: E402
 from bench.workloads import GraphnetRunner, all_cases, make_problem  # noqa: E402
@@ -42,6 +42,8 @@ def parse_args(argv):
     parser.add_argument("--block-seconds", type=float, default=None, help="length of one block")
     parser.add_argument("--variants", default="", help="comma-separated subset of variants")
     parser.add_argument("--no-compile", action="store_true", help="skip the cold/warm compile subprocesses")
+    parser.add_argument("--pytensor", default=os.environ.get("GRAPHNET_BENCH_PYTENSOR"),
+                        help="W6: a Python with PyTensor (its own virtual environment) to run the Theano MLP on")
     parser.add_argument("--no-overhead", action="store_true",
                         help="skip the per-call and co-tenant measurements (skipped anyway with --only)")
     parser.add_argument("--out", default=RESULTS_DIR, help="directory for JSON, Markdown and PNG")
@@ -209,6 +211,16 @@ def main(argv=None):
         for line in call_overhead.lines(results["call_overhead"]):
             results["notes"].append(line)
             log(f"  {line}")
+        log("W6: the Theano MLP tutorial's loop (784-500-10 tanh, batch 20, givens), each framework in its process")
+        w6 = results["w6"] = theano_mlp.run(epochs=1 if args.quick else 3, batches=10 if args.quick else 100,
+                                           pytensor=args.pytensor)
+        line = "W6 Theano MLP loop: " + ", ".join(
+            f"{name} {r['seconds']:.2f} s (final cost {r['cost']:.4f})" if "seconds" in r else f"{name}: {r}"
+            for name, r in w6.items() if name != "ratio")
+        if "ratio" in w6:
+            line += f"; graphnet/PyTensor {w6['ratio']:.2f}x (target <= 0.8x)"
+        results["notes"].append(line)
+        log(f"  {line}")
 
     if not args.no_compile:
         results["compile"] = {}
