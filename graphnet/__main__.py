@@ -11,7 +11,7 @@ import importlib
 import sys
 
 #: Modules that each register one subcommand.
-COMMANDS = ("graphnet.training.demo", "graphnet.viz.cli")
+COMMANDS = ("graphnet.training.demo", "graphnet.training.lectures.cli", "graphnet.viz.cli")
 
 
 def build_parser():
