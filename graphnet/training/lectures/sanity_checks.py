@@ -22,7 +22,7 @@ TITLE = "Sanity checks: initial loss ~ log(10), overfitting 50 examples, a plant
 CLAIM = ("With regularization off the initial loss is about log(10) = 2.30 and higher with it on; a healthy net "
          "overfits 50 examples to 100% training accuracy, a net with a saturated initialization fails to.")
 
-SIZES = {"tiny": {"hidden": (32, 32), "steps": 150},
+SIZES = {"tiny": {"hidden": (100, 100), "steps": 150},
          "default": {"hidden": (100, 100), "steps": 300}}
 WEIGHT_DECAY = 1e-2
 #: "about log(10)": within this relative distance.
