@@ -11,7 +11,8 @@ import importlib
 import sys
 
 #: Modules that each register one subcommand.
-COMMANDS = ("graphnet.training.demo", "graphnet.viz.cli", "graphnet.compat.theano_command")
+COMMANDS = ("graphnet.training.demo", "graphnet.training.lectures.cli", "graphnet.viz.cli",
+            "graphnet.compat.theano_command")
 
 
 def build_parser():
