@@ -213,9 +213,10 @@ class Variable:
         from graphnet import ops
         return ops.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
 
-    def flatten(self):
+    def flatten(self, ndim=1):
+        """As Theano's: keep ``ndim - 1`` leading axes, collapse the rest (``flatten(2)``: a matrix)."""
         from graphnet import ops
-        return ops.reshape(self, (-1,))
+        return ops.flatten(self, ndim)
 
     def dimshuffle(self, *pattern):
         from graphnet.ops.indexing import dimshuffle

@@ -4,10 +4,12 @@ from graphnet.ops.elementwise import (  # noqa: F401
     minimum, mul, neg, neq, ones_like, pow, relu, second, sigmoid, sign, softplus, sqrt, sub, tanh,
     true_div, where, zeros_like,
 )
+from graphnet.ops.conv import conv2d  # noqa: F401
 from graphnet.ops.linalg import dot  # noqa: F401
 from graphnet.ops.nn import log_softmax, mode_select, softmax, softmax_cross_entropy  # noqa: F401
+from graphnet.ops.pool import pool_2d  # noqa: F401
 from graphnet.ops.reduce import argmax, max, mean, min, moments, size_of, sum, var  # noqa: F401
-from graphnet.ops.shape import expand_dims, reshape, squeeze, sum_to, transpose  # noqa: F401
+from graphnet.ops.shape import expand_dims, flatten, reshape, squeeze, sum_to, transpose  # noqa: F401
 from graphnet.graph.ir import as_variable
 
 

@@ -84,9 +84,9 @@ reshape, transpose = _ops.reshape, _ops.transpose
 size_of = _ops.size_of
 
 
-def flatten(x):
-    """``x`` as a vector (C order)."""
-    return _ops.reshape(x, (-1,))
+def flatten(x, ndim=1):
+    """``x`` with ``ndim`` axes left: the leading ``ndim - 1`` kept, the rest collapsed (C order)."""
+    return _ops.flatten(x, ndim)
 
 
 def sqr(x):
