@@ -18,15 +18,18 @@ __all__ = ["run_demo", "add_parser", "digits_convnet", "MODELS"]
 
 QUICK_EPOCHS = 6
 MODELS = ("mlp", "cnn")
+CNN_WEIGHT_DECAY = 1e-3
 
 
 def digits_convnet(seed=0, dtype="float32"):
     """The demo's ConvNet for 8x8 digits given as rows of 64 pixels.
 
-    Two 3x3 convolutions with half padding (32 then 64 channels), each followed
+    Two 3x3 convolutions with half padding (16 then 32 channels), each followed
     by batch norm over its channels and ReLU (the convolutions have no bias:
-    beta replaces it), a 2x2 max-pool down to 64x4x4, then Dense 1024 -> 128
-    ReLU, dropout 0.3, and the linear Dense 128 -> 10 logits.
+    beta replaces it), a 2x2 max-pool down to 32x4x4, then Dense 512 -> 128
+    ReLU, dropout 0.3, and the linear Dense 128 -> 10 logits. Trained with
+    weight decay :data:`CNN_WEIGHT_DECAY` (it overfits the 1,257 training
+    images within a few epochs without it).
     """
     import numpy as np
 
@@ -35,12 +38,12 @@ def digits_convnet(seed=0, dtype="float32"):
     seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(5)]
     return Sequential([
         Reshape((1, 8, 8)),
-        Conv2D(1, 32, 3, "linear", border_mode="half", bias=False, seed=seeds[0], dtype=dtype),
+        Conv2D(1, 16, 3, "linear", border_mode="half", bias=False, seed=seeds[0], dtype=dtype),
+        BatchNorm(16, dtype=dtype), Activation("relu"),
+        Conv2D(16, 32, 3, "linear", border_mode="half", bias=False, seed=seeds[1], dtype=dtype),
         BatchNorm(32, dtype=dtype), Activation("relu"),
-        Conv2D(32, 64, 3, "linear", border_mode="half", bias=False, seed=seeds[1], dtype=dtype),
-        BatchNorm(64, dtype=dtype), Activation("relu"),
         MaxPool2D(2), Flatten(),
-        Dense(64 * 4 * 4, 128, "relu", seed=seeds[2], dtype=dtype),
+        Dense(32 * 4 * 4, 128, "relu", seed=seeds[2], dtype=dtype),
         Dropout(0.3, seed=seeds[3]),
         Dense(128, 10, "linear", seed=seeds[4], dtype=dtype),
     ])
@@ -72,18 +75,21 @@ def run_demo(epochs=40, quick=False, report_dir="report", backend="cpu", seed=0,
     if model == "cnn":
         sizes = "convnet"
         network = digits_convnet(seed=seed)
-        described = ("ConvNet 1x8x8 -[3x3 conv 32, BN, ReLU]-[3x3 conv 64, BN, ReLU]-[max-pool 2]-128-10, "
-                     "dropout 0.3")
+        described = ("ConvNet 1x8x8 -[3x3 conv 16, BN, ReLU]-[3x3 conv 32, BN, ReLU]-[max-pool 2]-128-10, "
+                     f"dropout 0.3, weight decay {CNN_WEIGHT_DECAY:g}")
+        weight_decay = CNN_WEIGHT_DECAY
     else:
         sizes = [X.shape[1], 256, 256, 10]
         network = mlp(sizes, activation="relu", batch_norm=True, dropout=0.3, seed=seed)
         described = f"{'-'.join(map(str, sizes))} MLP, batch norm + ReLU + dropout 0.3"
+        weight_decay = 0.0
     optimizer = optim.Adam(2e-3)
 
     out(f"digits: {len(splits.train[1])} train / {len(splits.valid[1])} validation / {len(splits.test[1])} test "
         f"examples, {X.shape[1]} features, 10 classes")
     out(f"model: {described}, Adam lr 2e-3, backend {backend}")
     history = fit(network, splits, optimizer=optimizer, epochs=epochs, batch_size=64, patience=8,
+                  weight_decay=weight_decay,
                   schedule=HalveOnPlateau(patience=1), backend=backend, seed=seed, quiet=quiet, verbose=True)
     if history.stopped_early:
         out(f"stopped early after epoch {history.epoch[-1]}: {history.stop_reason}")
