@@ -24,6 +24,7 @@ from graphnet.compat.theano._unsupported import UnsupportedTheanoFeature
 
 #: The stand-in modules, under the names a Theano script imports.
 MODULES = ("theano", "theano.tensor", "theano.tensor.nnet", "theano.tensor.shared_randomstreams",
+           "theano.tensor.signal", "theano.tensor.signal.pool",
            "theano.sandbox", "theano.sandbox.rng_mrg", "theano.gradient", "theano.printing", "theano.ifelse")
 
 

@@ -264,9 +264,9 @@ class Variable:
         return ops.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
 
     def flatten(self, ndim=1):
-        """Theano's ``x.flatten(ndim)``: keep ``ndim - 1`` leading axes, merge the rest."""
-        from graphnet.ops import shape as shape_ops
-        return shape_ops.flatten(self, ndim)
+        """As Theano's: keep ``ndim - 1`` leading axes, collapse the rest (``flatten(2)``: a matrix)."""
+        from graphnet import ops
+        return ops.flatten(self, ndim)
 
     def dimshuffle(self, *pattern):
         from graphnet.ops.indexing import dimshuffle

@@ -14,7 +14,8 @@ Every initializer is called as ``init(shape, rng=None, dtype="float32")`` and
 returns a new ``np.ndarray``.  Those with parameters are small classes:
 ``normal(std=0.1)`` builds the initializer, ``normal(std=0.1)(shape)`` draws.
 ``rng`` is None (fresh entropy), an int seed, or an ``np.random.Generator``.
-graphnet computes ``a = h W + b``, so a dense weight has shape (n_in, n_out).
+graphnet computes ``a = h W + b``, so a dense weight has shape (n_in, n_out);
+convolution filters have shape (out_channels, in_channels, rows, cols).
 """
 
 from __future__ import annotations
@@ -90,15 +91,23 @@ def compute_fans(shape) -> tuple[int, int]:
     * 2-D (n_in, n_out): a dense weight of ``a = h W + b``.
     * 3-D (n_in, n_out, pieces): a maxout weight; each piece is a dense layer
       of its own, so the fans are n_in and n_out.
+    * 4-D (out_channels, in_channels, rows, cols): convolution filters (OIHW,
+      Theano's layout). Each output pixel sums in_channels * rows * cols inputs,
+      and each input pixel reaches out_channels * rows * cols outputs, so
+      fan_in = in_channels * rows * cols and fan_out = out_channels * rows * cols
+      (Theano's tutorial and PyTorch compute them the same way).
     """
     dims = _as_shape(shape)
     if len(dims) == 1:
         return dims[0], dims[0]
     if len(dims) in (2, 3):
         return dims[0], dims[1]
+    if len(dims) == 4:
+        taps = dims[2] * dims[3]
+        return dims[1] * taps, dims[0] * taps
     raise ShapeError(
-        f"compute_fans supports 1-D, 2-D (n_in, n_out) and 3-D maxout (n_in, n_out, pieces) "
-        f"shapes, got {dims}")
+        f"compute_fans supports 1-D, 2-D (n_in, n_out), 3-D maxout (n_in, n_out, pieces) and 4-D "
+        f"convolution filters (out_channels, in_channels, rows, cols), got {dims}")
 
 
 def _fans_positive(shape, who) -> tuple[tuple[int, ...], int, int]:

@@ -24,9 +24,11 @@ from graphnet import ops
 from graphnet.errors import GraphnetError, ShapeError
 from graphnet.graph.ir import Placeholder, SharedVariable, as_variable, shape_str
 from graphnet.nn.functional import batch_norm, cross_entropy, dropout, l2
+from graphnet.ops.conv import conv2d
+from graphnet.ops.pool import pool_2d
 
-__all__ = ["ACTIVATIONS", "Layer", "Dense", "Activation", "BatchNorm", "Dropout", "Sequential",
-           "Classifier", "mlp", "activate"]
+__all__ = ["ACTIVATIONS", "Layer", "Dense", "Conv2D", "MaxPool2D", "Flatten", "Reshape", "Activation",
+           "BatchNorm", "Dropout", "Sequential", "Classifier", "mlp", "activate"]
 
 #: The activation functions of the lectures, by the name layers accept.
 ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "maxout")
@@ -195,6 +197,111 @@ class Dense(Layer):
         return f"{self.n_in} -> {self.n_out}, {self.activation}{extra}"
 
 
+# --------------------------------------------------------------------------- convolutional
+_CONV_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("prelu", "maxout"))
+
+
+class Conv2D(Layer):
+    """A convolutional layer: ``a = conv2d(x, W) + b`` per output channel, then ``g(a)``.
+
+    Input (batch, in_channels, rows, cols), filters ``W`` of shape
+    (out_channels, in_channels, rows, cols), one bias per output channel.
+    ``filter_size``, ``border_mode``, ``subsample``, ``filter_flip`` and
+    ``filter_dilation`` are those of :func:`graphnet.nn.conv2d`. ``init`` defaults
+    as for :class:`Dense` (He for the rectifiers, Glorot otherwise), with the
+    convolution's fans: fan_in = in_channels * rows * cols. ``bias=False`` when a
+    batch norm follows (its beta replaces the bias).
+    """
+
+    kind = "conv"
+
+    def __init__(self, in_channels, out_channels, filter_size, activation="relu", border_mode="valid",
+                 subsample=(1, 1), filter_flip=True, filter_dilation=(1, 1), init=None, bias=True, rng=None,
+                 seed=None, dtype="float32", name=None):
+        from graphnet.ops.conv import pair
+        super().__init__(name)
+        self.in_channels = _positive(in_channels, "Conv2D: in_channels")
+        self.out_channels = _positive(out_channels, "Conv2D: out_channels")
+        self.filter_size = pair(filter_size, "Conv2D: filter_size", 1)
+        if activation not in _CONV_ACTIVATIONS:
+            raise GraphnetError(f"Conv2D: activation {activation!r} is not supported; choose one of "
+                                f"{', '.join(_CONV_ACTIVATIONS)}")
+        self.activation = activation
+        self.options = dict(border_mode=border_mode, subsample=subsample, filter_flip=filter_flip,
+                            filter_dilation=filter_dilation)
+        draw = initializers.get(init if init is not None else _DEFAULT_INIT[activation])
+        shape = (self.out_channels, self.in_channels) + self.filter_size
+        self.W = self._add("W", draw(shape, _as_rng(rng, seed), dtype), regularized=True)
+        self.b = self._add("b", np.zeros(self.out_channels, dtype)) if bias else None
+        self.preactivation = None
+
+    def build(self, x):
+        if x.ndim != 4 or (x.shape[1] is not None and x.shape[1] != self.in_channels):
+            raise ShapeError(f"{self.name or 'Conv2D'}: expected input of shape (?, {self.in_channels}, rows, cols), "
+                             f"got {shape_str(x.shape)}")
+        a = conv2d(x, self.W, **self.options)
+        if self.b is not None:
+            a = ops.add(a, ops.expand_dims(self.b, (0, 2, 3)))
+        self.preactivation = a
+        return activate(self.activation, a)
+
+    def describe(self):
+        rows, cols = self.filter_size
+        return f"{self.in_channels} -> {self.out_channels}, {rows}x{cols}, {self.activation}"
+
+
+class MaxPool2D(Layer):
+    """Pooling over windows of the last two axes (max by default; any mode of :func:`graphnet.nn.pool_2d`)."""
+
+    kind = "pool"
+
+    def __init__(self, ws=(2, 2), stride=None, ignore_border=True, pad=(0, 0), mode="max", name=None):
+        from graphnet.ops.pool import Pool2D
+        super().__init__(name)
+        Pool2D(ws, ignore_border, stride, pad, mode)  # checks the parameters now, not at the first call
+        self.ws, self.stride, self.ignore_border, self.pad, self.mode = ws, stride, ignore_border, pad, mode
+
+    def build(self, x):
+        return pool_2d(x, self.ws, ignore_border=self.ignore_border, stride=self.stride, pad=self.pad,
+                       mode=self.mode)
+
+    def describe(self):
+        return f"ws={self.ws}" + ("" if self.mode == "max" else f", {self.mode}")
+
+
+class Flatten(Layer):
+    """(batch, ...) -> (batch, features): between the convolutional part and the dense one."""
+
+    kind = "flatten"
+
+    def build(self, x):
+        return ops.flatten(x, 2)
+
+
+class Reshape(Layer):
+    """(batch, prod(shape)) -> (batch, *shape): feeds flat rows (the 8x8 digits) to a convolution.
+
+    Its ``n_in`` is the flat width, so a model that starts with it reads rows
+    of that width, as one that starts with a :class:`Dense` layer does.
+    """
+
+    kind = "reshape"
+
+    def __init__(self, shape, name=None):
+        super().__init__(name)
+        self.shape = tuple(_positive(d, "Reshape: shape") for d in shape)
+        self.n_in = int(np.prod(self.shape))
+
+    def build(self, x):
+        if x.ndim != 2 or (x.shape[1] is not None and x.shape[1] != self.n_in):
+            raise ShapeError(f"{self.name or 'Reshape'}: expected input of shape (?, {self.n_in}) to reshape "
+                             f"into (?, {', '.join(map(str, self.shape))}), got {shape_str(x.shape)}")
+        return ops.reshape(x, (-1,) + self.shape)
+
+    def describe(self):
+        return f"-> (?, {', '.join(map(str, self.shape))})"
+
+
 class Activation(Layer):
     """``g(x)`` alone, for the order Dense -> BatchNorm -> activation.
 
@@ -225,6 +332,10 @@ class Activation(Layer):
 class BatchNorm(Layer):
     """Batch normalization over the mini-batch: ``gamma * x_hat + beta`` (gamma=1, beta=0).
 
+    ``n`` is the number of features of a 2-D input, or of channels of a 4-D
+    one (a convolution's output, normalized per channel over batch, rows and
+    cols).
+
     Training functions normalize with the batch statistics and update the
     running mean and variance (``momentum`` as PyTorch); evaluation functions
     use the running statistics. Those are the layer's ``state``.
@@ -242,9 +353,9 @@ class BatchNorm(Layer):
         self.running_var = self._add("running_var", np.ones(self.n, dtype), trainable=False)
 
     def build(self, x):
-        if x.ndim != 2 or (x.shape[1] is not None and x.shape[1] != self.n):
-            raise ShapeError(f"{self.name or 'BatchNorm'}: expected input of shape (?, {self.n}), "
-                             f"got {shape_str(x.shape)}")
+        if x.ndim not in (2, 4) or (x.shape[1] is not None and x.shape[1] != self.n):
+            raise ShapeError(f"{self.name or 'BatchNorm'}: expected input of shape (?, {self.n}) or, after a "
+                             f"convolution, (?, {self.n}, rows, cols); got {shape_str(x.shape)}")
         return batch_norm(x, self.gamma, self.beta, eps=self.eps, momentum=self.momentum,
                           running_mean=self.running_mean, running_var=self.running_var)
 
@@ -394,7 +505,8 @@ class Sequential:
         if self._classifier is None:
             n_in = self.n_in
             if n_in is None:
-                raise GraphnetError("Sequential.classifier: the first layer must say its input width")
+                raise GraphnetError("Sequential.classifier: the first layer must say its input width "
+                                    "(a convolutional model starts with Reshape((channels, rows, cols)))")
             x = Placeholder("x", (None, n_in), dtype)
             y = Placeholder("y", (None,), "int64")
             logits = self.forward(x)

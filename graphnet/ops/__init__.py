@@ -5,12 +5,14 @@ from graphnet.ops.elementwise import (  # noqa: F401
     true_div, where, zeros_like,
 )
 from graphnet.ops.join import concatenate, stack  # noqa: F401
+from graphnet.ops.conv import conv2d  # noqa: F401
 from graphnet.ops.linalg import dot  # noqa: F401
 from graphnet.ops.rounding import (  # noqa: F401
     ceil, expm1, floor, floor_div, log1p, mod, round_half_away_from_zero, round_half_to_even,
 )
 from graphnet.ops.stop_gradient import stop_gradient  # noqa: F401
 from graphnet.ops.nn import log_softmax, mode_select, softmax, softmax_cross_entropy  # noqa: F401
+from graphnet.ops.pool import pool_2d  # noqa: F401
 from graphnet.ops.reduce import argmax, max, mean, min, moments, size_of, sum, var  # noqa: F401
 from graphnet.ops.shape import expand_dims, flatten, reshape, squeeze, sum_to, transpose  # noqa: F401
 from graphnet.graph.ir import as_variable

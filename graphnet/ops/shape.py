@@ -102,39 +102,6 @@ class ReshapeLike(Op):
         return [reshape_like(g[0], inputs[0]), None]
 
 
-class Flatten(Op):
-    """Keep the first ``outdim - 1`` axes and merge the rest into one: ``x.flatten(2)``.
-
-    The leading axes may be run-time sizes, which a static ``reshape`` target cannot say.
-    """
-
-    kind = "view"
-    __props__ = ("outdim",)
-
-    def __init__(self, outdim):
-        self.outdim = int(outdim)
-
-    def make_node(self, x):
-        x = as_variable(x)
-        if not 1 <= self.outdim <= max(x.ndim, 1):
-            raise ShapeError(f"flatten: ndim={self.outdim} must lie in [1, {max(x.ndim, 1)}] for a "
-                             f"{x.ndim}-d input {x.describe()}{self.error_hint()}")
-        rest = x.type.shape[self.outdim - 1:]
-        merged = None if None in rest else int(np.prod(rest, dtype=np.int64))
-        return Apply(self, [x], [TensorType(x.dtype, tuple(x.type.shape[:self.outdim - 1]) + (merged,))])
-
-    def infer_shape(self, node, shapes):
-        lead = tuple(shapes[0][:self.outdim - 1])
-        return [lead + (int(np.prod(shapes[0][self.outdim - 1:], dtype=np.int64)),)]
-
-    def perform(self, inputs):
-        x = np.asarray(inputs[0])
-        return [x.reshape(self.infer_shape(None, [x.shape])[0])]
-
-    def grad(self, inputs, outputs, g):
-        return [reshape_like(g[0], inputs[0])]
-
-
 class ExpandDims(Op):
     """Insert unit axes so that they land at positions ``axis`` of the result."""
 
@@ -188,6 +155,42 @@ class Squeeze(Op):
         return [ExpandDims(self.axis)(g[0])]
 
 
+class Flatten(Op):
+    """Keep the first ``ndim - 1`` axes and collapse the rest into one (Theano's ``flatten(ndim)``).
+
+    An op of its own, not a ``Reshape``, because the collapsed size need not be
+    known when the graph is built (``T.tensor4`` has no static dimensions).
+    """
+
+    kind = "view"
+    __props__ = ("ndim",)
+
+    def __init__(self, ndim):
+        self.ndim = int(ndim)
+
+    def make_node(self, x):
+        x = as_variable(x)
+        if not 1 <= self.ndim <= max(x.ndim, 1):
+            raise ShapeError(f"flatten: ndim={self.ndim} must be between 1 and the input's {x.ndim} dimensions"
+                             f"{self.error_hint()}")
+        return Apply(self, [x], [TensorType(x.dtype, self.flattened(x.shape))])
+
+    def flattened(self, shape):
+        rest = shape[self.ndim - 1:]
+        size = None if None in rest else int(np.prod(rest, dtype=np.int64))
+        return tuple(shape[:self.ndim - 1]) + (size,)
+
+    def infer_shape(self, node, shapes):
+        return [self.flattened(tuple(shapes[0]))]
+
+    def perform(self, inputs):
+        x = np.asarray(inputs[0])
+        return [x.reshape(self.flattened(x.shape))]
+
+    def grad(self, inputs, outputs, g):
+        return [reshape_like(g[0], inputs[0])]
+
+
 # --------------------------------------------------------------- constructors
 def transpose(x, axes=None):
     """Permute axes (reverse them by default, as ``.T``)."""
@@ -201,13 +204,18 @@ def reshape(x, shape):
     return x if shape == x.shape else Reshape(shape)(x)
 
 
-def flatten(x, ndim=1):
-    """``x`` with its axes from ``ndim - 1`` on merged into one (``ndim=1``: a vector)."""
-    return Flatten(ndim)(x)
-
-
 def reshape_like(x, like):
     return x if x.shape == like.shape and None not in x.shape else ReshapeLike()(x, like)
+
+
+def flatten(x, ndim=1):
+    """``x`` with its trailing axes collapsed so that ``ndim`` axes remain (C order)."""
+    x = as_variable(x)
+    if ndim == x.ndim:
+        return x
+    if ndim == 1:
+        return reshape(x, (-1,))
+    return Flatten(ndim)(x)
 
 
 def expand_dims(x, axis):

@@ -29,7 +29,7 @@ from graphnet.graph.ir import Placeholder, Variable, as_variable
 from graphnet.ops.indexing import (  # noqa: F401
     AdvancedIncSubtensor, AdvancedSubtensor, IncSubtensor, Subtensor, alloc, arange, dimshuffle,
 )
-from graphnet.tensor import nnet  # noqa: F401
+from graphnet.tensor import nnet, signal  # noqa: F401
 
 # --------------------------------------------------------------- constructors
 _names = itertools.count()

@@ -1,5 +1,9 @@
 """``T.nnet``: Theano's neural-network functions on graphnet ops.
 
+``conv2d(input, filters, input_shape, filter_shape, border_mode, subsample,
+filter_flip, filter_dilation)`` is ``gn.nn.conv2d``, with Theano's defaults
+(``filter_flip=True``: a true convolution).
+
 ``categorical_crossentropy(p, y)`` is written the way Theano users write it,
 ``-log(p)[arange(n), y]``; the ``stabilize_nll_idiom`` pass turns that into the
 fused, stable softmax cross-entropy when ``p`` is a softmax.
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 from graphnet import ops as _ops
 from graphnet.graph.ir import as_variable
+from graphnet.ops.conv import conv2d  # noqa: F401  (theano.tensor.nnet.conv2d: same signature)
 from graphnet.ops.indexing import arange
 
 sigmoid = _ops.sigmoid

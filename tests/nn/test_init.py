@@ -16,13 +16,14 @@ FAN_IN, FAN_OUT = SHAPE
     ((7,), (7, 7)),
     ((64, 10), (64, 10)),
     ((64, 10, 3), (64, 10)),  # maxout: (n_in, n_out, pieces)
+    ((20, 3, 5, 4), (3 * 20, 20 * 20)),  # conv filters (out, in, rows, cols): in*rows*cols, out*rows*cols
     (5, (5, 5)),
 ])
 def test_compute_fans(shape, fans):
     assert init.compute_fans(shape) == fans
 
 
-@pytest.mark.parametrize("shape", [(), (2, 3, 4, 5)])
+@pytest.mark.parametrize("shape", [(), (2, 3, 4, 5, 6)])
 def test_compute_fans_rejects_unsupported_ranks(shape):
     with pytest.raises(ShapeError, match="shape|compute_fans"):
         init.compute_fans(shape)

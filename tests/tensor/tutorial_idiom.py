@@ -1,16 +1,18 @@
-"""The deeplearning.net tutorials' logistic regression and MLP, ported by changing imports.
+"""The deeplearning.net tutorials' logistic regression, MLP and LeNet, ported by changing imports.
 
 Written the way those scripts are: classes holding shared parameters, the
 negative log-likelihood as ``-mean(log(p_y_given_x)[arange(n), y])``, minibatch
 functions with a symbolic ``index`` and ``givens`` slicing shared data sets,
 and early stopping with patience. Only the imports and the data loader differ
-(the embedded 8x8 digits instead of MNIST).
+(the embedded 8x8 digits instead of MNIST; LeNet's filters are sized for 8x8).
 """
 import numpy
 
 import graphnet
 import graphnet.tensor as T
 from graphnet.nn.data import Standardizer, load_digits, split
+from graphnet.tensor.nnet import conv2d
+from graphnet.tensor.signal import pool
 
 
 def load_data(seed=0):
@@ -81,6 +83,43 @@ class MLP(object):
         self.input = input
 
 
+class LeNetConvPoolLayer(object):
+    """convolutional_mlp.py's layer, as written there."""
+
+    def __init__(self, rng, input, filter_shape, image_shape, poolsize=(2, 2)):
+        assert image_shape[1] == filter_shape[1]
+        self.input = input
+        fan_in = numpy.prod(filter_shape[1:])
+        fan_out = (filter_shape[0] * numpy.prod(filter_shape[2:]) // numpy.prod(poolsize))
+        W_bound = numpy.sqrt(6. / (fan_in + fan_out))
+        self.W = graphnet.shared(
+            numpy.asarray(rng.uniform(low=-W_bound, high=W_bound, size=filter_shape), dtype=graphnet.config.floatX),
+            borrow=True)
+        b_values = numpy.zeros((filter_shape[0],), dtype=graphnet.config.floatX)
+        self.b = graphnet.shared(value=b_values, borrow=True)
+        conv_out = conv2d(input=input, filters=self.W, filter_shape=filter_shape, input_shape=image_shape)
+        pooled_out = pool.pool_2d(input=conv_out, ws=poolsize, ignore_border=True)
+        self.output = T.tanh(pooled_out + self.b.dimshuffle('x', 0, 'x', 'x'))
+        self.params = [self.W, self.b]
+
+
+class LeNet(object):
+    """convolutional_mlp.py's evaluate_lenet5 network; 3x3 then 2x2 filters for 8x8 images."""
+
+    def __init__(self, rng, input, batch_size, nkerns=(10, 20), n_hidden=100):
+        layer0_input = input.reshape((batch_size, 1, 8, 8))
+        layer0 = LeNetConvPoolLayer(rng, input=layer0_input, image_shape=(batch_size, 1, 8, 8),
+                                    filter_shape=(nkerns[0], 1, 3, 3), poolsize=(2, 2))
+        layer1 = LeNetConvPoolLayer(rng, input=layer0.output, image_shape=(batch_size, nkerns[0], 3, 3),
+                                    filter_shape=(nkerns[1], nkerns[0], 2, 2), poolsize=(2, 2))
+        layer2 = HiddenLayer(rng, input=layer1.output.flatten(2), n_in=nkerns[1] * 1 * 1, n_out=n_hidden,
+                             activation=T.tanh)
+        layer3 = LogisticRegression(input=layer2.output, n_in=n_hidden, n_out=10)
+        self.negative_log_likelihood = layer3.negative_log_likelihood
+        self.errors = layer3.errors
+        self.params = layer3.params + layer2.params + layer1.params + layer0.params
+
+
 def train(model_name='logistic', learning_rate=0.13, L1_reg=0.00, L2_reg=0.0001, n_epochs=30,
           batch_size=20, n_hidden=100, backend='reference', seed=1234, log=None):
     """Train with minibatch SGD and early stopping; returns (best validation error, its test error, epochs)."""
@@ -100,6 +139,9 @@ def train(model_name='logistic', learning_rate=0.13, L1_reg=0.00, L2_reg=0.0001,
 
     if model_name == 'logistic':
         classifier = LogisticRegression(input=x, n_in=n_in, n_out=10)
+        cost = classifier.negative_log_likelihood(y)
+    elif model_name == 'lenet':
+        classifier = LeNet(numpy.random.RandomState(seed), input=x, batch_size=batch_size, n_hidden=n_hidden)
         cost = classifier.negative_log_likelihood(y)
     else:
         rng = numpy.random.RandomState(seed)

@@ -54,3 +54,22 @@ def test_the_command_line_has_a_demo_subcommand_with_its_options():
                                                                                       False)
     with pytest.raises(SystemExit):
         build_parser().parse_args([])
+
+
+def test_the_convnet_demo_trains_one_epoch_and_reports_it(tmp_path):
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(["demo", "--model", "cnn", "--epochs", "1", "--backend", "reference", "--quiet",
+                       "--report-dir", str(tmp_path)])
+    lines = out.getvalue().splitlines()
+    assert status == 0 and any(line.startswith("model: ConvNet") for line in lines)
+    assert float(lines[-1].split(": ")[1]) > 0.85     # one epoch of the ConvNet already beats 85%
+    assert (tmp_path / "activations.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert json.loads((tmp_path / "summary.json").read_text())["model"] == "convnet"
+
+
+def test_the_demo_refuses_an_unknown_model():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--model", "resnet"])
