@@ -52,8 +52,8 @@ def test_theano_names_map_onto_graphnet_only_for_the_run(tmp_path, capsys):
 
 @pytest.mark.parametrize("line, feature", [
     ("theano.scan(lambda v: v, sequences=[x])", "theano.scan"),
-    ("from theano.tensor.signal import pool", "theano.tensor.signal"),
-    ("T.nnet.conv2d(x, x)", "theano.tensor.nnet.conv2d"),
+    ("import theano.sparse", "theano.sparse"),
+    ("T.nnet.conv3d(x, x)", "theano.tensor.nnet.conv3d"),
     ("theano.config.nonexistent_flag", "theano.config.nonexistent_flag"),
     ("x.nonzero()", "the variable method .nonzero()"),
 ])
