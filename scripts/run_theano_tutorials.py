@@ -30,7 +30,7 @@ sys.path.insert(0, HERE)
 
 from make_mnist_standin import write_mnist_standin  # noqa: E402
 
-SCRIPTS = ("logistic_sgd", "mlp", "dA", "SdA")
+SCRIPTS = ("logistic_sgd", "mlp", "dA", "SdA", "convolutional_mlp")
 #: The only changes to the tutorials: (old, new) text in the default arguments.
 EDITS = {
     "logistic_sgd": [("n_epochs=1000,", "n_epochs=100,"), ("batch_size=600):", "batch_size=50):")],
@@ -38,6 +38,7 @@ EDITS = {
     "dA": [("training_epochs=15,", "training_epochs=5,")],
     "SdA": [("pretraining_epochs=15,", "pretraining_epochs=2,"), ("training_epochs=1000,", "training_epochs=5,"),
             ("batch_size=1):", "batch_size=20):")],
+    "convolutional_mlp": [("n_epochs=200,", "n_epochs=2,"), ("batch_size=500):", "batch_size=50):")],
 }
 #: PyTensor only, in a separate copy: what SdA.py needs there (PyTensor refuses bool(variable) and In defaults).
 PYTENSOR_EDITS = {
