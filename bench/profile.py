@@ -7,7 +7,7 @@ their achieved GB/s (from the program's own byte counts), and the overhead:
 the call's wall time minus the time inside steps (feeding checks, buffer
 lookups, output copies, the update commit).
 
-It reads ``fn.program.steps``, an internal of the CPU backend; the same
+It reads ``fn.program.steps`` and the bound calls of its frames, internals of the CPU backend; the same
 timings in a rougher form come from ``GRAPHNET_DEBUG=2``.
 """
 from __future__ import annotations
@@ -22,17 +22,19 @@ def profile_case(case_id, fuse=True, calls=30, quick=False):
     case = next(c for c in all_cases(quick) if c.id == case_id)
     runner = GraphnetRunner(case, make_problem(case), fuse=fuse)
     runner.run()  # compile and plan buffers
-    steps = runner.fn.program.steps
+    program = runner.fn.program
+    steps = program.steps
     samples = {id(s): [] for s in steps}
-    for step in steps:
-        original = step.run
+    # Each frame holds every step bound to its buffers (``frame.calls``): time those.
+    for found in program._frames.values():
+        frame = found[0]
+        for index, (call, step) in enumerate(zip(frame.calls, steps)):
+            def timed(env, _call=call, _samples=samples[id(step)]):
+                start = time.perf_counter()
+                _call(env)
+                _samples.append(time.perf_counter() - start)
 
-        def timed(env, buffers, shapes, _original=original, _samples=samples[id(step)]):
-            start = time.perf_counter()
-            _original(env, buffers, shapes)
-            _samples.append(time.perf_counter() - start)
-
-        step.run = timed
+            frame.calls[index] = timed
     totals = []
     for _ in range(calls):
         start = time.perf_counter()
