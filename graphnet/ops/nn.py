@@ -57,6 +57,15 @@ class LogSoftmax(Softmax):
         return [ew.sub(g[0], ew.mul(ew.exp(outputs[0]), total))]
 
 
+def label_input_context(labels, node):
+    """How a label error names a fed label input: ``input y of cross_entropy (train.py:12)``.
+
+    Every backend checks fed labels before its kernels index with them and words the error
+    with this, so the message is the same on each.
+    """
+    return f"input {labels.describe()} of cross_entropy ({node.source})"
+
+
 def check_labels(labels, classes, where):
     """Refuse labels outside ``[0, classes)`` before any kernel indexes with them."""
     labels = np.asarray(labels)

@@ -11,6 +11,7 @@ import numpy as np
 from graphnet.errors import GraphnetError, ShapeError
 from graphnet.graph.fgraph import FunctionGraph
 from graphnet.graph.ir import Constant, SharedVariable
+from graphnet.ops.nn import SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, check_labels, label_input_context
 
 
 def node_error(node, exc):
@@ -46,6 +47,10 @@ class ReferenceProgram:
         self.fgraph = fgraph
         self.nodes = fgraph.nodes()
         self.check_numerics = check_numerics
+        # Cross-entropy nodes whose labels are fed: checked before the op indexes with them,
+        # with the compiled backends' wording (the input's name and the user's line).
+        self.fed_labels = {n for n in self.nodes if isinstance(n.op, (SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad))
+                           and n.inputs[-1].owner is None}
 
     def run(self, feeds):
         """``feeds``: {placeholder: array}. Returns (outputs, new update values)."""
@@ -59,6 +64,11 @@ class ReferenceProgram:
             args = [values[v] for v in node.inputs]
             try:
                 shapes = infer_output_shapes(node, args)
+            except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+                node_error(node, exc)
+            if node in self.fed_labels:
+                check_labels(args[-1], np.shape(args[-2])[1], label_input_context(node.inputs[-1], node))
+            try:
                 results = node.op.perform(args)
             except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
                 node_error(node, exc)
