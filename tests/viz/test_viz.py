@@ -22,6 +22,7 @@ import graphnet as gn
 from graphnet.graph.fgraph import FunctionGraph
 from graphnet.errors import GraphnetError
 from graphnet.viz import debugprint, function_to_dot, kernel_report, render, to_dot, to_networkx
+from graphnet.viz.report import format_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:.setParseAction. deprecated")
 
@@ -422,6 +423,68 @@ def test_the_fused_plan_of_an_mlp_with_batch_norm_has_one_cluster_per_kernel():
         assert {n.get_name() for n in all_nodes(cluster)} == {f"n{n.outputs[0].id}" for n in kernel.nodes}
     report = kernel_report(fn)
     assert sum(line.strip().startswith("#") for line in report.splitlines()) == len(fn.kernels)
+
+
+# ------------------------------------------- the report after a call: the last call's shapes
+def report_rows(report):
+    """{kernel name: (read, written, unfused, saved)} of a kernel report's table."""
+    rows = {}
+    for line in report.splitlines():
+        words = line.split()
+        if words and words[0].startswith("#") and words[0][1:].isdigit():
+            cells = line.rsplit(None, 8)[-8:]
+            rows[words[1]] = tuple(" ".join(cells[i:i + 2]) for i in range(0, 8, 2))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def mlp_step_and_batch():
+    x, y = gn.placeholder("x", (None, 6)), gn.placeholder("y", (None,), "int64")
+    W = gn.shared(np.full((6, 4), 0.1, "float32"), name="W")
+    loss = gn.nn.cross_entropy(gn.relu(gn.dot(x, W)), y)
+    step = gn.function([x, y], loss, updates=[(W, W - 0.1 * gn.grad(loss, W))], backend="cpu", name="step")
+    return step, np.ones((8, 6), "float32"), np.zeros(8, "int64")
+
+
+@pytest.mark.skipif(CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")
+def test_the_report_before_any_call_prints_question_marks_for_sizes_known_at_run_time():
+    x, W = gn.placeholder("x", (None, 6)), gn.shared(np.ones((6, 4), "float32"), name="W")
+    fresh = gn.function([x], gn.dot(x, W), backend="cpu")
+    assert "?" in kernel_report(fresh) and "last call" not in kernel_report(fresh)
+
+
+@pytest.mark.skipif(CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")
+def test_the_report_after_a_call_shows_every_byte_count_for_that_calls_shapes(mlp_step_and_batch):
+    step, xb, yb = mlp_step_and_batch
+    step(xb, yb)
+    report = kernel_report(step)
+    assert report.splitlines()[0].endswith("bytes for the last call, x=(8, 6), y=(8,)")
+    table = report[:report.index("not fused")]
+    assert "?" not in table
+    rows = report_rows(report)
+    for kernel in step.kernels:      # the runtime's own counts for that signature
+        read, written = rows[kernel.name][:2]
+        assert (read, written) == (format_bytes(kernel.bytes_read), format_bytes(kernel.bytes_written)), kernel.name
+
+
+@pytest.mark.skipif(CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")
+def test_the_first_gemm_moves_what_numpy_says_its_operands_and_result_hold(mlp_step_and_batch):
+    step, xb, yb = mlp_step_and_batch
+    step(xb, yb)
+    gemm = next(k for k in step.kernels if k.is_blas)
+    W = next(v for v in gemm.inputs if getattr(v, "name", None) == "W")
+    result = xb @ W.get_value()
+    read, written, unfused, saved = report_rows(kernel_report(step))[gemm.name]
+    assert read == format_bytes(xb.nbytes + W.get_value().nbytes) and written == format_bytes(result.nbytes)
+    assert unfused == format_bytes(xb.nbytes + W.get_value().nbytes + result.nbytes) and saved == "0 B"
+
+
+@pytest.mark.skipif(CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")
+def test_input_shapes_given_to_the_report_win_over_the_last_call(mlp_step_and_batch):
+    step, xb, yb = mlp_step_and_batch
+    step(xb, yb)
+    report = kernel_report(step, input_shapes={"x": (128, 6), "y": (128,)})
+    assert report.splitlines()[0].endswith("bytes for x=(128, 6), y=(128,)")
 
 
 # ------------------------------------------------------------------- the CLI
