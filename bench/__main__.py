@@ -182,7 +182,7 @@ def main(argv=None):
     peer_builders, peer_notes = peers.load_peers(args.threads, [p for p in report.PEER_NAMES if p in wanted])
     for name, why in peer_notes.items():
         results["notes"].append(f"{name} skipped: {why}")
-        log(f"NOTE {name} skipped: {why}")
+        log(f"NOTE {name} skipped: {why} (the command that installs it ends the run)")
     builders = {}
     if "graphnet fused" in wanted:
         builders["graphnet fused"] = lambda c, p: GraphnetRunner(c, p, fuse=True)
@@ -249,6 +249,8 @@ def main(argv=None):
     log("")
     log(report.markdown(results))
     log("wrote " + ", ".join(paths.values()))
+    if peers.skipped_peers_line(peer_notes):
+        log(peers.skipped_peers_line(peer_notes))
     failed = [r["case"]["id"] for r in results["rows"] if not r["check"]["passed"]]
     if failed:
         log(f"CORRECTNESS CHECK FAILED for {', '.join(failed)}: those cases were not timed")

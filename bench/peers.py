@@ -3,8 +3,8 @@
 Each ``build_<peer>(case, problem)`` returns a :class:`Runner` (``run`` and
 ``check`` as in :mod:`bench.workloads`). NumPy is always there and is the
 oracle the correctness check compares every variant against; PyTorch and JAX
-are optional (``pip install -e .[bench]``) and are skipped with a note when
-they do not import.
+are optional and are skipped with a note when they do not import; the run
+ends with the one command that installs the skipped ones (:func:`install_command`).
 
 Conventions, the same for every peer:
 - float32 everywhere, labels as integers;
@@ -17,6 +17,8 @@ Conventions, the same for every peer:
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from bench.workloads import BN_EPS, BN_MOMENTUM, DROPOUT_SEEDS, LR, MU, dropout_keep_mask
 
-__all__ = ["Runner", "PEERS", "load_peers"]
+__all__ = ["Runner", "PEERS", "PEER_REQUIREMENTS", "load_peers", "install_command", "skipped_peers_line"]
 
 
 @dataclass
@@ -509,6 +511,25 @@ def _jax_mlp(case, problem, jax, jnp):
 PEERS = {"numpy": build_numpy, "pytorch": build_torch, "jax": build_jax}
 
 
+#: What pip installs for each optional peer (the pins of the ``bench`` extra in setup.cfg).
+PEER_REQUIREMENTS = {"pytorch": ("torch>=2.0",), "jax": ("jax>=0.4", "jaxlib>=0.4")}
+
+
+def install_command(names, python=None):
+    """The one command that installs the peers ``names`` into this interpreter's environment."""
+    requirements = [r for name in names for r in PEER_REQUIREMENTS[name]]
+    return " ".join(shlex.quote(word) for word in [python or sys.executable, "-m", "pip", "install", *requirements])
+
+
+def skipped_peers_line(notes, python=None):
+    """The line a run ends with when peers were skipped: which, why, and the command that installs them."""
+    if not notes:
+        return None
+    skipped = ", ".join(f"{name} ({why})" for name, why in notes.items())
+    return (f"peers skipped: {skipped}. To compare against them, install them with: "
+            f"{install_command(list(notes), python)} and run python -m bench again")
+
+
 def load_peers(threads, wanted=("numpy", "pytorch", "jax")):
     """({name: builder} of the peers that import, {name: why not} of the rest)."""
     builders, notes = {}, {}
@@ -525,7 +546,7 @@ def load_peers(threads, wanted=("numpy", "pytorch", "jax")):
                 os.environ.setdefault("JAX_PLATFORMS", "cpu")
                 import jax  # noqa: F401
         except ImportError as exc:
-            notes[name] = f"not installed ({exc.name}); pip install -e .[bench]"
+            notes[name] = f"{exc.name} is not installed"
             continue
         builders[name] = PEERS[name]
     return builders, notes

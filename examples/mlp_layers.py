@@ -2,13 +2,13 @@
 
 Dense -> BatchNorm -> activation -> Dropout blocks, Adam, the lecture's
 learning-rate halving on a validation plateau, and early stopping that
-restores the best network; the best parameters are checkpointed to an .npz.
+restores the best network; ``--checkpoint best.npz`` saves the best
+parameters to an .npz as training goes (atomically: read it back with
+``model.load``). Without it nothing is written.
 
-    python examples/mlp_layers.py [--activation relu] [--optimizer adam] [--epochs 30]
+    python examples/mlp_layers.py [--activation relu] [--optimizer adam] [--epochs 30] [--checkpoint best.npz]
 """
 import argparse
-import os
-import tempfile
 
 import graphnet as gn
 from graphnet import data, optim
@@ -23,6 +23,7 @@ parser.add_argument("--optimizer", default="adam",
 parser.add_argument("--lr", type=float, default=None)
 parser.add_argument("--epochs", type=int, default=30)
 parser.add_argument("--backend", default="cpu")
+parser.add_argument("--checkpoint", default=None, help="save the best parameters to this .npz (default: no file)")
 args = parser.parse_args()
 
 X, y = data.load_digits()
@@ -44,11 +45,11 @@ print(model)
 
 default_lr = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05, "rmsprop": 1e-3, "adam": 2e-3}
 optimizer = optim.get(args.optimizer, args.lr or default_lr[args.optimizer])
-checkpoint = os.path.join(tempfile.mkdtemp(), "best.npz")
 history = fit(model, splits, optimizer=optimizer, epochs=args.epochs, batch_size=64, weight_decay=1e-5,
               patience=6, schedule=HalveOnPlateau(patience=1), backend=args.backend, verbose=True,
-              checkpoint_path=checkpoint)
-print(f"best epoch {history.best_epoch}, checkpoint {checkpoint}")
+              checkpoint_path=args.checkpoint)
+print(f"best epoch {history.best_epoch}" + (f", its parameters saved to {args.checkpoint}" if args.checkpoint else
+                                            " (--checkpoint best.npz would save its parameters)"))
 
 _, test_accuracy = evaluate(model.eval_function(backend=history.backend), *splits.test)
 print(f"test accuracy: {test_accuracy:.4f}")

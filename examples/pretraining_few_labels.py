@@ -14,7 +14,11 @@ trains a 64-100-100-10 sigmoid MLP twice with the same supervised budget:
 The settings were fixed before the first comparison and are not tuned on it.
 Prints the test accuracy (on the whole test split) per seed and mean +- std.
 
-    python examples/pretraining_few_labels.py [--seeds 5] [--label-fraction 0.1] [--backend reference]
+    python examples/pretraining_few_labels.py [--seeds 5] [--label-fraction 0.1] [--backend cpu]
+
+The compiled cpu backend is the default: about twice as fast as ``--backend reference``
+(the NumPy oracle; 159 s against 313 s for the 5 seeds on a busy 2-core machine), with the
+same accuracies to the last digit.
 """
 import argparse
 import time
@@ -39,7 +43,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--label-fraction", type=float, default=0.1)
-    parser.add_argument("--backend", default="reference")
+    parser.add_argument("--backend", default="cpu", choices=("cpu", "reference", "cuda"),
+                        help="graphnet backend (default cpu, the compiled one)")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 3 epochs: a smoke test, not a result")
     args = parser.parse_args()
     settings = dict(SETTINGS)

@@ -126,6 +126,20 @@ def test_label_outside_the_classes_raises_instead_of_reading_out_of_bounds(label
     assert not isinstance(excinfo.value, IndexError)
 
 
+LOSS_LINE = next(i for i, line in enumerate(Path(__file__).read_text().splitlines(), 1)
+                 if line.startswith("LOSS = gn.nn.cross_entropy("))
+
+
+@pytest.mark.parametrize("labels, bad, position", [([0, 3, 1, 2], 3, 1), ([0, 1, -1, 2], -1, 2)],
+                         ids=["classes", "negative"])
+def test_a_label_error_names_the_fed_input_and_the_line_in_the_same_words_on_every_backend(
+        labels, bad, position, backend, compiled, state_is_unchanged):
+    with pytest.raises(gn.FeedError) as excinfo:
+        train_step(backend, compiled)(XB, np.array(labels, np.int64))
+    assert str(excinfo.value) == (f"input y of cross_entropy ({__file__}:{LOSS_LINE}): "
+                                  f"label {bad} at position {position} is outside [0, 3)")
+
+
 def test_inconsistent_batch_sizes_of_x_and_y_raise(backend, compiled, state_is_unchanged):
     with pytest.raises(gn.GraphnetError, match="batch|labels|rows"):
         train_step(backend, compiled)(XB, YB[:3])

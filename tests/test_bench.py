@@ -76,3 +76,36 @@ def test_a_disagreeing_variant_is_refused_timing():
     row = run_case(case, builders, settings, log=lambda msg: None)
     assert row["refused"] and "off by one" in row["check"]["mismatches"]
     assert "timings" not in row
+
+
+# ----------------------------------------------------------- the peers a run skipped
+def test_install_command_names_this_interpreter_and_the_bench_extras_pins():
+    sys.path.insert(0, REPO)
+    from bench.peers import install_command
+    assert install_command(["pytorch", "jax"], python="/env/bin/python") == \
+        "/env/bin/python -m pip install 'torch>=2.0' 'jax>=0.4' 'jaxlib>=0.4'"
+    assert install_command(["jax"]).startswith(sys.executable)
+
+
+def test_the_pins_are_the_bench_extras():
+    sys.path.insert(0, REPO)
+    from setuptools.config.setupcfg import read_configuration
+    from bench.peers import PEER_REQUIREMENTS
+    bench_extra = read_configuration(os.path.join(REPO, "setup.cfg"))["options"]["extras_require"]["bench"]
+    assert {r for pins in PEER_REQUIREMENTS.values() for r in pins} <= set(bench_extra)
+
+
+def test_a_quick_run_ends_by_naming_the_skipped_peers_and_the_command_that_installs_them(quick_run):
+    import importlib.util
+    sys.path.insert(0, REPO)
+    from bench.peers import install_command
+    missing = [name for name, module in (("pytorch", "torch"), ("jax", "jax"))
+               if importlib.util.find_spec(module) is None]
+    if not missing:
+        pytest.skip("PyTorch and JAX are both installed: nothing is skipped")
+    proc, _, _ = quick_run
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("peers skipped: ")
+    for name in missing:
+        assert f"{name} (" in last
+    assert f"install them with: {install_command(missing)} and run python -m bench again" in last

@@ -61,9 +61,18 @@ class LogSoftmax(Softmax):
         return [ew.sub(g[0], ew.mul(ew.exp(outputs[0]), total))]
 
 
+def label_input_context(labels, node):
+    """How a label error names a fed label input: ``input y of cross_entropy (train.py:12)``.
+
+    Every backend checks fed labels before its kernels index with them and words the error
+    with this, so the message is the same on each.
+    """
+    return f"input {labels.describe()} of cross_entropy ({node.source})"
+
+
 def labels_where(node, position):
-    """How label errors name the labels: ``input y of cross_entropy (train.py:12)``."""
-    return f"input {node.inputs[position].describe()} of cross_entropy ({node.source})"
+    """:func:`label_input_context` of ``node``'s input at ``position``."""
+    return label_input_context(node.inputs[position], node)
 
 
 @numba.njit(cache=True, nogil=True)

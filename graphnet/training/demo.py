@@ -2,13 +2,16 @@
 
     python -m graphnet demo [--model mlp|cnn] [--epochs N] [--quick] [--report-dir report] [--backend cpu]
 
-Loads scikit-learn's embedded 8x8 digits (no download), splits them 70/15/15
+Loads the 8x8 digits shipped inside graphnet (no download), splits them 70/15/15
 (stratified), standardizes with the training statistics, and trains
 64-256-256-10 (Dense -> BatchNorm -> ReLU -> Dropout per hidden layer), or with
 ``--model cnn`` the ConvNet of :func:`digits_convnet`, with Adam, halving the rate when the validation loss stops improving and stopping
 early after a look-ahead of epochs. Prints one line per epoch and
 ``test accuracy: 0.XXXX`` on the held-out test split, and writes the report
-folder (training curves, activation histograms, summary.json).
+folder (training curves, activation histograms, summary.json). It needs
+nothing beyond a plain install: the digits ship inside graphnet, and without
+matplotlib the report is ``summary.json`` alone, with one line saying how to get
+the plots.
 """
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ def run_demo(epochs=40, quick=False, report_dir="report", backend="cpu", seed=0,
 
     from graphnet.nn import data, optim
     from graphnet.nn import mlp
-    from graphnet.training.plots import write_report
+    from graphnet.training.plots import matplotlib_missing, write_report
     from graphnet.nn.schedules import HalveOnPlateau
     from graphnet.training.fit import evaluate, fit, resolve_backend
     from graphnet.errors import GraphnetError
@@ -101,6 +104,8 @@ def run_demo(epochs=40, quick=False, report_dir="report", backend="cpu", seed=0,
     files = write_report(report_dir, history, network, splits.valid[0], backend=backend,
                          summary={"test_loss": test_loss, "test_accuracy": test_accuracy, "backend": backend,
                                   "model": sizes, "seconds": train_seconds, "seed": seed})
+    if matplotlib_missing():
+        out(matplotlib_missing())
     out(f"report written to {report_dir}/ ({', '.join(sorted(name for name in files))})")
     out(f"test accuracy: {test_accuracy:.4f}")
     return {"test_accuracy": test_accuracy, "test_loss": test_loss, "history": history, "files": files,

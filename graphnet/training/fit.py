@@ -10,6 +10,12 @@ takes one optimizer step per batch, evaluates on the training and validation
 sets, lets the schedule adjust the learning rate, and keeps the best network
 seen on validation. With ``patience`` it stops after that many epochs without a
 new best (the look-ahead) and, in every case, restores the best parameters.
+
+A mini-batch loss that is NaN or infinite stops training at once, as Keras's
+``TerminateOnNaN`` does: one NaN (in the data, or from a rate too high) turns
+every weight into NaN within a step, and the epochs after it only waste time.
+``fit`` warns with the epoch, the batch and the loss, says what to try, and
+restores the best parameters (the initial ones if no epoch ended).
 """
 from __future__ import annotations
 
@@ -105,7 +111,8 @@ def _is_better(value, best, monitor):
 
 def fit(model, train, valid=None, optimizer=None, epochs=20, batch_size=64, *, weight_decay=0.0, patience=None,
         monitor="val_loss", schedule=None, backend="cpu", seed=0, quiet=False, verbose=False,
-        checkpoint_path=None, callback=None, drop_last=True, eval_train=True, eval_batch_size=1024):
+        checkpoint_path=None, callback=None, drop_last=True, eval_train=True, eval_batch_size=1024,
+        check_numerics=False):
     """Train a :class:`~graphnet.nn.Sequential` classifier; return its :class:`History`.
 
     ``train`` is an ``(X, y)`` pair or a :class:`graphnet.nn.data.Splits` (then its
@@ -118,7 +125,11 @@ def fit(model, train, valid=None, optimizer=None, epochs=20, batch_size=64, *, w
     compiler is not built. ``checkpoint_path`` saves the best network so far as
     an ``.npz`` (atomically; read it back with ``model.load``). ``quiet=True``
     hides the progress bar; ``verbose=True`` prints one line per epoch.
-    ``callback(history)`` runs after every epoch.
+    ``callback(history)`` runs after every epoch. A non-finite mini-batch loss
+    stops training with a ``RuntimeWarning`` (``history.stop_reason`` says
+    where) and restores the best parameters; ``check_numerics=True`` compiles
+    the step so that it raises a ``NumericsError`` naming the first node that
+    makes a NaN or Inf (slower: for finding the cause).
     """
     from graphnet.nn.optim import Adam
 
@@ -133,22 +144,35 @@ def fit(model, train, valid=None, optimizer=None, epochs=20, batch_size=64, *, w
     backend = resolve_backend(backend)
     batch_size = min(int(batch_size), len(y_train))
 
-    step = model.train_function(optimizer, weight_decay=weight_decay, backend=backend)
-    evaluate_fn = model.eval_function(backend=backend)
+    step = model.train_function(optimizer, weight_decay=weight_decay, backend=backend,
+                                check_numerics=check_numerics)
+    evaluate_fn = model.eval_function(backend=backend, check_numerics=check_numerics)
 
     history = History(backend=backend)
     best_value, best_state = None, None
+    initial_state = model.state_dict()     # restored if a non-finite loss stops training before a best epoch
     epoch_seeds = np.random.SeedSequence(seed).generate_state(epochs, dtype=np.uint64)
     bar = _progress(epochs, quiet)
     try:
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             rate = optimizer.learning_rate
-            losses = []
-            for xb, yb in minibatches(X_train, y_train, batch_size, shuffle=True,
-                                      seed=int(epoch_seeds[epoch - 1]), drop_last=drop_last):
+            losses, non_finite = [], None
+            for batch, (xb, yb) in enumerate(minibatches(X_train, y_train, batch_size, shuffle=True,
+                                                         seed=int(epoch_seeds[epoch - 1]),
+                                                         drop_last=drop_last), start=1):
                 loss, _ = step(xb, yb)
+                if not math.isfinite(float(loss)):
+                    non_finite = (batch, float(loss), not np.isfinite(xb).all())
+                    break
                 losses.append(float(loss))
+            if non_finite is not None:
+                history.stopped_early = True
+                history.stop_reason = f"the loss was {non_finite[1]} in epoch {epoch}, batch {non_finite[0]}"
+                best_state = best_state if best_state is not None else initial_state
+                warnings.warn(_non_finite_message(epoch, *non_finite, rate, history.best_epoch),
+                              RuntimeWarning, stacklevel=2)
+                break
             train_loss = float(np.mean(losses))
             train_acc = evaluate(evaluate_fn, X_train, y_train, eval_batch_size)[1] if eval_train else math.nan
             val_loss, val_acc = (evaluate(evaluate_fn, *valid_pair, eval_batch_size) if valid_pair
@@ -170,12 +194,6 @@ def fit(model, train, valid=None, optimizer=None, epochs=20, batch_size=64, *, w
             _report(bar, history, verbose)
             if callback is not None:
                 callback(history)
-            if not math.isfinite(train_loss):
-                history.stopped_early, history.stop_reason = True, "diverged"
-                warnings.warn(f"fit: the training loss became {train_loss} in epoch {epoch}; the learning "
-                              f"rate {rate:g} is probably too high. Stopping and restoring epoch "
-                              f"{history.best_epoch}.", RuntimeWarning, stacklevel=2)
-                break
             if patience is not None and epoch - history.best_epoch >= patience:
                 history.stopped_early, history.stop_reason = True, f"no better {monitor} for {patience} epochs"
                 break
@@ -187,6 +205,16 @@ def fit(model, train, valid=None, optimizer=None, epochs=20, batch_size=64, *, w
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def _non_finite_message(epoch, batch, loss, bad_inputs, rate, best_epoch):
+    """What ``fit`` says when a mini-batch loss is NaN or infinite: where, what it restored, what to try."""
+    restored = f"the parameters of epoch {best_epoch}" if best_epoch else "the initial parameters"
+    cause = ("this batch's inputs hold NaN or Inf: clean the data (np.isfinite(X).all() should be True)"
+             if bad_inputs else f"if the data are finite, try a lower learning rate (it was {rate:g})")
+    return (f"fit: the training loss was {loss} in epoch {epoch}, batch {batch}; stopped and restored "
+            f"{restored}. {cause[0].upper()}{cause[1:]}; fit(..., check_numerics=True) raises at the first "
+            f"node that makes a NaN or Inf, naming it and the line that built it.")
 
 
 def _progress(epochs, quiet):

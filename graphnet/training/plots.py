@@ -11,6 +11,11 @@ no global pyplot state), so they work on servers and inside tests.
 * ``activations.png``: a histogram of every layer's output on held-out data,
   with the mean, the standard deviation and the fraction of zeros (dead or
   inactive ReLUs) or of saturated units (|tanh| or sigmoid near its bounds).
+
+matplotlib is an optional peer (the ``demo`` extra): a plain ``pip install
+graphnet`` trains and evaluates, and :func:`write_report` then writes
+``summary.json`` only; :func:`matplotlib_missing` is the line saying how to get
+the plots.
 """
 from __future__ import annotations
 
@@ -20,7 +25,20 @@ import os
 
 import numpy as np
 
-__all__ = ["plot_training_curves", "plot_activation_histograms", "write_report"]
+__all__ = ["plot_training_curves", "plot_activation_histograms", "write_report", "matplotlib_missing"]
+
+#: What a report says in place of its plots when matplotlib cannot be imported.
+PLOTS_NEED_MATPLOTLIB = ("plots skipped: matplotlib is not installed "
+                         "(pip install matplotlib, or pip install 'graphnet[demo]', draws them)")
+
+
+def matplotlib_missing():
+    """``None`` when matplotlib can be imported; otherwise the one line that says how to get the plots."""
+    try:
+        import matplotlib.figure  # noqa: F401
+    except ImportError:
+        return PLOTS_NEED_MATPLOTLIB
+    return None
 
 
 def _figure(width, height):
@@ -147,9 +165,22 @@ def layer_labels(model):
 def write_report(directory, history, model, X_sample, backend="reference", summary=None):
     """Write ``training_curves.png``, ``activations.png`` and ``summary.json`` into ``directory``.
 
-    Returns ``{name: path}`` of the files written.
+    Returns ``{name: path}`` of the files written. Without matplotlib, only
+    ``summary.json`` (check :func:`matplotlib_missing` to say so).
     """
     os.makedirs(directory, exist_ok=True)
+    files = {}
+    if matplotlib_missing() is None:
+        files.update(_write_plots(directory, history, model, X_sample, backend))
+    record = {"history": history.as_dict(), **(summary or {})}
+    summary_path = os.path.join(directory, "summary.json")
+    with open(summary_path, "w") as f:
+        json.dump(record, f, indent=2, default=_json_default)
+    files["summary"] = summary_path
+    return files
+
+
+def _write_plots(directory, history, model, X_sample, backend):
     files = {}
     files["training_curves"] = plot_training_curves(
         history, os.path.join(directory, "training_curves.png"),
@@ -160,11 +191,6 @@ def write_report(directory, history, model, X_sample, backend="reference", summa
         outputs, os.path.join(directory, "activations.png"),
         title=f"layer outputs on {len(X_sample)} held-out examples (evaluation mode, log counts)",
         activations=kinds, labels=layer_labels(model))
-    record = {"history": history.as_dict(), **(summary or {})}
-    summary_path = os.path.join(directory, "summary.json")
-    with open(summary_path, "w") as f:
-        json.dump(record, f, indent=2, default=_json_default)
-    files["summary"] = summary_path
     return files
 
 

@@ -27,7 +27,8 @@ def kernel_report(fn, input_shapes=None):
     Sizes known only at run time (the batch) come from ``input_shapes``
     ({placeholder or its name: shape}); then every byte count is computed from
     the shapes, so the fused and unfused columns agree on the batch. Without
-    it the kernels' own estimates are used and unknown counts print as ``?``.
+    it, once the function has run, the shapes of its last call are used (see
+    :func:`last_call_shapes`); before any call, unknown counts print as ``?``.
     """
     kernels = list(getattr(fn, "kernels", None) or [])
     name = getattr(fn, "name", "function")
@@ -36,6 +37,10 @@ def kernel_report(fn, input_shapes=None):
         return (f"{name} ({backend} backend) has no kernels: each op runs on its own "
                 "(compile with backend=\"cpu\" to see the fused plan)\n")
     fgraph = compiled_graph(fn)
+    from_last_call = False
+    if not input_shapes:
+        input_shapes = last_call_shapes(fn, fgraph)
+        from_last_call = bool(input_shapes)
     sizes = _Sizes(fgraph, input_shapes)
     rows, totals = [], [0, 0, 0]
     for i, kernel in enumerate(kernels):
@@ -50,18 +55,33 @@ def kernel_report(fn, input_shapes=None):
             totals[j] = None if totals[j] is None or value is None else totals[j] + value
         rows.append((f"#{i}", kernel.name + ("  BLAS" if kernel.is_blas else ""), ", ".join(kernel.ops),
                      read, written, unfused, saved))
-    lines = [_title(name, kernels, input_shapes), ""]
+    lines = [_title(name, kernels, input_shapes, from_last_call), ""]
     lines += _table(rows, totals)
     lines += [""] + _not_fused(fn, fgraph, kernels)
     return "\n".join(lines) + "\n"
 
 
-def _title(name, kernels, input_shapes):
+def last_call_shapes(fn, fgraph=None):
+    """``{placeholder: shape}`` of ``fn``'s last call, or {} before the first.
+
+    The compiled CPU and CUDA programs record every variable's shape at the last
+    call (``program.last_shapes``), the shapes the kernels' ``bytes_read`` and
+    ``bytes_written`` describe too.
+    """
+    shapes = getattr(getattr(fn, "program", None), "last_shapes", None)
+    if not shapes:
+        return {}
+    fgraph = fgraph if fgraph is not None else compiled_graph(fn)
+    return {var: tuple(shapes[var]) for var in fgraph.variables()
+            if isinstance(var, Placeholder) and var in shapes and None in var.shape}
+
+
+def _title(name, kernels, input_shapes, from_last_call=False):
     blas = sum(k.is_blas for k in kernels)
     title = f"{name}: {len(kernels)} kernels ({blas} BLAS)"
     if input_shapes:
         given = ", ".join(f"{getattr(k, 'name', k)}={shape_str(tuple(v))}" for k, v in input_shapes.items())
-        title += f", bytes for {given}"
+        title += f", bytes for {'the last call, ' if from_last_call else ''}{given}"
     return title
 
 

@@ -73,3 +73,48 @@ def test_the_convnet_demo_trains_one_epoch_and_reports_it(tmp_path):
 def test_the_demo_refuses_an_unknown_model():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--model", "resnet"])
+
+
+# --------------------------------------------------------------------------- a plain install
+
+PEERS_OF_THE_DEMO_EXTRA = ("matplotlib", "sklearn", "tqdm")
+
+
+@pytest.fixture(scope="module")
+def demo_on_a_plain_install(tmp_path_factory):
+    """``demo`` run as after a plain ``pip install graphnet``: importing a demo-extra package fails."""
+    import builtins
+    import contextlib
+    import io
+    real_import = builtins.__import__
+
+    def without_the_demo_extra(name, *args, **kwargs):
+        if name.split(".")[0] in PEERS_OF_THE_DEMO_EXTRA:
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    report = tmp_path_factory.mktemp("plain")
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
+        patch.setattr(builtins, "__import__", without_the_demo_extra)
+        status = main(["demo", "--epochs", "1", "--backend", "reference", "--report-dir", str(report)])
+    return status, out.getvalue().splitlines(), report
+
+
+def test_demo_runs_to_its_test_accuracy_without_the_demo_extra(demo_on_a_plain_install):
+    status, lines, _ = demo_on_a_plain_install
+    assert status == 0
+    assert re.fullmatch(r"test accuracy: 0\.\d{4}", lines[-1]), lines[-1]
+
+
+def test_demo_without_matplotlib_says_in_one_line_how_to_get_the_plots(demo_on_a_plain_install):
+    _, lines, report = demo_on_a_plain_install
+    skipped = [line for line in lines if line.startswith("plots skipped")]
+    assert skipped == ["plots skipped: matplotlib is not installed (pip install matplotlib, or "
+                       "pip install 'graphnet[demo]', draws them)"]
+    assert sorted(path.name for path in report.iterdir()) == ["summary.json"]
+
+
+def test_demo_with_matplotlib_prints_no_skip_line(quick_demo):
+    lines, _ = quick_demo
+    assert not any(line.startswith("plots skipped") for line in lines)

@@ -149,3 +149,68 @@ def test_every_backend_trains_like_the_reference(backend):
     assert history.train_loss[1] < history.train_loss[0]
     np.testing.assert_allclose(history.train_loss, oracle.train_loss, rtol=1e-3)
     np.testing.assert_allclose(history.train_accuracy, oracle.train_accuracy, atol=1 / 256 + 1e-9)
+
+
+# --------------------------------------------------------------------------- a non-finite loss stops training
+
+def fit_on_data_that_turns_nan(after_epoch, **kwargs):
+    """fit on a copy of TRAIN whose inputs all become NaN after epoch ``after_epoch`` (0: from the start).
+
+    Returns the model, the history, the warnings, and each epoch's parameters as the callback saw them.
+    """
+    X_train = TRAIN[0].copy()
+    if after_epoch == 0:
+        X_train[:] = np.nan
+    states = {0: None}
+    model = small_model()
+    states[0] = model.state_dict()
+
+    def spoil_the_data(history):
+        states[history.epoch[-1]] = model.state_dict()
+        if history.epoch[-1] == after_epoch:
+            X_train[:] = np.nan        # fit reads this array (np.asarray does not copy it)
+
+    with pytest.warns(RuntimeWarning) as caught:
+        history = fit(model, (X_train, TRAIN[1]), VALID, optimizer=optim.Adam(0.01), epochs=6, batch_size=32,
+                      backend="reference", quiet=True, callback=spoil_the_data, **kwargs)
+    return model, history, [str(w.message) for w in caught], states
+
+
+def test_a_nan_in_the_data_stops_fit_at_the_first_batch_with_a_message_saying_what_to_try():
+    _, history, messages, _ = fit_on_data_that_turns_nan(after_epoch=0)
+    assert history.stopped_early and history.epoch == []
+    assert history.stop_reason == "the loss was nan in epoch 1, batch 1"
+    (message,) = messages
+    assert message.startswith("fit: the training loss was nan in epoch 1, batch 1; stopped and restored "
+                              "the initial parameters.")
+    assert "inputs hold NaN or Inf" in message and "check_numerics=True" in message
+
+
+def test_a_nan_before_any_epoch_ends_restores_the_initial_parameters():
+    model, _, _, states = fit_on_data_that_turns_nan(after_epoch=0)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, states[0][name], err_msg=name)
+
+
+def test_a_nan_later_stops_in_that_epoch_and_restores_the_best_epoch():
+    model, history, messages, states = fit_on_data_that_turns_nan(after_epoch=2)
+    assert history.epoch == [1, 2] and history.stop_reason == "the loss was nan in epoch 3, batch 1"
+    assert f"restored the parameters of epoch {history.best_epoch}" in messages[0]
+    for name, value in model.state_dict().items():
+        assert np.isfinite(value).all(), name
+        np.testing.assert_array_equal(value, states[history.best_epoch][name], err_msg=name)
+
+
+def test_a_rate_too_high_with_finite_data_suggests_a_lower_rate():
+    model = mlp([6, 16, 3], seed=0)
+    with pytest.warns(RuntimeWarning, match=r"try a lower learning rate \(it was 1e\+30\)"):
+        history = fit(model, TRAIN, VALID, optimizer=optim.SGD(1e30), epochs=3, batch_size=32,
+                      backend="reference", quiet=True)
+    assert history.stopped_early and history.stop_reason.startswith("the loss was")
+
+
+def test_check_numerics_names_the_node_that_makes_the_nan():
+    X_train = np.full_like(TRAIN[0], np.nan)
+    with pytest.raises(gn.NumericsError, match=r"check_numerics: NaN in the output of dot"):
+        fit(small_model(), (X_train, TRAIN[1]), VALID, epochs=1, batch_size=32, backend="reference",
+            quiet=True, check_numerics=True)

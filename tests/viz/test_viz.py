@@ -22,6 +22,7 @@ import graphnet as gn
 from graphnet.graph.fgraph import FunctionGraph
 from graphnet.errors import GraphnetError
 from graphnet.viz import debugprint, function_to_dot, kernel_report, render, to_dot, to_networkx
+from graphnet.viz.report import format_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:.setParseAction. deprecated")
 
@@ -424,17 +425,84 @@ def test_the_fused_plan_of_an_mlp_with_batch_norm_has_one_cluster_per_kernel():
     assert sum(line.strip().startswith("#") for line in report.splitlines()) == len(fn.kernels)
 
 
+# ------------------------------------------- the report after a call: the last call's shapes
+def report_rows(report):
+    """{kernel name: (read, written, unfused, saved)} of a kernel report's table."""
+    rows = {}
+    for line in report.splitlines():
+        words = line.split()
+        if words and words[0].startswith("#") and words[0][1:].isdigit():
+            cells = line.rsplit(None, 8)[-8:]
+            rows[words[1]] = tuple(" ".join(cells[i:i + 2]) for i in range(0, 8, 2))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def mlp_step_and_batch():
+    x, y = gn.placeholder("x", (None, 6)), gn.placeholder("y", (None,), "int64")
+    W = gn.shared(np.full((6, 4), 0.1, "float32"), name="W")
+    loss = gn.nn.cross_entropy(gn.relu(gn.dot(x, W)), y)
+    step = gn.function([x, y], loss, updates=[(W, W - 0.1 * gn.grad(loss, W))], backend="cpu", name="step")
+    return step, np.ones((8, 6), "float32"), np.zeros(8, "int64")
+
+
+@pytest.mark.skipif(CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")
+def test_the_report_before_any_call_prints_question_marks_for_sizes_known_at_run_time():
+    x, W = gn.placeholder("x", (None, 6)), gn.shared(np.ones((6, 4), "float32"), name="W")
+    fresh = gn.function([x], gn.dot(x, W), backend="cpu")
+    assert "?" in kernel_report(fresh) and "last call" not in kernel_report(fresh)
+
+
+@pytest.mark.skipif(CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")
+def test_the_report_after_a_call_shows_every_byte_count_for_that_calls_shapes(mlp_step_and_batch):
+    step, xb, yb = mlp_step_and_batch
+    step(xb, yb)
+    report = kernel_report(step)
+    assert report.splitlines()[0].endswith("bytes for the last call, x=(8, 6), y=(8,)")
+    table = report[:report.index("not fused")]
+    assert "?" not in table
+    rows = report_rows(report)
+    for kernel in step.kernels:      # the runtime's own counts for that signature
+        read, written = rows[kernel.name][:2]
+        assert (read, written) == (format_bytes(kernel.bytes_read), format_bytes(kernel.bytes_written)), kernel.name
+
+
+@pytest.mark.skipif(CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")
+def test_the_first_gemm_moves_what_numpy_says_its_operands_and_results_hold(mlp_step_and_batch):
+    # The first product takes the bias and ReLU as its epilogue: it reads x, W and b, and
+    # writes the activations (and what the backward pass keeps of them), each (batch, units).
+    step, xb, yb = mlp_step_and_batch
+    step(xb, yb)
+    gemm = next(k for k in step.kernels if k.is_blas)
+    x = next(v for v in gemm.inputs if v.owner is None and not hasattr(v, "get_value"))
+    operands = {v: v.get_value() for v in gemm.inputs if hasattr(v, "get_value")}
+    W = next(value for value in operands.values() if value.ndim == 2)
+    result = xb @ W
+    assert x.shape[1:] == xb.shape[1:]
+    read, written, _, _ = report_rows(kernel_report(step))[gemm.name]
+    assert read == format_bytes(xb.nbytes + sum(value.nbytes for value in operands.values()))
+    assert written == format_bytes(sum(result.size * np.dtype(v.dtype).itemsize for v in gemm.outputs))
+
+
+@pytest.mark.skipif(CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")
+def test_input_shapes_given_to_the_report_win_over_the_last_call(mlp_step_and_batch):
+    step, xb, yb = mlp_step_and_batch
+    step(xb, yb)
+    report = kernel_report(step, input_shapes={"x": (128, 6), "y": (128,)})
+    assert report.splitlines()[0].endswith("bytes for x=(128, 6), y=(128,)")
+
+
 # ------------------------------------------------------------------- the CLI
 SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
     import graphnet as gn
+    assert sys.argv[1:] == ARGS
     x = gn.placeholder("x", (None, 3))
     W = gn.shared(np.ones((3, 2), "float32"), name="W")
     loss = gn.mean(gn.relu(gn.dot(x, W)))
     step = gn.function([x], loss, updates=[(W, W - 0.1 * gn.grad(loss, W))], backend="reference", name="step")
     predict = gn.function([x], gn.dot(x, W), backend="reference", name="predict")
-    assert sys.argv[1:] == ARGS
 """)
 
 
@@ -472,7 +540,7 @@ def test_cli_dot_passes_arguments_after_a_double_dash_to_the_script(tmp_path):
 def test_cli_dot_fused_refuses_functions_without_kernels(tmp_path, capsys):
     from graphnet.viz.cli import main
     script = write_script(tmp_path)
-    assert main([str(script), "-o", str(tmp_path / "g.dot"), "--fused"]) == 1
+    assert main([str(script), "-o", str(tmp_path / "g.dot"), "--fused"]) == 2
     assert "backend=\"cpu\"" in capsys.readouterr().err
 
 
@@ -502,6 +570,86 @@ def test_cli_dot_registers_as_a_subcommand_of_python_m_graphnet(tmp_path):
     script = write_script(tmp_path, args=["-q"])
     args = parser.parse_args(["dot", "--fused", str(script), "-o", str(tmp_path / "g.dot"), "--function", "step",
                               "--", "-q"])
-    assert args.func(args) == 1  # --fused, given before the script, applies: the function has no kernels
+    assert args.func(args) == 2  # --fused, given before the script, applies: the function has no kernels
     args = parser.parse_args(["dot", str(script), "-o", str(tmp_path / "g.dot"), "--function", "step", "--", "-q"])
     assert args.func(args) == 0 and (tmp_path / "g.dot").exists()
+
+
+# A script that trains after compiling: the part after the first call must not run unless --run.
+TRAINING = """
+for _ in range(3):
+    step(np.ones((2, 3), "float32"))
+late = gn.function([x], gn.relu(gn.dot(x, W)), backend="reference", name="late")
+open(MARKER, "w").close()
+"""
+
+
+def write_training_script(tmp_path, extra=""):
+    marker = tmp_path / "trained"
+    return write_script(tmp_path, TRAINING.replace("MARKER", repr(str(marker))) + extra), marker
+
+
+def test_cli_dot_stops_the_script_at_its_first_call_and_draws_what_was_compiled(tmp_path, capsys):
+    from graphnet.viz.cli import main
+    script, marker = write_training_script(tmp_path)
+    assert main([str(script), "-o", str(tmp_path / "g.dot")]) == 0
+    out = capsys.readouterr().out
+    assert not marker.exists()
+    assert sorted(p.name for p in tmp_path.glob("g*.dot")) == ["g-0-step.dot", "g-1-predict.dot"]
+    assert (f"stopped {script} when it first called a compiled function (step), after 2 compiled functions "
+            "(--run runs it to its end)") in out
+
+
+def test_cli_dot_run_runs_the_whole_script_and_draws_every_function(tmp_path):
+    from graphnet.viz.cli import main
+    script, marker = write_training_script(tmp_path)
+    assert main([str(script), "-o", str(tmp_path / "g.dot"), "--run"]) == 0
+    assert marker.exists()
+    assert sorted(p.name for p in tmp_path.glob("g*.dot")) == ["g-0-step.dot", "g-1-predict.dot", "g-2-late.dot"]
+
+
+def test_cli_dot_function_stops_as_soon_as_that_function_is_compiled(tmp_path, capsys):
+    from graphnet.viz.cli import main
+    script, marker = write_training_script(tmp_path, "raise SystemExit('never reached')\n")
+    assert main([str(script), "-o", str(tmp_path / "g.dot"), "--function", "predict"]) == 0
+    assert "stopped" in capsys.readouterr().out and not marker.exists()
+    assert "<b>predict</b>" in (tmp_path / "g.dot").read_text()
+
+
+def test_cli_dot_reports_a_wrong_function_at_the_first_call_without_training(tmp_path, capsys):
+    from graphnet.viz.cli import main
+    script, marker = write_training_script(tmp_path)
+    assert main([str(script), "-o", str(tmp_path / "g.dot"), "--function", "late"]) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists() and len(err.strip().splitlines()) == 1
+    assert "--function late: no such function; the script compiled 0: step, 1: predict before it was stopped" in err
+    assert "add --run" in err
+
+
+def test_cli_dot_skips_a_function_whose_graph_is_drawn_already(tmp_path, capsys):
+    from graphnet.viz.cli import main
+    # The same graph built again from the same line: new variables (new ids), the same drawing.
+    script = write_script(tmp_path, "for _ in range(2):\n"
+                                    "    f = gn.function([x], gn.exp(x), backend='reference', name='predict')\n")
+    assert main([str(script), "-o", str(tmp_path / "g.dot")]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.glob("g*.dot")) == ["g-0-step.dot", "g-1-predict.dot",
+                                                                "g-2-predict.dot"]
+    assert f"skipped predict: the same graph as {tmp_path / 'g-2-predict.dot'}" in out
+
+
+def test_cli_dot_writes_relative_to_the_working_directory_and_prints_full_paths(tmp_path, monkeypatch, capsys):
+    from graphnet.viz.cli import main
+    script = write_script(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main([str(script), "-o", "g.dot", "--function", "step"]) == 0
+    assert f"wrote {work / 'g.dot'}" in capsys.readouterr().out
+
+
+def test_cli_dot_runs_a_script_on_until_it_defines_graphnet_outputs(tmp_path):
+    from graphnet.viz.cli import main
+    script, marker = write_training_script(tmp_path, "__graphnet_outputs__ = [loss]\n")
+    assert main([str(script), "-o", str(tmp_path / "g.txt")]) == 0
+    assert marker.exists() and (tmp_path / "g.txt").read_text().startswith("truediv")

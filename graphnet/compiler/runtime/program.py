@@ -67,6 +67,8 @@ class CompiledProgram:
         self._frames_by_shapes = {}   # every variable's shape -> the same (value-dependent graphs)
         self._shaped_variables = list(dict.fromkeys(v for n in fgraph.nodes() for v in n.outputs))
         self._shown_traffic = None
+        #: every variable's shape at the last call (None before the first): what reports describe
+        self.last_shapes = None
         # The loss and its gradient check the same labels against the same logits: once is enough.
         distinct = {}
         for node, var in plan.value_checks:
@@ -106,10 +108,11 @@ class CompiledProgram:
             else:
                 found = _remember(self._frames, signature, self._new_frame(shapes), MAX_FRAMES)
         frame, traffic = found
-        if traffic is not self._shown_traffic:   # fn.kernels report the last call's bytes
+        if traffic is not self._shown_traffic:   # fn.kernels and fn.report() describe the last call
             for step, (read, written) in zip(self.steps, traffic):
                 step.kernel.bytes_read, step.kernel.bytes_written = read, written
             self._shown_traffic = traffic
+            self.last_shapes = frame.shapes
         return frame
 
     def _new_frame(self, shapes):

@@ -23,6 +23,9 @@ class ReferenceProgram:
         self.fgraph = fgraph
         self.nodes = fgraph.nodes()
         self.check_numerics = check_numerics
+        # Ops that check input values (cross-entropy's labels) are asked before they run,
+        # through the same hook as the compiled backends, so the message is the same.
+        self.checked = {n for n in self.nodes if n.op.checked_inputs}
 
     def run(self, feeds):
         """``feeds``: {placeholder: array}. Returns (outputs, new update values)."""
@@ -36,6 +39,11 @@ class ReferenceProgram:
             args = [values[v] for v in node.inputs]
             try:
                 shapes = infer_output_shapes(node, args)
+            except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+                node_error(node, exc)
+            if node in self.checked:
+                node.op.check_values(node, {i: args[i] for i in node.op.checked_inputs}, [np.shape(a) for a in args])
+            try:
                 results = node.op.perform(args)
             except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
                 node_error(node, exc)
