@@ -38,6 +38,18 @@ class Runner:
 # ============================================================================ NumPy
 
 
+def numpy_softmax_xent(logits, labels, rows):
+    """Mean softmax cross-entropy of ``logits`` and its gradient, written as NumPy users write it."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    total = exp.sum(axis=1, keepdims=True)
+    loss = np.mean(np.log(total[:, 0]) - shifted[rows, labels])
+    grad = exp / total
+    grad[rows, labels] -= 1
+    grad /= logits.shape[0]
+    return loss, grad
+
+
 def build_numpy(case, problem):
     task = case.task
     if task in ("mlp_train", "mlp_infer"):
@@ -91,13 +103,7 @@ def build_numpy(case, problem):
         rows = np.arange(logits.shape[0])
 
         def softmax_xent():
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            exp = np.exp(shifted)
-            total = exp.sum(axis=1, keepdims=True)
-            loss = np.mean(np.log(total[:, 0]) - shifted[rows, labels])
-            grad = exp / total
-            grad[rows, labels] -= 1
-            grad /= logits.shape[0]
+            loss, grad = numpy_softmax_xent(logits, labels, rows)
             return [np.float32(loss), grad]
 
         return Runner(run=softmax_xent, check=softmax_xent)
