@@ -149,7 +149,7 @@ class Function:
         if feeds is None:
             feeds = self._bind(args, kwargs)
         locks = self._locks
-        for lock in locks:   # as _serialized does, without a context manager per lock
+        for lock in locks:   # acquired in order, without a context manager per lock (a hot path)
             lock.acquire()
         try:
             return self._run(feeds)

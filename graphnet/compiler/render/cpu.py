@@ -132,10 +132,6 @@ class FusedKernelSource:
         self.body = self._render(kernel.inner_nodes)
 
     @property
-    def reads(self):
-        return self.kernel.reads
-
-    @property
     def written(self):
         return self.kernel.writes
 

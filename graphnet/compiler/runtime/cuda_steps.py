@@ -26,7 +26,7 @@ from graphnet.compiler.registry import Lowerings
 from graphnet.compiler.render import cuda as kernels
 from graphnet.compiler.runtime.program import annotate
 from graphnet.compiler.runtime.provenance import node_error
-from graphnet.compiler.runtime.steps import Kernel, Step, rows_cols
+from graphnet.compiler.runtime.steps import Kernel, Step, kernel_record, rows_cols
 from graphnet.compiler.schedule.plan import GemmKernel, HostKernel, LoopKernel, RowwiseKernel, ViewKernel
 from graphnet.ops.shape import ExpandDims, Reshape, ReshapeLike, Squeeze, Transpose
 
@@ -230,7 +230,7 @@ class RowwiseStep(CudaStep):
 
     def run(self, env, buffers, shapes, rt):
         node = self.node
-        rows, cols = shapes[node.inputs[node.op.row_input]]
+        rows, cols = shapes[self.planned.rows_var]
         if self.may_fail:   # values the graph computed (fed ones were checked up front)
             node.op.check_values(node, {i: rt.host_value(env, node.inputs[i], shapes) for i in node.op.checked_inputs},
                                  [shapes[v] for v in node.inputs])
@@ -312,7 +312,7 @@ CUDA_VIEWS = Lowerings("cuda view lowering")
 
 
 def _kernel(planned, name, **fields):
-    return CudaKernel(name, list(planned.nodes), list(planned.reads), list(planned.writes), **fields)
+    return kernel_record(planned, name, record=CudaKernel, **fields)
 
 
 @CUDA_LOWERINGS.register(LoopKernel)

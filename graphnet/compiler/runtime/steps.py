@@ -51,6 +51,11 @@ class Kernel:
         return self.compiled_parallel if self.ran_parallel else self.compiled
 
 
+def kernel_record(planned, name, record=Kernel, **fields):
+    """The ``fn.kernels`` entry of planned kernel ``planned``: its nodes, what it reads and writes."""
+    return record(name, list(planned.nodes), list(planned.reads), list(planned.writes), **fields)
+
+
 def call_kernel(kernel, *args):
     """``kernel(*args)``; if Numba's cache files for it (or the helpers it calls) are
     corrupt, they are flushed and the kernel is compiled afresh, once."""
@@ -148,6 +153,13 @@ class Step:
             if var in env:
                 check_finite(var.owner, var, np.asarray(env[var]))
 
+    def variant(self, rows, cols):
+        """(dispatcher, leading arguments ``R, C, n_chunks``) of a generated kernel over
+        ``rows`` x ``cols``: the parallel variant only where it pays (``threads``)."""
+        parallel = threads.use_parallel(rows * cols, rows)
+        self.kernel.ran_parallel = parallel
+        return (self.parallel if parallel else self.serial), [rows, cols, threads.chunks(rows) if parallel else 1]
+
 
 CPU_LOWERINGS = Lowerings("cpu kernel lowering")
 
@@ -199,24 +211,6 @@ class FusedStep(Step):
         node = self.group.nodes[-1]
         return node, node.outputs[0], f"NaN or Inf (inside kernel {self.kernel.name}: {', '.join(self.kernel.ops)})"
 
-    def run(self, env, buffers, shapes):
-        rows, cols = rows_cols(shapes[self.domain_var])
-        views = {"full2d": (rows, cols), "cols": (cols,), "rows": (rows,), "one": (1,)}
-        args = [env[var].reshape(views[view]) for var, view in self.source.inputs]
-        for var in self.source.outputs:
-            env[var] = buffers[var]
-            args.append(buffers[var].reshape(rows, cols))
-        for var in self.source.reduced + self.source.epilogue_outputs:
-            env[var] = buffers[var]
-            args.append(buffers[var].reshape(-1))
-        if self.flags is not None:
-            self.flags[:] = 0
-            args.append(self.flags)
-        parallel = threads.use_parallel(rows * cols, rows)
-        self.kernel.ran_parallel = parallel
-        kernel = self.parallel if parallel else self.serial
-        call_kernel(kernel, rows, cols, threads.chunks(rows) if parallel else 1, *args)
-
     def bind(self, frame):
         rows, cols = rows_cols(frame.shapes[self.domain_var])
         views = {"full2d": (rows, cols), "cols": (cols,), "rows": (rows,), "one": (1,)}
@@ -226,10 +220,7 @@ class FusedStep(Step):
         args, changing = frame.arguments(wanted)
         if self.flags is not None:
             args.append(self.flags)
-        parallel = threads.use_parallel(rows * cols, rows)
-        self.kernel.ran_parallel = parallel
-        kernel = self.parallel if parallel else self.serial
-        head = [rows, cols, threads.chunks(rows) if parallel else 1]
+        kernel, head = self.variant(rows, cols)
         flags = self.flags
 
         def call(env):
@@ -245,9 +236,8 @@ def fused_step(planned, program, name):
     """A loop kernel's step: its source generated, loaded from the cache or compiled."""
     source = render.FusedKernelSource(planned, check_numerics=program.check_numerics)
     module = program.load(source.body)
-    kernel = Kernel(name, list(planned.nodes), list(planned.reads), list(planned.writes),
-                    source=annotate(named_source(source.body, source), planned.nodes),
-                    compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel)
+    kernel = kernel_record(planned, name, source=annotate(named_source(source.body, source), planned.nodes),
+                           compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel)
     return FusedStep(planned, source, module, kernel)
 
 
@@ -276,19 +266,6 @@ class GemmStep(Step):
         super().__init__(planned, kernel)
         self.dot, self.epilogue = planned.dot, epilogue
 
-    def run(self, env, buffers, shapes):
-        p = self.planned
-        a, b = env[p.a], env[p.b]
-        a, b = (a.T if p.trans_a else a), (b.T if p.trans_b else b)
-        out = buffers[p.product]
-        if p.blas_ready:
-            np.dot(a, b, out=out)
-        else:
-            out[...] = np.dot(a, b)
-        env[p.product] = out
-        if self.epilogue is not None:
-            self.epilogue.run(env, buffers, shapes)
-
     def bind(self, frame):
         p = self.planned
         shape_a, shape_b = frame.shapes[self.dot.inputs[0]], frame.shapes[self.dot.inputs[1]]
@@ -297,6 +274,8 @@ class GemmStep(Step):
         k = shape_a[-1]
         (a, b, out), changing = frame.arguments([(p.a, None), (p.b, None), (p.product, None)])
         epilogue = self.epilogue.bind(frame) if self.epilogue is not None else None
+        if self.epilogue is not None:   # the variant the epilogue runs is this kernel's (fn.kernels)
+            self.kernel.ran_parallel = self.epilogue.kernel.ran_parallel
         trans_a, trans_b, blas_ready, product = p.trans_a, p.trans_b, p.blas_ready, p.product
         args = [a, b, out]
 
@@ -328,10 +307,9 @@ def lower_gemm(planned, program, index):
     if planned.epilogue is not None:
         epilogue = fused_step(planned.epilogue, program, f"k{index}_epilogue")
         text += "\n# then the epilogue, on the product:\n" + epilogue.kernel.source
-    kernel = Kernel(f"k{index}_gemm" + ("_epilogue" if epilogue else ""), list(planned.nodes),
-                    list(planned.reads), list(planned.writes), is_blas=True, kind="blas", source=text,
-                    compiled=epilogue.kernel.compiled if epilogue else None,
-                    compiled_parallel=epilogue.kernel.compiled_parallel if epilogue else None)
+    kernel = kernel_record(planned, f"k{index}_gemm" + ("_epilogue" if epilogue else ""), is_blas=True, kind="blas",
+                           source=text, compiled=epilogue.kernel.compiled if epilogue else None,
+                           compiled_parallel=epilogue.kernel.compiled_parallel if epilogue else None)
     return GemmStep(planned, kernel, epilogue)
 
 
@@ -346,28 +324,13 @@ class RowwiseStep(Step):
         self.node = planned.node
         self.serial, self.parallel = module.kernel_serial, module.kernel_parallel
 
-    def run(self, env, buffers, shapes):
-        node = self.node
-        args = [env[v] for v in node.inputs]
-        rows, cols = shapes[node.inputs[node.op.row_input]]
-        if self.may_fail:   # values the graph computed (fed ones were checked up front)
-            node.op.check_values(node, {i: args[i] for i in node.op.checked_inputs}, [shapes[v] for v in node.inputs])
-        out = buffers[node.outputs[0]]
-        env[node.outputs[0]] = out
-        parallel = threads.use_parallel(rows * cols, rows)
-        kernel = self.parallel if parallel else self.serial
-        call_kernel(kernel, rows, cols, threads.chunks(rows) if parallel else 1, *args, out)
-
-
     def bind(self, frame):
         node, shapes = self.node, frame.shapes
-        rows, cols = shapes[node.inputs[node.op.row_input]]
+        rows, cols = shapes[self.planned.rows_var]
         input_shapes = [shapes[v] for v in node.inputs]
         checked = node.op.checked_inputs if self.may_fail else ()
         args, changing = frame.arguments([(v, None) for v in node.inputs] + [(node.outputs[0], None)])
-        parallel = threads.use_parallel(rows * cols, rows)
-        kernel = self.parallel if parallel else self.serial
-        head = [rows, cols, threads.chunks(rows) if parallel else 1]
+        kernel, head = self.variant(rows, cols)
 
         def call(env):
             for i, var, _ in changing:
@@ -382,9 +345,8 @@ class RowwiseStep(Step):
 def lower_rowwise(planned, program, index):
     template = render.ROWWISE_TEMPLATES[type(planned.node.op)]
     module = program.load(template.body)
-    kernel = Kernel(f"k{index}_{template.name}", list(planned.nodes), list(planned.reads), list(planned.writes),
-                    source=annotate(template.body, planned.nodes), compiled=module.kernel_serial,
-                    compiled_parallel=module.kernel_parallel, kind="rowwise")
+    kernel = kernel_record(planned, f"k{index}_{template.name}", source=annotate(template.body, planned.nodes),
+                           compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel, kind="rowwise")
     return RowwiseStep(planned, module, kernel)
 
 
@@ -415,8 +377,7 @@ class HostStep(Step):
 
 
 def host_step(planned, program, index, source, name=None, kind="host"):
-    kernel = Kernel(name or f"k{index}_{planned.nodes[0].op.name}", list(planned.nodes), list(planned.reads),
-                    list(planned.writes), kind=kind, source=source)
+    kernel = kernel_record(planned, name or f"k{index}_{planned.nodes[0].op.name}", kind=kind, source=source)
     return HostStep(planned, kernel, kind)
 
 

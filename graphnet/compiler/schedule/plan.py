@@ -262,8 +262,8 @@ class _PlanBuilder:
     def __init__(self, fgraph, groups, fuse):
         self.groups, self.fuse = groups, fuse
         self.roots = set(fgraph.roots)
-        index = {n: i for i, g in enumerate(groups) for n in g.nodes}
-        self.readers = {}   # variable -> indices of the groups that read it (in order)
+        self.group_of = index = {n: i for i, g in enumerate(groups) for n in g.nodes}
+        self.readers = {}   # variable -> indices of the other groups that read it (the least runs first)
         for i, g in enumerate(groups):
             for n in g.nodes:
                 for v in n.inputs:
@@ -370,7 +370,7 @@ class _PlanBuilder:
         epilogue, write_product = None, True
         if consumer is not None:
             epilogue = loop_kernel(consumer, self._leaves(consumer))
-            others = self.readers.get(product, set()) - {self.groups.index(consumer)}
+            others = self.readers.get(product, set()) - {self.group_of[consumer.nodes[0]]}
             write_product = product in self.roots or bool(others)
             for node in consumer.nodes:
                 if product in node.inputs:
@@ -428,15 +428,17 @@ class _PlanBuilder:
         return consumer_reason(node)
 
     def _product_refusal(self, product, node):
-        group = next((g for g in self.groups if node in g.nodes), None)
-        dot_group = next((g for g in self.groups if product.owner in g.nodes), None)
+        group = self.groups[self.group_of[node]] if node in self.group_of else None
+        dot_group = self.groups[self.group_of[product.owner]] if product.owner in self.group_of else None
         if not self.fuse:
             return "fusion is off (fuse=False)"
         if dot_group is None or not self.blas_ready(dot_group) or product.ndim != 2:
             return "only a floating-point matrix-matrix product takes an epilogue (rule 3)"
         first = min(self.readers.get(product, ()), default=None)
         if group is not None and first is not None and self.groups[first] is not group:
-            return "the product's first reader took the GEMM epilogue; a product has one epilogue"
+            if first in self.epilogues:
+                return "the product's first reader took the GEMM epilogue; a product has one epilogue"
+            return "only a product's first reader may be its epilogue: the readers before it need the product stored"
         why = self._epilogue_refusal(product, group) if group is not None else None
         return why or consumer_reason(node)
 
