@@ -47,6 +47,22 @@ def _remember(table, key, value, limit):
     return value
 
 
+def values_deciding_shapes(fgraph):
+    """The graph inputs upstream of an op whose output shape depends on input values."""
+    stack = [v for n in fgraph.nodes() if n.op.infer_shape_needs_values for v in n.inputs]
+    found, seen = set(), set()
+    while stack:
+        var = stack.pop()
+        if id(var) in seen:
+            continue
+        seen.add(id(var))
+        if var.owner is None:
+            found.add(var)
+        else:
+            stack.extend(var.owner.inputs)
+    return found
+
+
 class CompiledProgram:
     """A plan lowered to steps, run per input-shape signature. Subclasses say how steps run."""
 
@@ -76,6 +92,10 @@ class CompiledProgram:
             distinct.setdefault((checked, node.inputs[node.op.row_input]), (node, var))
         self._distinct_value_checks = list(distinct.values())
         self._signature_inputs = [v for v in fgraph.variables() if not isinstance(v, Constant)]
+        # Of those, the ones whose small values may decide a shape (a fed minibatch index, not a
+        # bias the step updates): only these values belong to the signature.
+        deciding = values_deciding_shapes(fgraph) if plan.value_dependent else set()
+        self._value_inputs = [v for v in self._signature_inputs if v in deciding]
 
     def _lower(self, lowerings, index, planned):
         """The backend's step for ``planned``, a code-generation failure named by its nodes and lines."""
@@ -92,8 +112,8 @@ class CompiledProgram:
         """The frame for the shapes (and, where a shape depends on them, small values) in ``host``."""
         inputs = self._signature_inputs
         signature = tuple([host[v].shape for v in inputs])   # every value here is an array
-        if self.plan.value_dependent:
-            signature += tuple(np.asarray(host[v]).tobytes() for v in inputs if np.size(host[v]) <= SMALL_VALUE)
+        if self._value_inputs:
+            signature += tuple(host[v].tobytes() for v in self._value_inputs if host[v].size <= SMALL_VALUE)
         found = self._frames.get(signature)
         if found is None:
             shapes = self._infer_shapes(host)
