@@ -58,7 +58,22 @@ def kernel_report(fn, input_shapes=None):
     lines = [_title(name, kernels, input_shapes, from_last_call), ""]
     lines += _table(rows, totals)
     lines += [""] + _not_fused(fn, fgraph, kernels)
+    lines += _row_joins(fn)
     return "\n".join(lines) + "\n"
+
+
+def _row_joins(fn):
+    """Row-wise pairs over the same rows (the loss and its gradient): one kernel, or why not."""
+    plan = getattr(getattr(fn, "program", None), "plan", None)
+    joins = list(getattr(plan, "row_joins", None) or [])
+    if not joins:
+        return []
+    lines = ["", "row-wise pairs over the same rows:"]
+    for join in joins:
+        what = "one kernel" if join.joined else "two kernels"
+        lines.append(f"  {join.first.outputs[0].describe()} and {join.second.outputs[0].describe()}: "
+                     f"{what}: {join.why}")
+    return lines
 
 
 def last_call_shapes(fn, fgraph=None):

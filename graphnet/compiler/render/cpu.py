@@ -285,20 +285,30 @@ def module_source(body):
 # ------------------------------------------------------------ rowwise templates
 @dataclass(frozen=True)
 class RowTemplate:
-    """A row-wise kernel: ``kernel(R, C, n_chunks, *op inputs, out)`` over the op's row input."""
+    """A row-wise kernel: ``kernel(R, C, n_chunks, *inputs, *outputs)`` over the rows of a matrix.
+
+    The arguments of a one-node kernel are its op's inputs then its output; a
+    joined kernel (:mod:`graphnet.compiler.schedule.rowwise_join`) takes the
+    inputs of its nodes in the order they read them, each once, then their
+    outputs in node order.
+    """
 
     name: str    # for kernel names: k3_softmax
     body: str
 
 
-#: the row-wise kernel of each row-wise op class (cpu backend)
+#: the row-wise kernel of each row-wise op class, and of each joined pair (a tuple of op classes)
+#: (cpu backend). Every template runs in the input's dtype: the max, each exponential (``vexp``,
+#: vectorized for float32) and the stores; a row's sum of exponentials is a float64 total of
+#: float32 block sums (``row_max_exp_sum``, one pass over memory per row).
 ROWWISE_TEMPLATES = Lowerings("cpu row-wise template")
 ROWWISE_TEMPLATES.register(Softmax, entry=RowTemplate("softmax", """\
 def kernel(R, C, n_chunks, x, out):
     for c in prange(n_chunks):
         for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
             o = out[i]
-            scale = 1.0 / row_exp_sum(x[i], row_max(x[i]), o)
+            m, total = row_max_exp_sum(x[i], o)
+            scale = cast_like(o, 1.0 / total)
             for j in range(C):
                 o[j] = o[j] * scale
 """))
@@ -309,8 +319,8 @@ def kernel(R, C, n_chunks, x, out):
     for c in prange(n_chunks):
         for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
             xr = x[i]
-            m = row_max(xr)
-            shift = m + math.log(row_exp_sum(xr, m, no_store))
+            m, total = row_max_exp_sum(xr, no_store)
+            shift = cast_like(xr, m + math.log(total))
             o = out[i]
             for j in range(C):
                 o[j] = xr[j] - shift
@@ -323,8 +333,8 @@ def kernel(R, C, n_chunks, x, labels, out):
     for c in prange(n_chunks):
         for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
             xr = x[i]
-            m = row_max(xr)
-            out[i] = m + math.log(row_exp_sum(xr, m, no_store)) - xr[labels[i]]
+            m, total = row_max_exp_sum(xr, no_store)
+            out[i] = m + math.log(total) - xr[labels[i]]
 """))
 
 # (softmax(x) - onehot(label)) * g: the stable gradient of the above.
@@ -333,7 +343,25 @@ def kernel(R, C, n_chunks, g, x, labels, out):
     for c in prange(n_chunks):
         for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
             o = out[i]
-            scale = g[i] / row_exp_sum(x[i], row_max(x[i]), o)
+            m, total = row_max_exp_sum(x[i], o)
+            scale = cast_like(o, g[i] / total)
+            for j in range(C):
+                o[j] = o[j] * scale
+            o[labels[i]] -= g[i]
+"""))
+
+# The loss and its gradient from one pass over the logits: the max and the exponentials of
+# each row are computed once (the two kernels above each computed them).
+ROWWISE_TEMPLATES.register((SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad), entry=RowTemplate(
+    "softmax_cross_entropy_and_grad", """\
+def kernel(R, C, n_chunks, x, labels, g, loss, out):
+    for c in prange(n_chunks):
+        for i in range(c * R // n_chunks, (c + 1) * R // n_chunks):
+            xr = x[i]
+            o = out[i]
+            m, total = row_max_exp_sum(xr, o)
+            loss[i] = m + math.log(total) - xr[labels[i]]
+            scale = cast_like(o, g[i] / total)
             for j in range(C):
                 o[j] = o[j] * scale
             o[labels[i]] -= g[i]

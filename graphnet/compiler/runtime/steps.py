@@ -71,9 +71,9 @@ def _helper_dispatchers():
     """The njit helpers generated kernels call (scalar prelude, counter-based RNG)."""
     import numba
 
-    from graphnet.compiler.render import scalar_prelude
+    from graphnet.compiler.render import row_math, scalar_prelude
     from graphnet.ops import rng
-    return [f for module in (scalar_prelude, rng) for f in vars(module).values()
+    return [f for module in (scalar_prelude, row_math, rng) for f in vars(module).values()
             if isinstance(f, numba.core.dispatcher.Dispatcher)]
 
 
@@ -315,7 +315,8 @@ def lower_gemm(planned, program, index):
 
 # -------------------------------------------------------------------- row-wise
 class RowwiseStep(Step):
-    """A row-wise template (softmax, log-softmax, cross-entropy, ...) over the rows of a matrix."""
+    """A row-wise template (softmax, log-softmax, cross-entropy, ...) over the rows of a matrix,
+    or the template of a joined pair (the loss and its gradient in one pass)."""
 
     kind = "rowwise"
 
@@ -325,25 +326,27 @@ class RowwiseStep(Step):
         self.serial, self.parallel = module.kernel_serial, module.kernel_parallel
 
     def bind(self, frame):
-        node, shapes = self.node, frame.shapes
+        shapes = frame.shapes
         rows, cols = shapes[self.planned.rows_var]
-        input_shapes = [shapes[v] for v in node.inputs]
-        checked = node.op.checked_inputs if self.may_fail else ()
-        args, changing = frame.arguments([(v, None) for v in node.inputs] + [(node.outputs[0], None)])
+        arguments = self.planned.arguments
+        # values the graph computed are checked here (fed ones were checked up front)
+        checks = [(node, {i: arguments.index(node.inputs[i]) for i in node.op.checked_inputs},
+                   [shapes[v] for v in node.inputs]) for node in self.nodes] if self.may_fail else []
+        args, changing = frame.arguments([(v, None) for v in arguments])
         kernel, head = self.variant(rows, cols)
 
         def call(env):
             for i, var, _ in changing:
                 args[i] = env[var]
-            if checked:   # values the graph computed (fed ones were checked up front)
-                node.op.check_values(node, {i: args[i] for i in checked}, input_shapes)
+            for node, positions, input_shapes in checks:
+                node.op.check_values(node, {i: args[k] for i, k in positions.items()}, input_shapes)
             call_kernel(kernel, *head, *args)
         return call
 
 
 @CPU_LOWERINGS.register(RowwiseKernel)
 def lower_rowwise(planned, program, index):
-    template = render.ROWWISE_TEMPLATES[type(planned.node.op)]
+    template = render.ROWWISE_TEMPLATES[planned.template_key]
     module = program.load(template.body)
     kernel = kernel_record(planned, f"k{index}_{template.name}", source=annotate(template.body, planned.nodes),
                            compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel, kind="rowwise")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from graphnet.compiler.schedule.rowwise_join import join_rowwise_groups
 from graphnet.graph.fgraph import FunctionGraph
 from graphnet.graph.ir import shape_str
 from graphnet.ops.reduce import Max, Moments, Sum
@@ -110,6 +111,7 @@ class FusionPlan:
     groups: list                   # in execution order
     refusals: list                 # (producer variable, consumer node, reason)
     scores: dict = field(default_factory=dict)  # (producer group id, node) -> bytes saved
+    row_joins: list = field(default_factory=list)  # RowwiseJoin: row-wise pairs joined or refused
 
 
 def kind_of(node):
@@ -272,7 +274,8 @@ def plan_fusion(fgraph: FunctionGraph, fuse=True, precomputed=frozenset()) -> Fu
                 group.reductions.append(node)
             groups.append(group)
             group_of[node] = group
-    return FusionPlan(_schedule(groups, group_of), refusals, scores)
+    joins = join_rowwise_groups(groups, group_of, reaches, fuse)
+    return FusionPlan(_schedule(groups, group_of), refusals, scores, joins)
 
 
 def _add(group, node):
