@@ -115,8 +115,9 @@ def named_source(body, source):
         renames[positional] = name
     if not renames:
         return body
-    # in0 and its row slice in0_r, as whole words: x0 (a value) and in10 stay as they are.
-    pattern = re.compile(r"\b(" + "|".join(sorted(renames, key=len, reverse=True)) + r")(_r)?\b")
+    # in0 and its row slices in0_r, in0_r_1 (a register block's second row), as whole words:
+    # x0 (a value) and in10 stay as they are.
+    pattern = re.compile(r"\b(" + "|".join(sorted(renames, key=len, reverse=True)) + r")(_r(?:_\d+)?)?\b")
     return pattern.sub(lambda m: renames[m.group(1)] + (m.group(2) or ""), body)
 
 
