@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-VARIANT_ORDER = ("graphnet fused", "graphnet unfused", "numpy", "pytorch", "jax")
+VARIANT_ORDER = ("graphnet fused", "graphnet unfused", "numpy", "pytorch", "jax", "hand numba")
 PEER_NAMES = ("numpy", "pytorch", "jax")
 
 
@@ -86,6 +86,26 @@ def evaluate_targets(results):
         speedup = ratio(rows[case_id], "graphnet unfused")
         add("3+6" if "4096x4096" in case_id else "6", f"{case_id} fused >= 2x unfused",
             f"{speedup:.2f}x" if speedup else "n/a", speedup is not None and speedup >= 2.0)
+    for task, limit in (("bn_relu_fwd", 1.2), ("bn_relu_bwd", 1.5)):
+        case_id = find(task, rows=4096, cols=4096)
+        row = rows.get(case_id)
+        hand = ratio(row, "hand numba") if row else None
+        value = 1.0 / hand if hand else None
+        add("16", f"{case_id} fused <= {limit}x the hand-written Numba kernels",
+            f"{value:.2f}x" if value else "n/a", value is not None and value <= limit)
+        percent = row.get("rate", {}).get("graphnet fused", {}).get("percent_of_ceiling") if row else None
+        add("16", f"{case_id} fused >= 50% of copy bandwidth", f"{percent:.0f}%" if percent else "n/a",
+            percent is not None and percent >= 50)
+    row = rows.get(find("bias_relu_bwd", rows=4096, cols=4096))
+    percent = row.get("rate", {}).get("graphnet fused", {}).get("percent_of_ceiling") if row else None
+    add("16", "bias+ReLU backward 4096x4096 fused >= 60% of copy bandwidth", f"{percent:.0f}%" if percent else "n/a",
+        percent is not None and percent >= 60)
+    row = rows.get(find("softmax_xent", cols=1024))
+    if row:
+        best, name = best_peer(row)
+        value = median(row, "graphnet fused") / best if best and median(row, "graphnet fused") else None
+        add("16", "softmax-xent fwd+grad <= 0.8x the fastest of NumPy, PyTorch, JAX",
+            f"{value:.2f}x {name}" if value else "n/a", value is not None and value <= 0.8)
     row = rows.get(find("mlp_infer", batch=1))
     value = median(row, "graphnet fused") if row else None
     add("6", "W4 B=1 inference <= 95 µs", _fmt_time(value), value is not None and value <= 95e-6)

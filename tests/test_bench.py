@@ -54,6 +54,13 @@ def test_both_graphnet_variants_and_numpy_are_checked_and_timed(quick_run):
             assert timing and timing["blocks"] > 0 and timing["error"] is None, (row["case"]["id"], variant)
 
 
+def test_the_hand_written_numba_kernels_are_checked_and_timed_where_they_exist(quick_run):
+    _, _, results = quick_run
+    data = json.loads(results[0].read_text())
+    tasks = {row["case"]["task"] for row in data["rows"] if "hand numba" in row["timings"]}
+    assert tasks == {"bn_relu_fwd", "bn_relu_bwd", "bias_relu_bwd", "softmax_xent"}
+
+
 def test_compile_time_is_measured_cold_and_warm_in_new_processes(quick_run):
     _, _, results = quick_run
     data = json.loads(results[0].read_text())
