@@ -116,3 +116,13 @@ def test_a_quick_run_ends_by_naming_the_skipped_peers_and_the_command_that_insta
     for name in missing:
         assert f"{name} (" in last
     assert f"install them with: {install_command(missing)} and run python -m bench again" in last
+
+
+def test_the_kernel_variants_script_checks_and_times_each_block_size(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               GRAPHNET_CACHE_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "bench.kernel_variants", "--rows", "9", "--cols", "5",
+                           "--rounds", "1", "--cases", "column_sum"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "column_sum" in proc.stdout and "4 rows:" in proc.stdout
