@@ -57,9 +57,29 @@ def kernel_report(fn, input_shapes=None):
                      read, written, unfused, saved))
     lines = [_title(name, kernels, input_shapes, from_last_call), ""]
     lines += _table(rows, totals)
+    lines += _minimum_traffic(fgraph, sizes, totals)
     lines += [""] + _not_fused(fn, fgraph, kernels)
     lines += _row_joins(fn)
     return "\n".join(lines) + "\n"
+
+
+def minimum_traffic(fgraph, sizes):
+    """Bytes a call must move at least: each input it reads once, each output and each updated
+    shared variable written once (None when a size is unknown)."""
+    inputs = [v for v in fgraph.variables() if v.owner is None and not isinstance(v, Constant)]
+    return sizes.total(list(dict.fromkeys(inputs)) + list(dict.fromkeys(fgraph.outputs)) +
+                       [shared for shared, _ in fgraph.updates])
+
+
+def _minimum_traffic(fgraph, sizes, totals):
+    least = minimum_traffic(fgraph, sizes)
+    moved = None if None in totals[:2] else totals[0] + totals[1]
+    if least is None or moved is None:
+        return [f"minimum traffic (each input read once, each output and update written once): "
+                f"{format_bytes(least)}; the kernels move {format_bytes(moved)}"]
+    return [f"minimum traffic (each input read once, each output and update written once): "
+            f"{format_bytes(least)}; the kernels move {format_bytes(moved)} "
+            f"({moved / least:.2f}x the minimum)" if least else ""]
 
 
 def _row_joins(fn):
