@@ -126,3 +126,9 @@ def test_the_kernel_variants_script_checks_and_times_each_block_size(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "column_sum" in proc.stdout and "4 rows:" in proc.stdout
+
+
+def test_the_gemm_strategy_variants_agree_with_numpy_before_they_are_timed():
+    from bench.gemm_strategy import measure
+    medians = measure((70, 33, 300), rounds=1)    # tiles with remainders in m, n and k
+    assert set(medians) == {"blas+pass", "blas only", "tiled numba"} and all(t > 0 for t in medians.values())
