@@ -108,12 +108,17 @@ class CompiledProgram:
                                f"{type(exc).__name__}: {exc}") from exc
 
     # ----------------------------------------------------------------- frames
-    def frame(self, host):
-        """The frame for the shapes (and, where a shape depends on them, small values) in ``host``."""
-        inputs = self._signature_inputs
-        signature = tuple([host[v].shape for v in inputs])   # every value here is an array
+    def signature(self, host):
+        """The key of ``host``'s frame: every input's shape, then the small values that may decide shapes."""
+        signature = tuple([host[v].shape for v in self._signature_inputs])   # every value here is an array
         if self._value_inputs:
-            signature += tuple(host[v].tobytes() for v in self._value_inputs if host[v].size <= SMALL_VALUE)
+            signature += tuple(host[v].tobytes() if host[v].size <= SMALL_VALUE else None for v in self._value_inputs)
+        return signature
+
+    def frame(self, host, signature=None):
+        """The frame for the shapes (and, where a shape depends on them, small values) in ``host``."""
+        if signature is None:
+            signature = self.signature(host)
         found = self._frames.get(signature)
         if found is None:
             shapes = self._infer_shapes(host)
@@ -127,13 +132,17 @@ class CompiledProgram:
                 _remember(self._frames, signature, found, MAX_VALUE_SIGNATURES)
             else:
                 found = _remember(self._frames, signature, self._new_frame(shapes), MAX_FRAMES)
+        if found[1] is not self._shown_traffic:
+            self.show(found)
+        return found[0]
+
+    def show(self, found):
+        """Make ``fn.kernels`` and ``fn.report()`` describe the call of this (frame, traffic)."""
         frame, traffic = found
-        if traffic is not self._shown_traffic:   # fn.kernels and fn.report() describe the last call
-            for step, (read, written) in zip(self.steps, traffic):
-                step.kernel.bytes_read, step.kernel.bytes_written = read, written
-            self._shown_traffic = traffic
-            self.last_shapes = frame.shapes
-        return frame
+        for step, (read, written) in zip(self.steps, traffic):
+            step.kernel.bytes_read, step.kernel.bytes_written = read, written
+        self._shown_traffic = traffic
+        self.last_shapes = frame.shapes
 
     def _new_frame(self, shapes):
         return self.make_frame(shapes, self._shape_values(shapes)), self._traffic(shapes)
