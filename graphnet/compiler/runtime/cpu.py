@@ -71,6 +71,9 @@ class CpuProgram(CompiledProgram):
         frame = self.frame(env, signature)
         if frame.compiling is None:
             frame.compiling = announce_compiles(self)
+        if frame.index_checks is not None:
+            inputs, check = frame.index_checks
+            check(*[env[v] for v in inputs])
         self.check_fed_values(env, frame.shapes)
         env.update(frame.env)
         for var, shape in frame.fresh:
@@ -104,7 +107,7 @@ class CpuProgram(CompiledProgram):
             print(f"[graphnet] {self.name}: compiled in {time.perf_counter() - frame.compiling:.1f} s",
                   file=sys.stderr)
             frame.compiling = 0.0
-        if not self.step_by_step:   # every kernel is loaded: later calls take the frame's entry
+        if not self.step_by_step and frame.entry is None:   # kernels loaded: later calls take the entry
             frame.entry = write_entry(self, frame)
         fresh = self._fresh_outputs
         outputs, handed = [], set()
@@ -181,6 +184,8 @@ class CpuFrame:
         self.env.update(program._constants)
         self.env.update(shape_values)
         self.fresh = [(v, shapes[v]) for v in program._fresh_outputs]
+        #: the value rules to run again on every call (see CompiledProgram.index_checks)
+        self.index_checks = program.index_checks(shapes)
         self.calls = [step.bind(self) for step in program.steps]
         #: None until the first call; then when compiling started, or 0.0 (nothing to announce)
         self.compiling = None

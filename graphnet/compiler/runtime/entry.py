@@ -126,6 +126,9 @@ def write_entry(program, frame):
         head.append(f"    {writer.local(var)} = feeds[{writer.constant(var)}]")
     for var in program.shared_inputs:
         head.append(f"    {writer.local(var)} = {writer.constant(var)}._value")
+    if frame.index_checks is not None:
+        inputs, check = frame.index_checks
+        head.append(f"    {writer.constant(check)}({', '.join(writer.locals[v] for v in inputs)})")
     for node, _ in program.distinct_value_checks:
         fed = {i: node.inputs[i] for i in node.op.checked_inputs if node.inputs[i] in writer.locals}
         if fed:

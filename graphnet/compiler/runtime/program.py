@@ -17,7 +17,6 @@ import numpy as np
 from graphnet.compiler.runtime.provenance import infer_output_shapes, node_error
 from graphnet.errors import CompileError, GraphnetError
 from graphnet.graph.ir import Constant
-from graphnet.ops.reduce import SizeOf
 
 DEBUG = int(os.environ.get("GRAPHNET_DEBUG", "0"))
 #: values with at most this many elements are tracked while inferring shapes
@@ -48,8 +47,13 @@ def _remember(table, key, value, limit):
 
 
 def values_deciding_shapes(fgraph):
-    """The graph inputs upstream of an op whose output shape depends on input values."""
-    stack = [v for n in fgraph.nodes() if n.op.infer_shape_needs_values for v in n.inputs]
+    """The graph inputs whose values may decide a shape: those upstream of the inputs an op
+    declares shape-deciding (``Op.shape_value_inputs``) where its static type leaves a length
+    open. The walk stops at ops that read only shapes (``x.shape[0]``): a minibatch sliced
+    ``X[i * 20:(i + 1) * 20]`` has 20 rows whatever ``i`` is, and ``arange(y.shape[0])`` is
+    decided by shapes alone, so neither puts ``i`` in a frame's key."""
+    stack = [n.inputs[i] for n in fgraph.nodes() if n.op.infer_shape_needs_values
+             and any(None in out.shape for out in n.outputs) for i in n.op.shape_value_inputs(n)]
     found, seen = set(), set()
     while stack:
         var = stack.pop()
@@ -58,7 +62,7 @@ def values_deciding_shapes(fgraph):
         seen.add(id(var))
         if var.owner is None:
             found.add(var)
-        else:
+        elif not var.owner.op.reads_only_shapes:
             stack.extend(var.owner.inputs)
     return found
 
@@ -150,6 +154,48 @@ class CompiledProgram:
     def make_frame(self, shapes, shape_values):
         raise NotImplementedError
 
+    def index_checks(self, shapes):
+        """``(inputs, check)`` for a frame at ``shapes``, or None: ``check(*values of inputs)``
+        runs again, on a call's small input values, the shape rules of the ops that need values
+        (a slice's bounds from a fed index, arange's, index arrays' range), raising as shape
+        inference does, with the node's provenance, before any kernel. A frame serves every
+        value of an input that decides no shape, so these rules must run on every call."""
+        checking = [n for n in self.fgraph.nodes() if n.op.infer_shape_needs_values]
+        if not checking:
+            return None
+        def small(v):
+            return int(np.prod(shapes[v], dtype=np.int64)) <= SMALL_VALUE
+        # The nodes computing the small values a checking node reads (a big value is never
+        # computed here: its stand-in has the right shape), in graph order.
+        wanted, stack = set(), [v for n in checking for v in n.inputs if small(v)]
+        while stack:
+            node = stack.pop().owner
+            if node is not None and id(node) not in wanted:
+                wanted.add(id(node))
+                if not node.op.reads_only_shapes:
+                    stack.extend(v for v in node.inputs if small(v))
+        order = [n for n in self.fgraph.nodes() if id(n) in wanted or n.op.infer_shape_needs_values]
+        inputs = list(dict.fromkeys(v for n in order for v in n.inputs if v.owner is None and not isinstance(v, Constant)
+                                    and small(v)))
+        known = {v: np.asarray(v.data) for n in order for v in n.inputs if isinstance(v, Constant)}
+        stand_ins = {v: np.broadcast_to(np.zeros((), v.dtype), shapes[v]) for n in order for v in n.inputs}
+        computes = {id(n): all(small(o) for o in n.outputs) for n in order}
+
+        def check(*values):
+            have = dict(known)
+            have.update(zip(inputs, values))
+            for node in order:
+                args = [have.get(v, stand_ins[v]) for v in node.inputs]
+                try:
+                    if node.op.infer_shape_needs_values:
+                        infer_output_shapes(node, args)
+                    if computes[id(node)] and (node.op.reads_only_shapes or all(v in have for v in node.inputs)):
+                        with np.errstate(all="ignore"):
+                            have.update(zip(node.outputs, node.op.perform(args)))
+                except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+                    node_error(node, exc)
+        return inputs, check
+
     def check_fed_values(self, host, shapes):
         """Ops' checks of fed values (labels in range), before any kernel runs."""
         for node, _ in self._distinct_value_checks:
@@ -200,7 +246,7 @@ class CompiledProgram:
         """Compute ``node``'s value during shape inference when it is small and its inputs are known."""
         if any(int(np.prod(shapes[o], dtype=np.int64)) > SMALL_VALUE for o in node.outputs):
             return
-        if isinstance(node.op, SizeOf):
+        if node.op.reads_only_shapes:
             args = [np.broadcast_to(np.zeros((), v.dtype), shapes[v]) for v in node.inputs]
         elif all(v in values for v in node.inputs):
             args = [values[v] for v in node.inputs]

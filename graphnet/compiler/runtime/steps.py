@@ -136,6 +136,8 @@ class Step:
         #: whether running this step can still raise once the program's up-front
         #: checks (shapes, fed labels) passed; an in-place update must not precede it
         self.may_fail = planned.may_fail
+        #: the fn.kernels entries whose variant this step's choice decides
+        self.records = [kernel]
 
     def run(self, env, buffers, shapes):
         raise NotImplementedError
@@ -158,6 +160,12 @@ class Step:
         for var in self.writes:
             if var in env:
                 check_finite(var.owner, var, np.asarray(env[var]))
+
+    def ran(self, variant):
+        """Record which variant (0 serial, 1 parallel) the kernel runs, for ``fn.kernels``
+        (an epilogue's choice is its GEMM kernel's too)."""
+        for kernel in self.records:
+            kernel.ran_parallel = bool(variant)
 
     def variant(self, rows, cols):
         """(dispatcher, leading arguments ``R, C, n_chunks``) of a generated kernel over
@@ -230,8 +238,8 @@ class FusedStep(Step):
         if self.flags is not None:   # check_numerics: the step-by-step path resets and reads the flag
             return None
         rows, cols, wanted = self.wanted(frame)
-        kernel, head = self.variant(rows, cols)
-        return [Call(kernel, head + [Ref(var, shape) for var, shape in wanted])]
+        launch, head = threads.measured_kernel(self.serial, self.parallel, rows, cols, self.ran)
+        return [Call(launch, head + [Ref(var, shape) for var, shape in wanted])]
 
     def bind(self, frame):
         rows, cols, wanted = self.wanted(frame)
@@ -283,6 +291,8 @@ class GemmStep(Step):
     def __init__(self, planned, kernel, epilogue=None):
         super().__init__(planned, kernel)
         self.dot, self.epilogue = planned.dot, epilogue
+        if epilogue is not None:
+            epilogue.records.append(kernel)
 
     def dims(self, frame):
         """(m, n, k) of the product at this frame's shapes."""
@@ -296,10 +306,8 @@ class GemmStep(Step):
             epilogue = self.epilogue.calls(frame)
             if epilogue is None:
                 return None
-            self.kernel.ran_parallel = self.epilogue.kernel.ran_parallel
         operands = [Ref(p.a, transpose=p.trans_a), Ref(p.b, transpose=p.trans_b), Ref(p.product)]
-        return [Call(threads.blas_threads, list(self.dims(frame))),
-                Call(np.dot if p.blas_ready else dot_into, operands)] + epilogue
+        return [Call(threads.measured_blas(*self.dims(frame), np.dot if p.blas_ready else dot_into), operands)] + epilogue
 
     def bind(self, frame):
         p = self.planned
@@ -364,8 +372,8 @@ class RowwiseStep(Step):
     def calls(self, frame):
         node, shapes = self.node, frame.shapes
         rows, cols = shapes[self.planned.rows_var]
-        kernel, head = self.variant(rows, cols)
-        run = [Call(kernel, head + [Ref(v) for v in node.inputs] + [Ref(node.outputs[0])])]
+        launch, head = threads.measured_kernel(self.serial, self.parallel, rows, cols, self.ran)
+        run = [Call(launch, head + [Ref(v) for v in node.inputs] + [Ref(node.outputs[0])])]
         checked = node.op.checked_inputs if self.may_fail else ()
         if not checked:
             return run
