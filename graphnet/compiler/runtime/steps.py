@@ -155,6 +155,11 @@ class Step:
         for the frame's generated entry (None: it has none, and the program keeps ``bind``)."""
         return None
 
+    def compiled_step(self, program):
+        """This step as a compiled kernel, for a driver (``driver.py``): itself, except a
+        NumPy step over 0-d values, whose kernel is compiled only now (when it is worth it)."""
+        return self
+
     def check_numerics(self, env):
         """Raise NumericsError naming the first node of this step whose output holds NaN or Inf."""
         for var in self.writes:
@@ -307,7 +312,10 @@ class GemmStep(Step):
             if epilogue is None:
                 return None
         operands = [Ref(p.a, transpose=p.trans_a), Ref(p.b, transpose=p.trans_b), Ref(p.product)]
-        return [Call(threads.measured_blas(*self.dims(frame), np.dot if p.blas_ready else dot_into), operands)] + epilogue
+        launch = threads.measured_blas(*self.dims(frame), np.dot if p.blas_ready else dot_into)
+        # Inside a compiled driver: np.dot on SciPy's BLAS, for products too small to thread.
+        inside = np.dot if p.blas_ready and getattr(launch, "single_thread", False) else None
+        return [Call(launch, operands, compiled=inside)] + epilogue
 
     def bind(self, frame):
         p = self.planned
@@ -424,6 +432,7 @@ class HostStep(Step):
     def __init__(self, planned, kernel, kind="host"):
         super().__init__(planned, kernel)
         self.kind = kind
+        self._compiled = None   # the compiled kernel of a 0-d group, made for a driver
 
     def run(self, env, buffers, shapes):
         for node in self.nodes:
@@ -432,6 +441,13 @@ class HostStep(Step):
 
     def calls(self, frame):
         return [Call(_performer(node), [Ref(v) for v in node.inputs], tuple(node.outputs)) for node in self.nodes]
+
+    def compiled_step(self, program):
+        if not (isinstance(self.planned, LoopKernel) and self.planned.domain == ()):
+            return self
+        if self._compiled is None:
+            self._compiled = fused_step(self.planned, program, self.kernel.name + "_compiled")
+        return self._compiled
 
 
 def perform(node, values):
