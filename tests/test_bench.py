@@ -109,3 +109,13 @@ def test_a_quick_run_ends_by_naming_the_skipped_peers_and_the_command_that_insta
     for name in missing:
         assert f"{name} (" in last
     assert f"install them with: {install_command(missing)} and run python -m bench again" in last
+
+
+def test_a_variant_timed_in_a_process_of_its_own_reports_its_median():
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "bench.isolated", "--child", "W1-B16", "graphnet fused",
+                           "--quick", "--blocks", "2", "--block-seconds", "0.005"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert measured["median_s"] > 0 and measured["peers_in_process"] == []
