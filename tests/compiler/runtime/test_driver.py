@@ -7,6 +7,7 @@ from numba.core.errors import TypingError
 
 import graphnet as gn
 from graphnet.compiler.runtime import driver
+from graphnet.compiler.runtime.threads import MeasuredChoice
 from graphnet.errors import GraphnetError
 
 
@@ -23,13 +24,14 @@ def _sgd_step(tag, backend="cpu"):
 
 @pytest.fixture(scope="module")
 def upgraded():
-    """A step whose frame took its driver after 3 calls, and the losses of 12 calls on both tiers."""
+    """A step whose frame took its driver after 3 calls, and its losses and the reference's, call by call."""
     patch = pytest.MonkeyPatch()
     patch.setattr(driver, "DRIVER_AFTER", 3)
     fn, W, b = _sgd_step("driver")
     reference, W_ref, b_ref = _sgd_step("driver_ref", backend="reference")
     rng = np.random.default_rng(0)
-    batches = [(rng.standard_normal((4, 5)).astype("float32"), rng.integers(0, 3, 4)) for _ in range(12)]
+    calls = 3 + 1 + 2 * (MeasuredChoice.SAMPLES + 1) + 2   # until the driver, then both measured, then settled
+    batches = [(rng.standard_normal((4, 5)).astype("float32"), rng.integers(0, 3, 4)) for _ in range(calls)]
     losses = [(fn(xb, yb), reference(xb, yb)) for xb, yb in batches]
     patch.undo()
     return fn, (W, b), (W_ref, b_ref), losses
