@@ -42,17 +42,26 @@ def wants_driver(program, traffic):
 
 
 class _Driver:
-    """Writes the driver's source: a parameter per array and per integer, a line per call."""
+    """Writes the driver's source: a line per call, a parameter per distinct array, and every
+    integer (row counts, chunk counts, lengths) read from one int64 array ``n``: each
+    argument costs Numba's dispatcher ~50 ns to unbox, and a small step has dozens."""
 
     def __init__(self):
-        self.params, self.values = [], []    # parameter names, and the entry's text for each
-        self.imports, self.lines = {}, []
+        self.params, self.values = ["n"], [None]    # parameter names, and the entry's text for each
+        self.ints, self.imports, self.lines = [], {}, []
+        self._by_text = {}
 
     def parameter(self, text):
-        name = f"a{len(self.params)}"
-        self.params.append(name)
-        self.values.append(text)
+        name = self._by_text.get(text)
+        if name is None:
+            name = self._by_text[text] = f"a{len(self.params)}"
+            self.params.append(name)
+            self.values.append(text)
         return name
+
+    def integer(self, value):
+        self.ints.append(int(value))
+        return f"n[{len(self.ints) - 1}]"
 
     def function(self, fn):
         if fn is np.dot:
@@ -66,7 +75,7 @@ class _Driver:
 
     def argument(self, writer, arg):
         if isinstance(arg, (int, np.integer)) and not isinstance(arg, bool):
-            return self.parameter(writer.constant(int(arg)))
+            return self.integer(arg)
         if not isinstance(arg, Ref):
             raise NotExpressible(arg)
         shape = arg.shape
@@ -75,7 +84,7 @@ class _Driver:
             return self.parameter(writer.argument(Ref(arg.var, shape))) + (".T" if arg.transpose else "")
         # a value that changes per call, viewed in another shape: reshaped inside, with the
         # lengths as arguments (so that the driver's text, and its compile, fit every frame)
-        dims = "".join(f"{self.parameter(writer.constant(int(d)))}, " for d in shape)
+        dims = "".join(f"{self.integer(d)}, " for d in shape)
         return f"{self.parameter(writer.argument(Ref(arg.var)))}.reshape(({dims}))" + (".T" if arg.transpose else "")
 
     def source(self):
@@ -121,6 +130,7 @@ def write_driver_entry(program, frame):
         return None
     module = program.load_driver(driver.source())
     kernels = " ".join(step.kernel.name for step in program.steps)
+    driver.values[0] = writer.constant(np.array(driver.ints, np.int64))
     fallback = ", ".join(writer.constant(v) for v in (program, frame, frame.entry))
     writer.lines.append(f"    try:\n        {writer.constant(module.step)}({', '.join(driver.values)})\n"
                         f"    except Exception as exc:  # the driver of: {kernels}\n"
