@@ -24,7 +24,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench import call_overhead, compile_time, hand_kernels, peers, probes, report, theano_mlp  # noqa: E402
+from bench import call_overhead, compile_time, hand_kernels, isolated, peers, probes, report, theano_mlp  # noqa: E402
 from bench.env import machine_description  # noqa: E402
 from bench.timing import interleaved  # noqa: E402
 from bench.workloads import GraphnetRunner, all_cases, make_problem  # noqa: E402
@@ -226,6 +226,13 @@ def main(argv=None):
             line += f"; graphnet/PyTensor {w6['ratio']:.2f}x (target <= 0.8x)"
         results["notes"].append(line)
         log(f"  {line}")
+        if {"pytorch", "jax"} & set(peer_builders):
+            log("W1, each framework in its own process (and graphnet beside PyTorch and JAX in one)")
+            results["isolated"] = isolated.run(rounds=1 if args.quick else 2, threads=args.threads,
+                                               blocks=3 if args.quick else 9, quick=args.quick)
+            for line in isolated.lines(results["isolated"]):
+                results["notes"].append(line)
+                log(f"  {line}")
 
     if not args.no_compile:
         results["compile"] = {}

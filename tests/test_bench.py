@@ -132,3 +132,13 @@ def test_the_gemm_strategy_variants_agree_with_numpy_before_they_are_timed():
     from bench.gemm_strategy import measure
     medians = measure((70, 33, 300), rounds=1)    # tiles with remainders in m, n and k
     assert set(medians) == {"blas+pass", "blas only", "tiled numba"} and all(t > 0 for t in medians.values())
+
+
+def test_a_variant_timed_in_a_process_of_its_own_reports_its_median():
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "bench.isolated", "--child", "W1-B16", "graphnet fused",
+                           "--quick", "--blocks", "2", "--block-seconds", "0.005"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert measured["median_s"] > 0 and measured["peers_in_process"] == []

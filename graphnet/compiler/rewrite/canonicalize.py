@@ -66,7 +66,8 @@ def _shape_from_shape_source(node):
     depends on the loss, which can then be computed in one kernel with its gradient
     (``rowwise_join``)."""
     inputs = list(node.inputs)
-    for position in node.op.shape_only_inputs:
+    shape_only = range(len(inputs)) if node.op.reads_only_shapes else node.op.shape_only_inputs
+    for position in shape_only:
         a = inputs[position]
         source = a.owner.op.same_shape_input if a.owner is not None else None
         if source is not None and a.owner.inputs[source].shape == a.shape:
