@@ -74,12 +74,11 @@ def minimum_traffic(fgraph, sizes):
 def _minimum_traffic(fgraph, sizes, totals):
     least = minimum_traffic(fgraph, sizes)
     moved = None if None in totals[:2] else totals[0] + totals[1]
-    if least is None or moved is None:
-        return [f"minimum traffic (each input read once, each output and update written once): "
-                f"{format_bytes(least)}; the kernels move {format_bytes(moved)}"]
-    return [f"minimum traffic (each input read once, each output and update written once): "
-            f"{format_bytes(least)}; the kernels move {format_bytes(moved)} "
-            f"({moved / least:.2f}x the minimum)" if least else ""]
+    line = (f"minimum traffic (each input read once, each output and update written once): "
+            f"{format_bytes(least)}; the kernels move {format_bytes(moved)}")
+    if least and moved is not None:
+        line += f" ({moved / least:.2f}x the minimum)"
+    return [line]
 
 
 def _row_joins(fn):
