@@ -464,6 +464,11 @@ class Op:
     def name(self):
         return type(self).__name__.lower()
 
+    def shape_source(self, node):
+        """Position of an input of ``node`` whose run-time shape is always its output's, or None
+        (``same_shape_input`` unless an op knows better per node)."""
+        return self.same_shape_input
+
     def shape_value_inputs(self, node):
         """Positions of the inputs whose *values* decide ``node``'s output shapes (a slice's
         symbolic bounds, ``arange``'s bounds): a compiled program keys its frames on them

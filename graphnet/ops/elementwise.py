@@ -52,6 +52,15 @@ class Elemwise(Op):
     kind = "elementwise"
     nin = 1
 
+    def shape_source(self, node):
+        # An input of the output's static shape, every length known: a None could be 1 at run
+        # time, broadcast against the others. (Weight decay's gradient ``second(W ** 2, c)``
+        # then reads W's shape, not W ** 2: it need not share a loop with the penalty's sum.)
+        out = node.outputs[0].shape
+        if None in out:
+            return None
+        return next((k for k, v in enumerate(node.inputs) if v.shape == out), None)
+
     def output_dtype(self, *dtypes):
         return np.result_type(*dtypes)
 

@@ -3,7 +3,7 @@
 ``x + 0``, ``x - 0``, ``x * 1``, ``x / 1`` -> ``x``; ``-(-x)`` -> ``x``;
 ``second(a, b)`` -> ``b`` when ``b`` already has the full shape, and
 ``second(a, b)`` -> ``second(s, b)`` (and ``size_of``) when ``a``'s op declares an
-input ``s`` of its shape (``Op.same_shape_input``); ``0 * x`` and
+input ``s`` of its shape (``Op.shape_source``); ``0 * x`` and
 ``x + zeros`` where the zeros come from gradients of unused branches. Each rule
 fires only when the result keeps the node's dtype and static shape.
 """
@@ -61,7 +61,8 @@ def _redundant_broadcast(node):
 
 def _shape_from_shape_source(node):
     """An op reading only the shape of ``a`` (``second(a, b)``, ``size_of(a)``) reads the input
-    of ``a``'s op that has ``a``'s shape instead (``Op.same_shape_input``: the loss's labels),
+    of ``a``'s op that has ``a``'s shape instead (``Op.shape_source``: the loss's labels, an
+    elementwise op's input of its static shape),
     so it need not wait for ``a``: the gradient's seed ``ones_like(loss) / n`` no longer
     depends on the loss, which can then be computed in one kernel with its gradient
     (``rowwise_join``)."""
@@ -69,7 +70,7 @@ def _shape_from_shape_source(node):
     shape_only = range(len(inputs)) if node.op.reads_only_shapes else node.op.shape_only_inputs
     for position in shape_only:
         a = inputs[position]
-        source = a.owner.op.same_shape_input if a.owner is not None else None
+        source = a.owner.op.shape_source(a.owner) if a.owner is not None else None
         if source is not None and a.owner.inputs[source].shape == a.shape:
             inputs[position] = a.owner.inputs[source]
     if inputs == list(node.inputs):

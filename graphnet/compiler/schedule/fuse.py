@@ -275,7 +275,53 @@ def plan_fusion(fgraph: FunctionGraph, fuse=True, precomputed=frozenset()) -> Fu
             groups.append(group)
             group_of[node] = group
     joins = join_rowwise_groups(groups, group_of, reaches, fuse)
+    if fuse:
+        _merge_siblings(groups, group_of)
     return FusionPlan(_schedule(groups, group_of), refusals, scores, joins)
+
+
+def _merge_siblings(groups, group_of):
+    """Rule 1 across the graph (horizontal fusion): two kernels that read the same array over
+    the same domain, neither depending on the other, become one loop reading it once (the L1
+    and L2 penalties ``sum(abs(W))`` and ``sum(W ** 2)``; the running statistics beside a
+    kernel's own use of the same input). They join only where ``_same_main_loop`` holds (each
+    node keeps its stage) or both are plain elementwise work."""
+    def readers_of(group):
+        return {id(v) for n in group.nodes for v in n.inputs
+                if v.ndim and v.shape == group.domain and not group.produces(v)}
+
+    def upstream(group, memo):
+        """Ids of the groups ``group`` depends on, transitively."""
+        found = memo.get(id(group))
+        if found is None:
+            found = set()
+            for n in group.nodes:
+                for v in n.inputs:
+                    other = group_of.get(v.owner) if v.owner is not None else None
+                    if other is not None and other is not group and id(other) not in found:
+                        found.add(id(other))
+                        found |= upstream(other, memo)
+            memo[id(group)] = found
+        return found
+
+    merged = True
+    while merged:
+        merged = False
+        fused = [g for g in groups if g.kind == "fused" and g.domain]
+        memo = {}
+        for i, a in enumerate(fused):
+            shared = readers_of(a)
+            for b in fused[i + 1:]:
+                plain = not (a.reductions or a.epilogue or b.reductions or b.epilogue)
+                if not (shared & readers_of(b)) or not (plain and a.domain == b.domain or _same_main_loop(a, b)):
+                    continue
+                if id(b) in upstream(a, memo) or id(a) in upstream(b, memo):
+                    continue
+                _merge(a, b, group_of, groups)
+                merged = True
+                break
+            if merged:
+                break
 
 
 def _add(group, node):
