@@ -150,8 +150,7 @@ def load_module(source, name_hint="kernels"):
         if module is None:
             path = entry_path(source, name_hint)
             _ensure_entry(directory, path, _file_body(source))
-            module_name = "_graphnet_" + os.path.basename(path)[: -len(".py")]
-            module = _import(path, module_name)
+            module = import_module_file(path, module_name_of(path))
             _loaded[(directory, key)] = module
         return module
 
@@ -185,6 +184,19 @@ def numba_cached(dispatcher):
     try:
         return os.path.exists(dispatcher._cache._cache_file._index_path)
     except AttributeError:
+        return False
+
+
+def numba_cached_signature(dispatcher, signature):
+    """Whether Numba's disk cache holds ``dispatcher`` compiled for ``signature`` (a tuple of Numba types).
+
+    Reads the index as Numba's own lookup does (private attributes; on a Numba
+    without them, says False: the kernel is then compiled, not loaded)."""
+    try:
+        numba_cache = dispatcher._cache
+        key = numba_cache._index_key(signature, dispatcher.targetctx.codegen())
+        return key in numba_cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - no disk cache, an unreadable index: not cached
         return False
 
 
@@ -319,7 +331,15 @@ def _link_if_absent(src, dst):
         return True
 
 
-def _import(path, module_name):
+def module_name_of(path):
+    """The name a cache entry's module is imported under (in every process: Numba reimports it by name)."""
+    return "_graphnet_" + os.path.basename(path)[: -len(".py")]
+
+
+def import_module_file(path, module_name):
+    """Import the published cache entry ``path`` as ``module_name``, registered in ``sys.modules`` first.
+
+    Raises CompileError naming the file when the module fails to run."""
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module

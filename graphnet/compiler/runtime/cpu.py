@@ -16,7 +16,7 @@ import numpy as np
 from numba.core.errors import NumbaError
 
 from graphnet.compiler.render import cpu as render
-from graphnet.compiler.runtime import cache
+from graphnet.compiler.runtime import cache, tiered
 from graphnet.compiler.runtime.program import DEBUG, CompiledProgram, describe_nodes
 from graphnet.compiler.runtime.provenance import node_error
 from graphnet.compiler.runtime.steps import CPU_LOWERINGS, non_finite
@@ -43,6 +43,11 @@ class CpuProgram(CompiledProgram):
     def load(body):
         return cache.load_module(render.module_source(body), name_hint="k")
 
+    def wait_compiled(self, timeout=None):
+        """Block until every kernel compiling in the background is ready (or failed): the next call
+        runs compiled. False if ``timeout`` seconds passed first (see ``runtime/tiered.py``)."""
+        return tiered.wait_compiled(self.kernels, timeout)
+
     def make_frame(self, shapes, shape_values):
         buffers = plan_buffers(self.steps, shapes, self.fgraph.roots, self.in_place)
         return CpuFrame(self, shapes, buffers, shape_values)
@@ -65,8 +70,7 @@ class CpuProgram(CompiledProgram):
         timing, check = DEBUG >= 2, self.check_numerics
         for call, step in zip(frame.calls, self.steps):
             if timing:
-                start, dispatcher = time.perf_counter(), step.kernel.dispatcher
-                known = len(dispatcher.signatures) if dispatcher is not None else 0
+                start = time.perf_counter()
             try:
                 call(env)
             except GraphnetError:
@@ -77,10 +81,7 @@ class CpuProgram(CompiledProgram):
             except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
                 node_error(step.nodes[-1], exc)
             if timing:
-                compiled = dispatcher is not None and len(dispatcher.signatures) > known
-                print(f"[graphnet] {step.kernel.name:28s} {1e6 * (time.perf_counter() - start):9.1f} us "
-                      f"({', '.join(step.kernel.ops)})" + ("  <- includes loading or compiling the kernel"
-                                                           if compiled else ""), file=sys.stderr)
+                print_step_time(step.kernel, time.perf_counter() - start)
             if check:
                 step.check_numerics(env)
         if check:
@@ -109,6 +110,16 @@ class CpuProgram(CompiledProgram):
                                     f"(simplified to the value of {after.describe()})")
 
 
+def print_step_time(kernel, seconds):
+    """``GRAPHNET_DEBUG=2``: one step's time, its tier, and apart from it the time spent loading or compiling."""
+    loading = kernel.take_compile_seconds()
+    tier = kernel.current_tier
+    print(f"[graphnet] {kernel.name:28s} {1e6 * (seconds - loading):9.1f} us ({', '.join(kernel.ops)})"
+          + (f" [{tier}]" if tier and tier != "compiled" else "")
+          + (f"  (+ {1e3 * loading:.1f} ms loading or compiling the kernel, apart)" if loading else ""),
+          file=sys.stderr)
+
+
 def announce_compiles(program):
     """Say on stderr how many kernels the first call must compile, before it waits for them.
 
@@ -117,7 +128,7 @@ def announce_compiles(program):
     """
     fresh = {id(d): d for d in (s.kernel.dispatcher for s in program.steps)
              if d is not None and not d.signatures}
-    if not fresh or os.environ.get("GRAPHNET_QUIET"):
+    if not fresh or os.environ.get("GRAPHNET_QUIET") or tiered.tiered_enabled():   # tiered: it says so itself
         return 0.0
     cached = sum(cache.numba_cached(d) for d in fresh.values())
     if cached == len(fresh):
