@@ -70,6 +70,8 @@ class Ticket:
         self.seconds = None            # the compile's time in the worker
         self.submitted = time.perf_counter()
         self._resolved = threading.Event()
+        self._callbacks = []
+        self._callback_lock = threading.Lock()
 
     @property
     def ready(self):
@@ -85,7 +87,19 @@ class Ticket:
 
     def resolve(self, seconds, reason, lost=False):
         self.seconds, self.reason, self.lost = seconds, reason, lost
-        self._resolved.set()
+        with self._callback_lock:
+            self._resolved.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+    def when_resolved(self, callback):
+        """Call ``callback(ticket)`` once the ticket is resolved (now, if it is; else on the pool's thread)."""
+        with self._callback_lock:
+            if not self._resolved.is_set():
+                self._callbacks.append(callback)
+                return
+        callback(self)
 
     def __repr__(self):
         state = "pending" if not self.ready else "failed: " + self.reason if self.reason else "done"
@@ -124,6 +138,7 @@ class Worker:
             self.process.stdin.close()
 
     def death_reason(self):
+        """Why the worker is gone (call once its stdout ended)."""
         code = self.process.wait()
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         self.stderr.seek(0)
@@ -268,6 +283,7 @@ class CompilePool:
             self._dispatch()
 
     def _exited(self, worker):
+        worker.process.wait()   # reaped: no zombie waits for the interpreter's exit
         reason = None if worker.closing else worker.death_reason()
         with self._lock:
             if worker in self._workers:
@@ -299,8 +315,10 @@ def worker_environment():
     env = dict(os.environ)
     paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    if numba.config.CACHE_DIR:
+    if numba.config.CACHE_DIR:   # as this process sees it (set in code or in the environment)
         env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+    else:
+        env.pop("NUMBA_CACHE_DIR", None)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 

@@ -46,8 +46,8 @@ class Kernel:
     tier: str = None
     #: a GEMM's epilogue kernel (its own record: it is compiled and tiered on its own)
     epilogue: object = field(default=None, repr=False)
-    #: background compiles of this kernel (compile_pool tickets)
-    tickets: list = field(default_factory=list, repr=False)
+    #: the bound calls of this kernel still waiting (or that waited) for it on the NumPy tier
+    background: list = field(default_factory=list, repr=False)
     #: seconds spent loading or compiling this kernel in the foreground, not yet reported
     compile_s: float = field(default=0.0, repr=False)
 
@@ -60,8 +60,8 @@ class Kernel:
         """``tier``, for a GEMM that of its epilogue."""
         return self.epilogue.tier if self.epilogue is not None else self.tier
 
-    def all_tickets(self):
-        return self.tickets + (self.epilogue.tickets if self.epilogue is not None else [])
+    def all_background(self):
+        return self.background + (self.epilogue.background if self.epilogue is not None else [])
 
     def take_compile_seconds(self):
         """Seconds spent loading or compiling (with its epilogue) since the last time asked."""

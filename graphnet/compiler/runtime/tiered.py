@@ -3,28 +3,34 @@
 A generated kernel (a fused loop, a GEMM's epilogue, a row-wise template) is
 compiled by Numba for the argument types of its first call, which costs
 0.2-0.9 s a kernel and holds the GIL. So on its first call, a step whose
-kernel is neither compiled in this process nor in Numba's disk cache sends
-the compile to a worker process (:mod:`compile_pool`) and runs its nodes'
-NumPy references (each op's ``perform``: the oracle, with the same
-counter-based dropout masks) into the same buffers; each later call looks at
-the ticket and, once the worker wrote the machine code to the disk cache,
-loads it (milliseconds), runs compiled from then on, and takes itself out of
-the frame's call list. Loading or compiling is timed apart from the kernel's
-run, for ``GRAPHNET_DEBUG=2``.
+kernel is not compiled in this process yet runs its nodes' NumPy references
+(each op's ``perform``: the oracle, with the same counter-based dropout
+masks) into the same buffers, while
+
+- a kernel not in Numba's disk cache either is compiled by a worker process
+  (:mod:`compile_pool`), which writes the machine code to the disk cache;
+- the loader thread (:class:`Loader`) loads it from there into this process
+  (milliseconds; the first load also sets up Numba's CPU target).
+
+The call after the load runs compiled and takes itself out of the frame's
+call list: from then on the frame calls the kernel directly.
 
 ``GRAPHNET_TIERED=0`` turns tiering off: a step whose kernel is new compiles
-it in line on its first call, as a compiled-only program does.
+it in line on its first call, as a compiled-only program does, timed apart
+from the kernel's run for ``GRAPHNET_DEBUG=2``.
 
-When the background compile fails: if the worker was lost (killed, out of
-memory), the kernel is compiled here on the step's next call; if Numba
-itself could not compile it (or compiling here fails too), the step keeps
-running on NumPy, and says why once on stderr (every time a kernel
-switches, under ``GRAPHNET_DEBUG``).
+When the worker was lost (killed, out of memory), the loader thread
+compiles the kernel in this process instead; when Numba itself could not
+compile it, the step keeps running on NumPy. Either is said once on stderr;
+``GRAPHNET_DEBUG=1`` also says when each kernel switched, and the whole reason
+of a failure.
 """
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
 import time
 import weakref
 
@@ -54,7 +60,9 @@ class KernelCall:
     ``arguments(env)`` gives the kernel's arguments for this call (their Numba
     types pick the compiled signature); ``run_compiled(env)`` and
     ``run_reference(env)`` run the step compiled or on NumPy, writing the same
-    buffers.
+    buffers. The states, each entered once: first call; waiting (on NumPy)
+    until the loader thread has the kernel in this process; compiled, or
+    NumPy for good when compiling failed.
     """
 
     def __init__(self, step, frame, dispatcher, arguments, run_compiled, run_reference):
@@ -62,6 +70,9 @@ class KernelCall:
         self.frame, self.dispatcher = frame, dispatcher
         self.arguments, self.run_compiled, self.run_reference = arguments, run_compiled, run_reference
         self.signature = self.ticket = None
+        #: set by the loader thread: the kernel is loaded (``load_error`` None) or could not be
+        self.load_error, self.load_s = None, 0.0
+        self._ready = threading.Event()
         self.progress = FrameProgress.of(frame, self.program_name)
         self.progress.bound += 1
         self.current = self._first_call
@@ -69,53 +80,82 @@ class KernelCall:
     def __call__(self, env):
         self.current(env)
 
+    def wait(self, timeout=None):
+        """Block until this step can leave the NumPy tier (loaded, or compiling failed)."""
+        return self._ready.wait(timeout)
+
     def _first_call(self, env):
         self.signature = tuple(numba.typeof(a) for a in self.arguments(env))
         dispatcher = self.dispatcher
-        if self.signature in dispatcher.overloads or not tiered_enabled() \
-                or cache.numba_cached_signature(dispatcher, self.signature):
+        if self.signature in dispatcher.overloads or not tiered_enabled():
             self.progress.first_call(None)
+            self._compile_here()
             self._switch(env)
             return
-        module = sys.modules[dispatcher.py_func.__module__]
-        self.ticket = compile_pool.submit(CompileJob(module.__file__, module.__name__, dispatcher.py_func.__name__,
-                                                     self.signature))
-        self.kernel.tickets.append(self.ticket)
-        self.progress.first_call(self.ticket)
-        self.current = self._while_compiling
-        self._while_compiling(env)
+        self.kernel.background.append(self)
+        if cache.numba_cached_signature(dispatcher, self.signature):
+            self.progress.first_call(None)
+            LOADER.load(self)               # milliseconds, but on the loader thread: the step goes on
+        else:
+            module = sys.modules[dispatcher.py_func.__module__]
+            self.ticket = compile_pool.submit(CompileJob(module.__file__, module.__name__,
+                                                         dispatcher.py_func.__name__, self.signature))
+            self.progress.first_call(self.ticket)
+            LOADER.warm_up()
+            this = weakref.ref(self)   # a dropped function's compile does not keep its steps alive
+            self.ticket.when_resolved(lambda ticket: _compiled_elsewhere(this(), ticket))
+        self.current = self._until_loaded
+        self._until_loaded(env)
 
-    def _while_compiling(self, env):
-        ticket = self.ticket
-        if not ticket.ready:
+    def compiled_elsewhere(self, ticket):
+        """The worker finished (on the pool's thread): load it here, compile it here, or give up."""
+        if ticket.reason is None or ticket.lost:
+            LOADER.load(self)
+        else:
+            self.load_error = ticket.reason
+            self._ready.set()
+
+    def load(self):
+        """On the loader thread: the kernel for this signature into this process (from Numba's disk
+        cache, else compiled: the worker was lost)."""
+        start = time.perf_counter()
+        try:
+            self.dispatcher.compile(self.signature)
+        except Exception as exc:  # noqa: BLE001 - any failure: NumPy keeps the step working
+            self.load_error = f"{type(exc).__name__}: {exc}"
+        self.load_s = time.perf_counter() - start
+        self._ready.set()
+
+    def _until_loaded(self, env):
+        if not self._ready.is_set():
             self.kernel.tier = "numpy"
             self.run_reference(env)
             return
-        if ticket.reason is None:
+        if self.ticket is not None and self.ticket.lost:
+            say(f"{self.program_name}: {self.kernel.name}: {self.ticket.reason}; compiled in this process "
+                "instead", always=True)
+        if self.load_error is None:
+            if self.ticket is not None:
+                say(f"{self.program_name}: {self.kernel.name} compiled in the background "
+                    f"({self.ticket.seconds:.2f} s in the worker, {1e3 * self.load_s:.1f} ms to load)")
             self._switch(env)
-        elif ticket.lost:
-            say(f"{self.program_name}: {self.kernel.name}: {ticket.reason}; compiling it here", always=True)
-            try:
-                self._switch(env)
-            except Exception as exc:  # noqa: BLE001 - any failure: NumPy keeps the step working
-                self._keep_reference(env, f"{type(exc).__name__}: {exc}")
         else:
-            self._keep_reference(env, ticket.reason)
-        self.progress.resolved(ticket)
+            self._keep_reference(env, self.load_error)
+        if self.ticket is not None:
+            self.progress.resolved(self.ticket, failed=self.load_error is not None)
 
-    def _switch(self, env):
-        """Load (or compile) the kernel for this signature, timed apart from its run; run compiled from now on."""
+    def _compile_here(self):
+        """Compile (or load) in line, timed apart from the kernel's run (``GRAPHNET_DEBUG=2``)."""
         start = time.perf_counter()
         self.dispatcher.compile(self.signature)
-        spent = time.perf_counter() - start
-        self.kernel.compile_s += spent
-        if self.ticket is not None:
-            say(f"{self.program_name}: {self.kernel.name} compiled in the background "
-                f"({self.ticket.seconds:.2f} s in the worker, {1e3 * spent:.1f} ms to load)")
+        self.kernel.compile_s += time.perf_counter() - start
+
+    def _switch(self, env):
+        """Run compiled from now on; a top-level step leaves the frame's call list for its kernel."""
         self.kernel.tier = "compiled"
         self.current = self.run_compiled
         calls = getattr(self.frame, "calls", None)
-        if isinstance(calls, list):   # a top-level step: the frame calls the kernel directly from now on
+        if isinstance(calls, list):
             for i, call in enumerate(calls):
                 if call is self:
                     calls[i] = self.run_compiled
@@ -132,6 +172,53 @@ class KernelCall:
         self.run_reference(env)
 
 
+def _compiled_elsewhere(call, ticket):
+    if call is not None:
+        call.compiled_elsewhere(ticket)
+
+
+class Loader:
+    """The thread that brings kernels into this process while their steps run on NumPy.
+
+    Loading a kernel from Numba's disk cache costs milliseconds, but the first
+    one in a process also sets up Numba's CPU target (imports that took
+    0.3-2 s here): on this thread it overlaps the user's steps instead of
+    stalling one of them. Numba's compiler lock keeps it apart from any
+    compile on the user's thread.
+    """
+
+    def __init__(self):
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread = None
+
+    def load(self, call):
+        self._start()
+        self._queue.put(call)
+
+    def warm_up(self):
+        """Set up Numba's CPU target now, while the first kernels compile elsewhere."""
+        self._start()
+
+    def _start(self):
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="graphnet-kernel-loader", daemon=True)
+                self._thread.start()
+
+    def _run(self):
+        try:
+            from numba.core.registry import cpu_target
+            cpu_target.target_context.refresh()
+        except Exception:  # noqa: BLE001 - only an early start; the first load does it otherwise
+            pass
+        while True:
+            self._queue.get().load()
+
+
+LOADER = Loader()
+
+
 class FrameProgress:
     """The compile messages of one frame: which kernels went to the background, and when all are ready."""
 
@@ -142,6 +229,7 @@ class FrameProgress:
         self.bound = self.first_calls = 0
         self.tickets = {}    # id -> ticket: distinct background compiles
         self.pending = set()
+        self.failed = 0
         self.started = None
 
     @classmethod
@@ -165,13 +253,15 @@ class FrameProgress:
             say(f"{self.name}: compiling {count} kernel{'s' if count != 1 else ''} in the background; "
                 "until each is ready its step runs on NumPy", always=True)
 
-    def resolved(self, ticket):
-        self.pending.discard(id(ticket))
+    def resolved(self, ticket, failed):
+        if id(ticket) in self.pending:
+            self.pending.discard(id(ticket))
+            self.failed += failed
         if not self.pending and self.started is not None:
-            failed = sum(t.reason is not None for t in self.tickets.values())
             say(f"{self.name}: the background compiles ended "
                 f"{time.perf_counter() - self.started:.1f} s after the first call"
-                + (f"; {failed} failed" if failed else "; every step runs compiled now"), always=True)
+                + (f"; {self.failed} kernel(s) keep running on NumPy" if self.failed
+                   else "; every step runs compiled now"), always=True)
             self.started = None
 
 
@@ -184,8 +274,8 @@ def wait_compiled(kernels, timeout=None):
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     for kernel in kernels:
-        for ticket in kernel.all_tickets():
+        for call in kernel.all_background():
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not ticket.wait(left):
+            if not call.wait(left):
                 return False
     return True
