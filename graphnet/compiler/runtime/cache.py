@@ -194,10 +194,27 @@ def numba_cached_signature(dispatcher, signature):
     without them, says False: the kernel is then compiled, not loaded)."""
     try:
         numba_cache = dispatcher._cache
-        key = numba_cache._index_key(signature, dispatcher.targetctx.codegen())
+        key = numba_cache._index_key(signature, _HostMagic.of(dispatcher))
         return key in numba_cache._cache_file._load_index()
     except Exception:  # noqa: BLE001 - no disk cache, an unreadable index: not cached
         return False
+
+
+class _HostMagic:
+    """The codegen's ``magic_tuple()`` (target triple, CPU, features), asked of LLVM once per process:
+    each ask takes LLVM's lock, which a kernel loading on another thread holds for long."""
+
+    _tuple = None
+
+    @classmethod
+    def of(cls, dispatcher):
+        if cls._tuple is None:
+            cls._tuple = dispatcher.targetctx.codegen().magic_tuple()
+        return cls
+
+    @classmethod
+    def magic_tuple(cls):
+        return cls._tuple
 
 
 def repair_numba_cache(*dispatchers):

@@ -6,7 +6,8 @@ parent (:mod:`graphnet.compiler.runtime.compile_pool`) writes jobs to this
 process's stdin and reads one reply per job from its stdout, both pickled:
 
 - job: ``CompileJob`` (the generated module's file, the name it is imported
-  under, the dispatcher's name in it, the argument types);
+  under, the dispatcher's name in it, the argument types); a module of
+  graphnet's own (a helper called from Python) is imported by name;
 - reply: ``(key, seconds, None)`` when the machine code is in Numba's disk
   cache, ``(key, seconds, reason)`` when compiling raised.
 
@@ -21,6 +22,7 @@ Run as ``python -m graphnet.compiler.runtime.compile_worker``.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import signal
@@ -48,8 +50,10 @@ def compile_job(job, modules):
     from graphnet.compiler.runtime import cache
     try:
         module = modules.get(job.path)
-        if module is None:
-            module = modules[job.path] = cache.import_module_file(job.path, job.module_name)
+        if module is None:   # a generated module from the kernel cache, or one of graphnet's own
+            module = modules[job.path] = (cache.import_module_file(job.path, job.module_name)
+                                          if cache.module_name_of(job.path) == job.module_name
+                                          else importlib.import_module(job.module_name))
         getattr(module, job.function).compile(job.signature)
     except Exception as exc:  # noqa: BLE001 - any failure is the parent's to report
         return f"{type(exc).__name__}: {exc}".strip()

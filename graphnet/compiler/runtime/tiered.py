@@ -54,6 +54,59 @@ def say(message, always=False):
         print(f"[graphnet] {message}", file=sys.stderr, flush=True)
 
 
+class BackgroundCompile:
+    """One dispatcher brought into this process for one signature, off the user's thread.
+
+    From Numba's disk cache it goes straight to the loader thread; otherwise a
+    worker process compiles it first (``ticket``). ``wait()`` ends when it is
+    loaded (``error`` None) or could not be (``error`` says why).
+    """
+
+    def __init__(self, dispatcher, signature):
+        self.dispatcher, self.signature = dispatcher, signature
+        self.ticket, self.error, self.load_s = None, None, 0.0
+        self._ready = threading.Event()
+        if cache.numba_cached_signature(dispatcher, signature):
+            LOADER.load(self)
+            return
+        module = sys.modules[dispatcher.py_func.__module__]
+        self.ticket = compile_pool.submit(CompileJob(module.__file__, module.__name__, dispatcher.py_func.__name__,
+                                                     signature))
+        LOADER.warm_up()
+        this = weakref.ref(self)   # a dropped function's compile does not keep its steps alive
+        self.ticket.when_resolved(lambda ticket: _compiled_elsewhere(this(), ticket))
+
+    @property
+    def ready(self):
+        return self._ready.is_set()
+
+    def wait(self, timeout=None):
+        return self._ready.wait(timeout)
+
+    def compiled_elsewhere(self, ticket):
+        """The worker finished (on the pool's thread): load it here, compile it here, or give up."""
+        if ticket.reason is None or ticket.lost:
+            LOADER.load(self)
+        else:
+            self.error = ticket.reason
+            self._ready.set()
+
+    def load(self):
+        """On the loader thread: from Numba's disk cache, else compiled here (the worker was lost)."""
+        start = time.perf_counter()
+        try:
+            self.dispatcher.compile(self.signature)
+        except Exception as exc:  # noqa: BLE001 - any failure: NumPy keeps the step working
+            self.error = f"{type(exc).__name__}: {exc}"
+        self.load_s = time.perf_counter() - start
+        self._ready.set()
+
+
+def _compiled_elsewhere(background, ticket):
+    if background is not None:
+        background.compiled_elsewhere(ticket)
+
+
 class KernelCall:
     """A step's bound call of a generated kernel, on the tier that is ready.
 
@@ -61,18 +114,15 @@ class KernelCall:
     types pick the compiled signature); ``run_compiled(env)`` and
     ``run_reference(env)`` run the step compiled or on NumPy, writing the same
     buffers. The states, each entered once: first call; waiting (on NumPy)
-    until the loader thread has the kernel in this process; compiled, or
-    NumPy for good when compiling failed.
+    for its :class:`BackgroundCompile`; compiled, or NumPy for good when
+    compiling failed.
     """
 
     def __init__(self, step, frame, dispatcher, arguments, run_compiled, run_reference):
         self.kernel, self.program_name = step.kernel, step.program_name
         self.frame, self.dispatcher = frame, dispatcher
         self.arguments, self.run_compiled, self.run_reference = arguments, run_compiled, run_reference
-        self.signature = self.ticket = None
-        #: set by the loader thread: the kernel is loaded (``load_error`` None) or could not be
-        self.load_error, self.load_s = None, 0.0
-        self._ready = threading.Event()
+        self.background = None
         self.progress = FrameProgress.of(frame, self.program_name)
         self.progress.bound += 1
         self.current = self._first_call
@@ -82,73 +132,42 @@ class KernelCall:
 
     def wait(self, timeout=None):
         """Block until this step can leave the NumPy tier (loaded, or compiling failed)."""
-        return self._ready.wait(timeout)
+        return self.background is None or self.background.wait(timeout)
 
     def _first_call(self, env):
-        self.signature = tuple(numba.typeof(a) for a in self.arguments(env))
-        dispatcher = self.dispatcher
-        if self.signature in dispatcher.overloads or not tiered_enabled():
+        signature = tuple(numba.typeof(a) for a in self.arguments(env))
+        if signature in self.dispatcher.overloads or not tiered_enabled():
             self.progress.first_call(None)
-            self._compile_here()
+            start = time.perf_counter()   # compiled in line, timed apart from the run (GRAPHNET_DEBUG=2)
+            self.dispatcher.compile(signature)
+            self.kernel.compile_s += time.perf_counter() - start
             self._switch(env)
             return
+        self.background = BackgroundCompile(self.dispatcher, signature)
         self.kernel.background.append(self)
-        if cache.numba_cached_signature(dispatcher, self.signature):
-            self.progress.first_call(None)
-            LOADER.load(self)               # milliseconds, but on the loader thread: the step goes on
-        else:
-            module = sys.modules[dispatcher.py_func.__module__]
-            self.ticket = compile_pool.submit(CompileJob(module.__file__, module.__name__,
-                                                         dispatcher.py_func.__name__, self.signature))
-            self.progress.first_call(self.ticket)
-            LOADER.warm_up()
-            this = weakref.ref(self)   # a dropped function's compile does not keep its steps alive
-            self.ticket.when_resolved(lambda ticket: _compiled_elsewhere(this(), ticket))
+        self.progress.first_call(self.background.ticket)
         self.current = self._until_loaded
         self._until_loaded(env)
 
-    def compiled_elsewhere(self, ticket):
-        """The worker finished (on the pool's thread): load it here, compile it here, or give up."""
-        if ticket.reason is None or ticket.lost:
-            LOADER.load(self)
-        else:
-            self.load_error = ticket.reason
-            self._ready.set()
-
-    def load(self):
-        """On the loader thread: the kernel for this signature into this process (from Numba's disk
-        cache, else compiled: the worker was lost)."""
-        start = time.perf_counter()
-        try:
-            self.dispatcher.compile(self.signature)
-        except Exception as exc:  # noqa: BLE001 - any failure: NumPy keeps the step working
-            self.load_error = f"{type(exc).__name__}: {exc}"
-        self.load_s = time.perf_counter() - start
-        self._ready.set()
-
     def _until_loaded(self, env):
-        if not self._ready.is_set():
+        background = self.background
+        if not background.ready:
             self.kernel.tier = "numpy"
             self.run_reference(env)
             return
-        if self.ticket is not None and self.ticket.lost:
-            say(f"{self.program_name}: {self.kernel.name}: {self.ticket.reason}; compiled in this process "
-                "instead", always=True)
-        if self.load_error is None:
-            if self.ticket is not None:
+        ticket = background.ticket
+        if ticket is not None and ticket.lost:
+            say(f"{self.program_name}: {self.kernel.name}: {ticket.reason}; compiled in this process instead",
+                always=True)
+        if background.error is None:
+            if ticket is not None:
                 say(f"{self.program_name}: {self.kernel.name} compiled in the background "
-                    f"({self.ticket.seconds:.2f} s in the worker, {1e3 * self.load_s:.1f} ms to load)")
+                    f"({ticket.seconds:.2f} s in the worker, {1e3 * background.load_s:.1f} ms to load)")
             self._switch(env)
         else:
-            self._keep_reference(env, self.load_error)
-        if self.ticket is not None:
-            self.progress.resolved(self.ticket, failed=self.load_error is not None)
-
-    def _compile_here(self):
-        """Compile (or load) in line, timed apart from the kernel's run (``GRAPHNET_DEBUG=2``)."""
-        start = time.perf_counter()
-        self.dispatcher.compile(self.signature)
-        self.kernel.compile_s += time.perf_counter() - start
+            self._keep_reference(env, background.error)
+        if ticket is not None:
+            self.progress.resolved(ticket, failed=background.error is not None)
 
     def _switch(self, env):
         """Run compiled from now on; a top-level step leaves the frame's call list for its kernel."""
@@ -172,9 +191,30 @@ class KernelCall:
         self.run_reference(env)
 
 
-def _compiled_elsewhere(call, ticket):
-    if call is not None:
-        call.compiled_elsewhere(ticket)
+class HelperCall:
+    """An njit helper called from Python (a check of fed values), on its NumPy twin until it is compiled.
+
+    ``HelperCall(dispatcher, twin)(*args)`` gives what both give. Without
+    tiering, or once compiled for the first call's types, it calls the
+    dispatcher (which compiles other types in line, as any njit function)."""
+
+    def __init__(self, dispatcher, twin):
+        self.dispatcher, self.twin = dispatcher, twin
+        self.compiled, self.background = None, None
+
+    def __call__(self, *args):
+        compiled = self.compiled
+        if compiled is not None:
+            return compiled(*args)
+        if self.background is None:
+            if self.dispatcher.signatures or not tiered_enabled():
+                self.compiled = self.dispatcher
+                return self.dispatcher(*args)
+            self.background = BackgroundCompile(self.dispatcher, tuple(numba.typeof(a) for a in args))
+        elif self.background.ready and self.background.error is None:
+            self.compiled = self.dispatcher
+            return self.dispatcher(*args)
+        return self.twin(*args)
 
 
 class Loader:
@@ -192,9 +232,9 @@ class Loader:
         self._lock = threading.Lock()
         self._thread = None
 
-    def load(self, call):
+    def load(self, background):
         self._start()
-        self._queue.put(call)
+        self._queue.put(background)
 
     def warm_up(self):
         """Set up Numba's CPU target now, while the first kernels compile elsewhere."""
