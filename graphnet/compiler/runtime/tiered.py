@@ -263,6 +263,7 @@ class FrameProgress:
     """The compile messages of one frame: which kernels went to the background, and when all are ready."""
 
     _of_frame = weakref.WeakKeyDictionary()
+    _announced = weakref.WeakSet()   # tickets some frame's message counted already
 
     def __init__(self, name):
         self.name = name
@@ -287,9 +288,14 @@ class FrameProgress:
         if ticket is not None and id(ticket) not in self.tickets:
             self.tickets[id(ticket)] = ticket
             self.pending.add(id(ticket))
-        if self.first_calls == self.bound and self.tickets:
+        if self.first_calls != self.bound:
+            return
+        # Only compiles no other frame (another batch size, another function) announced.
+        new = [t for t in self.tickets.values() if t not in FrameProgress._announced]
+        if new:
+            FrameProgress._announced.update(new)
             self.started = time.perf_counter()
-            count = len(self.tickets)
+            count = len(new)
             say(f"{self.name}: compiling {count} kernel{'s' if count != 1 else ''} in the background; "
                 "until each is ready its step runs on NumPy", always=True)
 

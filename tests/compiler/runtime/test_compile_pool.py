@@ -37,6 +37,14 @@ def job_for(module, function="axpy", path=None):
     return CompileJob(path or module.__file__, module.__name__, function, SIGNATURE)
 
 
+def blocking_path(module, directory):
+    """A FIFO named as ``module``'s file: a worker importing it blocks on opening it, provably mid-job."""
+    directory.mkdir()
+    fifo = directory / os.path.basename(module.__file__)
+    os.mkfifo(fifo)
+    return str(fifo)
+
+
 def test_a_kernel_compiled_by_a_worker_loads_here_without_compiling(kernel_module):
     pool = compile_pool.CompilePool()
     ticket = pool.submit(job_for(kernel_module))
@@ -72,11 +80,8 @@ def test_a_compile_that_raises_fails_its_ticket_with_the_reason(kernel_module):
 
 
 def test_a_killed_worker_fails_its_job_as_lost_and_says_how_it_died(kernel_module, tmp_path):
-    # The worker blocks opening a FIFO as its module: provably mid-job when killed.
-    fifo = tmp_path / "blocked_module.py"
-    os.mkfifo(fifo)
     pool = compile_pool.CompilePool()
-    ticket = pool.submit(job_for(kernel_module, path=str(fifo)))
+    ticket = pool.submit(job_for(kernel_module, path=blocking_path(kernel_module, tmp_path / "fifo")))
     [worker] = pool.workers
     os.kill(worker.pid, signal.SIGKILL)
     assert ticket.wait(120)
@@ -94,10 +99,8 @@ def test_a_dropped_ticket_is_not_compiled(kernel_module):
 
 
 def test_shutdown_stops_the_workers_and_fails_what_was_queued(kernel_module, tmp_path):
-    fifo = tmp_path / "blocked_module.py"
-    os.mkfifo(fifo)
     pool = compile_pool.CompilePool()
-    blocked = pool.submit(job_for(kernel_module, path=str(fifo)))
+    blocked = pool.submit(job_for(kernel_module, path=blocking_path(kernel_module, tmp_path / "fifo")))
     [worker] = pool.workers
     pool.shutdown()
     assert worker.poll() is not None

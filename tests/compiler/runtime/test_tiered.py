@@ -97,6 +97,16 @@ def test_after_the_switch_the_frame_calls_the_compiled_kernels_directly(training
     assert not any(isinstance(call, tiered.KernelCall) for call in frame.calls)
 
 
+def test_check_numerics_names_the_node_on_the_numpy_tier_too(tiering):
+    x = gn.placeholder("x", (None, 3))
+    fn = gn.function([x], gn.log(x) * 2.0, check_numerics=True)
+    with tiering.paused():
+        np.testing.assert_allclose(fn(np.ones((2, 3), "float32")), 0.0)
+        with pytest.raises(gn.NumericsError, match="log"):
+            fn(-np.ones((2, 3), "float32"))
+        assert generated_tiers(fn) == ["numpy"]
+
+
 # ------------------------------------------------------------------ failures
 class UntypableScalar(Elemwise):
     """An elementwise op whose kernel expression Numba cannot compile (its NumPy reference is fine)."""
@@ -139,14 +149,15 @@ def test_a_killed_worker_falls_back_to_compiling_in_this_process(tiering, capfd,
     with tiering.paused():
         np.testing.assert_allclose(fn(a), np.tanh(a) * 3, rtol=1e-6)
         [call] = fn.kernels[0].background
-        ticket = call.ticket
-        # The worker will block opening this FIFO as the module: provably mid-compile when killed.
-        fifo = tmp_path / "blocked.py"
+        ticket = call.background.ticket
+        # The worker will block opening this FIFO, named as the module: provably mid-compile when killed.
+        (tmp_path / "fifo").mkdir()
+        fifo = tmp_path / "fifo" / os.path.basename(ticket.job.path)
         os.mkfifo(fifo)
         ticket.job = type(ticket.job)(str(fifo), ticket.job.module_name, ticket.job.function, ticket.job.signature)
     [worker] = tiering.workers
     os.kill(worker.pid, signal.SIGKILL)
-    assert fn.wait_compiled(WAIT_S) and ticket.lost
+    assert fn.wait_compiled(WAIT_S) and ticket.lost and "killed by signal 9" in ticket.reason
     np.testing.assert_allclose(fn(a), np.tanh(a) * 3, rtol=1e-6)
     assert fn.kernels[0].tier == "compiled"
     err = capfd.readouterr().err
@@ -158,7 +169,7 @@ def test_no_worker_outlives_a_function_that_was_garbage_collected(tiering):
     fn = gn.function([x], gn.exp(x) * 0.5 - 2.0)
     with tiering.paused():
         fn(np.ones((2, 3), "float32"))
-        ticket = fn.kernels[0].background[0].ticket
+        ticket = fn.kernels[0].background[0].background.ticket
         del fn
         gc.collect()
         del ticket
