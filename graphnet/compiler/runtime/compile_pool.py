@@ -168,6 +168,7 @@ class CompilePool:
         self._deaths = 0
         self._paused = 0
         self._closed = False
+        self._pid = os.getpid()
 
     # ------------------------------------------------------------ submitting
     def submit(self, job):
@@ -220,6 +221,8 @@ class CompilePool:
 
     def shutdown(self):
         """Stop every worker: each may finish its job for a moment, then is killed; queued tickets fail."""
+        if os.getpid() != self._pid:   # a forked child's copy: the workers are its parent's
+            return
         with self._lock:
             self._closed = True
             workers = list(self._workers)
@@ -339,3 +342,13 @@ def pool():
 
 def submit(job):
     return pool().submit(job)
+
+
+def _forget_pool_in_child():
+    # A forked child (a search trial) shares its parent's workers' pipes but not the threads
+    # that read them: it starts a pool of its own when it has something to compile.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)

@@ -35,6 +35,7 @@ import time
 import weakref
 
 import numba
+from numba.core.compiler_lock import global_compiler_lock
 
 from graphnet.compiler.runtime import cache, compile_pool
 from graphnet.compiler.runtime.compile_worker import CompileJob
@@ -228,9 +229,21 @@ class Loader:
     """
 
     def __init__(self):
+        self._forget()
+        # The thread loads under Numba's compiler lock; a fork waits for it to be free (a child
+        # would otherwise inherit it held, by a thread it does not have, and hang on its first
+        # compile), and the child starts a loader of its own.
+        os.register_at_fork(before=global_compiler_lock.acquire, after_in_parent=global_compiler_lock.release,
+                            after_in_child=self._after_fork_in_child)
+
+    def _forget(self):
         self._queue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread = None
+
+    def _after_fork_in_child(self):
+        global_compiler_lock.release()
+        self._forget()
 
     def load(self, background):
         self._start()
@@ -249,11 +262,14 @@ class Loader:
     def _run(self):
         try:
             from numba.core.registry import cpu_target
-            cpu_target.target_context.refresh()
+            with global_compiler_lock:
+                cpu_target.target_context.refresh()
         except Exception:  # noqa: BLE001 - only an early start; the first load does it otherwise
             pass
         while True:
-            self._queue.get().load()
+            background = self._queue.get()
+            with global_compiler_lock:
+                background.load()
 
 
 LOADER = Loader()

@@ -177,6 +177,28 @@ def test_no_worker_outlives_a_function_that_was_garbage_collected(tiering):
     assert tiering.workers == []
 
 
+def test_a_forked_child_compiles_in_the_background_on_its_own(tiering):
+    x = gn.placeholder("x", (None, 3))
+    a = np.linspace(-1, 1, 6, dtype="float32").reshape(2, 3)
+    parent = gn.function([x], gn.tanh(x) + 2.0)
+    parent(a)   # the parent's worker and loader thread are busy as it forks
+    pid = os.fork()
+    if pid == 0:   # the child: its own pool and loader thread, no lock left held by the parent's
+        ok = False
+        try:
+            child = gn.function([x], gn.exp(x) * 7.0)
+            child(a)
+            ok = child.wait_compiled(WAIT_S) and np.allclose(child(a), np.exp(a) * 7, rtol=1e-6) \
+                and child.kernels[0].tier == "compiled"
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent.wait_compiled(WAIT_S)
+    np.testing.assert_allclose(parent(a), np.tanh(a) + 2, rtol=1e-6)
+    assert parent.kernels[0].tier == "compiled"
+
+
 EXIT_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
