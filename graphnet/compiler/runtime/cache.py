@@ -243,6 +243,26 @@ def repair_numba_cache(*dispatchers):
     return repaired
 
 
+def kernel_helpers():
+    """The njit helpers generated kernels call (scalar prelude, counter-based RNG)."""
+    from graphnet.compiler.render import scalar_prelude
+    from graphnet.ops import rng
+    return [f for module in (scalar_prelude, rng) for f in vars(module).values()
+            if isinstance(f, numba.core.dispatcher.Dispatcher)]
+
+
+def compile_or_repair(dispatcher, signature):
+    """``dispatcher.compile(signature)``: loads from Numba's disk cache, else compiles; if loading
+    fails on a corrupt cache file (of the kernel or a helper it calls), the files are flushed and
+    it compiles afresh, once."""
+    try:
+        dispatcher.compile(signature)
+    except Exception:
+        if not repair_numba_cache(dispatcher, *kernel_helpers()):
+            raise
+        dispatcher.compile(signature)
+
+
 def _numba_stats(dispatcher_or_module):
     if hasattr(dispatcher_or_module, "stats"):
         return [dispatcher_or_module.stats]

@@ -13,7 +13,8 @@ process's stdin and reads one reply per job from its stdout, both pickled:
 
 The worker imports the module file that the parent published to the kernel
 cache (under the same module name, as Numba needs to find it again), calls
-``dispatcher.compile(argument types)``, and Numba writes the machine code to
+``dispatcher.compile(argument types)`` (flushing corrupt Numba cache files
+first, as the parent would), and Numba writes the machine code to
 its cache, where the parent's dispatcher loads it in milliseconds. The worker
 exits when its stdin closes: when the pool has nothing left for it, or when
 the parent dies, so it never outlives its parent for long.
@@ -54,7 +55,7 @@ def compile_job(job, modules):
             module = modules[job.path] = (cache.import_module_file(job.path, job.module_name)
                                           if cache.module_name_of(job.path) == job.module_name
                                           else importlib.import_module(job.module_name))
-        getattr(module, job.function).compile(job.signature)
+        cache.compile_or_repair(getattr(module, job.function), job.signature)
     except Exception as exc:  # noqa: BLE001 - any failure is the parent's to report
         return f"{type(exc).__name__}: {exc}".strip()
     return None

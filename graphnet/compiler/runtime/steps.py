@@ -85,19 +85,9 @@ def call_kernel(kernel, *args):
     try:
         kernel(*args)
     except Exception:
-        if not cache.repair_numba_cache(kernel, *_helper_dispatchers()):
+        if not cache.repair_numba_cache(kernel, *cache.kernel_helpers()):
             raise
         kernel(*args)
-
-
-def _helper_dispatchers():
-    """The njit helpers generated kernels call (scalar prelude, counter-based RNG)."""
-    import numba
-
-    from graphnet.compiler.render import scalar_prelude
-    from graphnet.ops import rng
-    return [f for module in (scalar_prelude, rng) for f in vars(module).values()
-            if isinstance(f, numba.core.dispatcher.Dispatcher)]
 
 
 def non_finite(value):

@@ -96,7 +96,7 @@ class BackgroundCompile:
         """On the loader thread: from Numba's disk cache, else compiled here (the worker was lost)."""
         start = time.perf_counter()
         try:
-            self.dispatcher.compile(self.signature)
+            cache.compile_or_repair(self.dispatcher, self.signature)
         except Exception as exc:  # noqa: BLE001 - any failure: NumPy keeps the step working
             self.error = f"{type(exc).__name__}: {exc}"
         self.load_s = time.perf_counter() - start
@@ -140,7 +140,7 @@ class KernelCall:
         if signature in self.dispatcher.overloads or not tiered_enabled():
             self.progress.first_call(None)
             start = time.perf_counter()   # compiled in line, timed apart from the run (GRAPHNET_DEBUG=2)
-            self.dispatcher.compile(signature)
+            cache.compile_or_repair(self.dispatcher, signature)
             self.kernel.compile_s += time.perf_counter() - start
             self._switch(env)
             return
