@@ -10,7 +10,8 @@ momentum update of every layer) shares one ticket.
 Workers exist only while there is work: one starts when a job waits and fewer
 than ``GRAPHNET_COMPILE_WORKERS`` run (default: one per core but one, at
 most four, at least one), and a worker with nothing left to do is told to
-exit. A job whose every ticket was dropped (the function was garbage
+exit. While workers run, the user's matrix products leave them their cores
+(``threads.compiling_elsewhere``). A job whose every ticket was dropped (the function was garbage
 collected) is skipped. At exit the pool stops its workers; a worker whose
 parent died sees its stdin close and exits too. So no worker outlives the
 compiles it was started for.
@@ -34,6 +35,7 @@ import threading
 import time
 import weakref
 
+from graphnet.compiler.runtime import threads
 from graphnet.errors import GraphnetError
 
 WORKERS_ENV = "GRAPHNET_COMPILE_WORKERS"
@@ -256,6 +258,7 @@ class CompilePool:
                     ticket.resolve(0.0, f"a compile worker could not start: {exc}", lost=True)
                     continue
                 self._workers.append(worker)
+                threads.compiling_elsewhere(len(self._workers))
             else:
                 self._queue.appendleft(weakref.ref(ticket))
                 break
@@ -291,6 +294,7 @@ class CompilePool:
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
+                threads.compiling_elsewhere(len(self._workers))
             if worker in self._idle:
                 self._idle.remove(worker)
             ticket, worker.ticket = worker.ticket, None

@@ -96,10 +96,20 @@ class _NumpyBlas:
 
 _blas = None
 
+#: cores that graphnet's background compile workers take now (``compile_pool`` keeps the count):
+#: BLAS threads spinning beside a compiling worker slowed its compiles 2-3x and the steps too
+_cores_compiling = 0
+
+
+def compiling_elsewhere(cores):
+    """Leave ``cores`` of the budget to background compile workers (0 when they are done)."""
+    global _cores_compiling
+    _cores_compiling = max(0, int(cores))
+
 
 def blas_threads(m, n, k):
     """Set NumPy's BLAS to the thread count graphnet's policy gives an (m x k) @ (k x n) product."""
     global _blas
     if _blas is None:
         _blas = _NumpyBlas()
-    _blas.use(num_threads() if m * n * k >= BLAS_PARALLEL_MIN_MACS else 1)
+    _blas.use(max(1, num_threads() - _cores_compiling) if m * n * k >= BLAS_PARALLEL_MIN_MACS else 1)
