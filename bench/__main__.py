@@ -240,16 +240,16 @@ def main(argv=None):
         if args.quick:
             probe_cases = probe_cases[:1]
         for case in probe_cases:
-            for variant in ("graphnet fused",) if args.quick else ("graphnet fused", "graphnet unfused"):
-                if variant not in builders:
-                    continue
+            for variant in compile_variants(case, args, builders):
                 log(f"compile time, {case.id} {variant}: cold and warm processes")
                 measured = compile_time.measure(case.id, variant, args.threads, args.quick)
                 results["compile"].setdefault(case.id, {})[variant] = measured
                 cold, warm = measured.get("cold", {}), measured.get("warm", {})
                 if "compile_s" in cold and "compile_s" in warm:
-                    log(f"  cold {cold['compile_s']:.2f} s (import {cold['import_s']:.2f} s), warm "
-                        f"{warm['compile_s']:.2f} s, warm process compiled {warm['numba_compiles']} kernels")
+                    log(f"  cold {cold['compile_s']:.2f} s (import {cold['import_s']:.2f} s), compiled speed after "
+                        f"{cold['compiled_speed_s']:.2f} s; warm {warm['compile_s']:.2f} s, compiled speed after "
+                        f"{warm['compiled_speed_s']:.2f} s" + (f"; warm process compiled {warm['numba_compiles']} "
+                                                               "kernels" if "numba_compiles" in warm else ""))
                 else:
                     log(f"  NOTE compile measurement failed: {measured}")
 
@@ -268,6 +268,17 @@ def main(argv=None):
         log(f"CORRECTNESS CHECK FAILED for {', '.join(failed)}: those cases were not timed")
         return 2
     return 0
+
+
+def compile_variants(case, args, builders):
+    """What the cold/warm compile probe measures for ``case``: for the training steps (W1, W2)
+    graphnet tiered and compiled-only and the JAX / torch.compile peers that are installed."""
+    if args.quick:
+        return ["graphnet fused"] if "graphnet fused" in builders else []
+    if case.task == "mlp_train":
+        return [v for v in compile_time.TRAINING_VARIANTS
+                if (v.startswith("graphnet") and "graphnet fused" in builders) or compile_time.peer_available(v)]
+    return [v for v in ("graphnet fused", "graphnet unfused") if v in builders]
 
 
 def _use_cache(args):

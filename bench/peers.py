@@ -231,7 +231,9 @@ def _graphnet_masks(dims, batch, step):
 # ========================================================================== PyTorch
 
 
-def build_torch(case, problem):
+def build_torch(case, problem, compile=False):
+    """PyTorch eager; ``compile=True`` wraps the MLP's forward in ``torch.compile`` (its backward is
+    compiled with it, by AOTAutograd), for bench/compile_time.py."""
     import torch
     import torch.nn.functional as F
 
@@ -265,6 +267,8 @@ def build_torch(case, problem):
                         h = h * masks[layer] if masks is not None else F.dropout(h, rate, training=True)
             return h
 
+        if compile:
+            forward = torch.compile(forward)
         if task == "mlp_infer":
             def infer():
                 with torch.inference_mode():

@@ -64,6 +64,14 @@ def evaluate_targets(results):
         value = w1.get(phase, {}).get("compile_s")
         add("3", f"W1 compile + first step {phase} <= {limit} s",
             f"{value:.2f} s" if value is not None else "n/a", value is not None and value <= limit)
+    w2 = compile_times.get("W2-B128", {}).get("graphnet fused", {})
+    for label, phases, field, limit in (("W1 cold build + compile + first step", w1, ("cold", "compile_s"), 1.0),
+                                        ("W1 + BN + dropout, the same", w2, ("cold", "compile_s"), 1.5),
+                                        ("W1 warm build + first step", w1, ("warm", "compile_s"), 0.3),
+                                        ("W1 cold: compiled speed within", w1, ("cold", "compiled_speed_s"), 2.0)):
+        value = phases.get(field[0], {}).get(field[1])
+        add("17", f"{label} <= {limit} s", f"{value:.2f} s" if value is not None else "n/a",
+            value is not None and value <= limit)
     for case_id in ("W1-B128", "W1-B16"):
         row = rows.get(case_id)
         if not row:
@@ -190,26 +198,28 @@ def markdown(results):
     if results.get("compile"):
         lines += ["", "Compile + first call, each in a new process (cold: empty kernel and Numba caches; "
                   "warm: a second process on the same caches):", "",
-                  "| case | variant | import | cold build + first call | warm build + first call | warm compiles |",
-                  "|---|---|---|---|---|---|"]
+                  "| case | variant | import | cold build + first call | cold: compiled speed after | "
+                  "warm build + first call | warm: compiled speed after | warm compiles |",
+                  "|---|---|---|---|---|---|---|---|"]
         for case_id, by_variant in results["compile"].items():
             for variant, phases in by_variant.items():
                 cold, warm = phases.get("cold", {}), phases.get("warm", {})
                 if "error" in cold or "error" in warm or "error" in phases:
                     err = cold.get("error") or warm.get("error") or phases.get("error")
-                    lines.append(f"| {case_id} | {variant} | - | error: {err} | | |")
+                    lines.append(f"| {case_id} | {variant} | - | error: {err} | | | | |")
                     continue
                 lines.append(f"| {case_id} | {variant} | {_fmt_time(cold.get('import_s'))} | "
                              f"{_fmt_time(cold.get('build_s'))} + {_fmt_time(cold.get('first_call_s'))} = "
-                             f"**{_fmt_time(cold.get('compile_s'))}** | {_fmt_time(warm.get('build_s'))} + "
+                             f"**{_fmt_time(cold.get('compile_s'))}** | {_fmt_time(cold.get('compiled_speed_s'))} | "
+                             f"{_fmt_time(warm.get('build_s'))} + "
                              f"{_fmt_time(warm.get('first_call_s'))} = **{_fmt_time(warm.get('compile_s'))}** | "
-                             f"{warm.get('numba_compiles', '-')} |")
+                             f"{_fmt_time(warm.get('compiled_speed_s'))} | {warm.get('numba_compiles', '-')} |")
     if results.get("first_calls"):
         lines += ["", "First call in the benchmark process (JAX: tracing + XLA compile): "
                   + "; ".join(f"{case} {v}: {_fmt_time(t)}" for case, d in results["first_calls"].items()
                               for v, t in d.items()) + "."]
     if results.get("targets"):
-        lines += ["", "Targets (issues 3 and 6), from this run:", "", "| issue | target | measured | met |",
+        lines += ["", "Targets (issues 3, 6 and 17), from this run:", "", "| issue | target | measured | met |",
                   "|---|---|---|---|"]
         for t in results["targets"]:
             lines.append(f"| {t['issue']} | {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")

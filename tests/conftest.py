@@ -7,12 +7,21 @@ second per kernel, so ``compiled`` keeps one Function per (outputs, inputs,
 updates, mode, options, backend): tests that build their graph once, at module
 level, share it.
 
+Tiered execution is off unless a test turns it on (see below).
+
 The helpers are fixtures (``run``, ``compiled``) rather than imports, because
 every ``conftest.py`` outside a package is imported under the same module name.
 """
 import importlib.util
+import os
 
 import pytest
+
+# The suite checks compiled kernels against NumPy: a step must run compiled from
+# its first call, not on the NumPy tier while its kernel compiles in the
+# background (tests/compiler/runtime/test_tiered.py turns tiering on itself).
+# Set before graphnet is imported; subprocesses of tests inherit it.
+os.environ.setdefault("GRAPHNET_TIERED", "0")
 
 import graphnet as gn
 

@@ -85,10 +85,27 @@ def _labels_in_range(flat, classes):
     return True
 
 
+def _labels_in_range_numpy(flat, classes):
+    return bool(flat.min() >= 0 and flat.max() < classes)
+
+
+_labels_in_range_call = None
+
+
+def labels_in_range(flat, classes):
+    """Whether every label of ``flat`` (non-empty) is in ``[0, classes)``: the compiled pass, or
+    NumPy's min and max while it compiles in the background (``runtime/tiered.py``)."""
+    global _labels_in_range_call
+    if _labels_in_range_call is None:   # imported here: the compiler's runtime is not the ops' to import
+        from graphnet.compiler.runtime.tiered import HelperCall
+        _labels_in_range_call = HelperCall(_labels_in_range, _labels_in_range_numpy)
+    return _labels_in_range_call(flat, classes)
+
+
 def check_labels(labels, classes, where):
     """Refuse labels outside ``[0, classes)`` before any kernel indexes with them."""
     labels = np.asarray(labels)
-    if labels.size and labels.dtype.kind in "iu" and not _labels_in_range(labels.reshape(-1), classes):
+    if labels.size and labels.dtype.kind in "iu" and not labels_in_range(labels.reshape(-1), classes):
         bad = np.flatnonzero((labels < 0) | (labels >= classes))[0]
         raise FeedError(f"{where}: label {labels.flat[bad]} at position {bad} is outside [0, {classes})")
 

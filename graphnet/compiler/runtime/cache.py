@@ -124,11 +124,30 @@ def graphnet_version():
         return FALLBACK_VERSION
 
 
+#: the njit helpers' files that generated kernels call: Numba inlines them into each kernel's
+#: cached code, so an edit of one must give every kernel a new cache entry
+HELPER_FILES = ("compiler/render/scalar_prelude.py", "compiler/render/row_math.py", "ops/rng.py")
+_helpers_digest = None
+
+
+def helpers_digest():
+    """sha256 (hex) of the helper files' text, once per process."""
+    global _helpers_digest
+    if _helpers_digest is None:
+        digest = hashlib.sha256()
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        for name in HELPER_FILES:
+            with open(os.path.join(root, name), "rb") as file:
+                digest.update(file.read())
+        _helpers_digest = digest.hexdigest()
+    return _helpers_digest
+
+
 def cache_key(source):
     """The sha256 (hex) that names ``source``'s cache entry."""
     digest = hashlib.sha256()
     python = f"{platform.python_implementation()} {platform.python_version()}"
-    for part in (source, graphnet_version(), numba.__version__, python):
+    for part in (source, graphnet_version(), numba.__version__, python, helpers_digest()):
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     return digest.hexdigest()
@@ -150,8 +169,7 @@ def load_module(source, name_hint="kernels"):
         if module is None:
             path = entry_path(source, name_hint)
             _ensure_entry(directory, path, _file_body(source))
-            module_name = "_graphnet_" + os.path.basename(path)[: -len(".py")]
-            module = _import(path, module_name)
+            module = import_module_file(path, module_name_of(path))
             _loaded[(directory, key)] = module
         return module
 
@@ -188,6 +206,36 @@ def numba_cached(dispatcher):
         return False
 
 
+def numba_cached_signature(dispatcher, signature):
+    """Whether Numba's disk cache holds ``dispatcher`` compiled for ``signature`` (a tuple of Numba types).
+
+    Reads the index as Numba's own lookup does (private attributes; on a Numba
+    without them, says False: the kernel is then compiled, not loaded)."""
+    try:
+        numba_cache = dispatcher._cache
+        key = numba_cache._index_key(signature, _HostMagic.of(dispatcher))
+        return key in numba_cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - no disk cache, an unreadable index: not cached
+        return False
+
+
+class _HostMagic:
+    """The codegen's ``magic_tuple()`` (target triple, CPU, features), asked of LLVM once per process:
+    each ask takes LLVM's lock, which a kernel loading on another thread holds for long."""
+
+    _tuple = None
+
+    @classmethod
+    def of(cls, dispatcher):
+        if cls._tuple is None:
+            cls._tuple = dispatcher.targetctx.codegen().magic_tuple()
+        return cls
+
+    @classmethod
+    def magic_tuple(cls):
+        return cls._tuple
+
+
 def repair_numba_cache(*dispatchers):
     """Flush Numba's on-disk cache of every dispatcher whose index or machine code does not load.
 
@@ -212,6 +260,26 @@ def repair_numba_cache(*dispatchers):
                 _stats["corrupt_entries_removed"] += 1
             repaired = True
     return repaired
+
+
+def kernel_helpers():
+    """The njit helpers generated kernels call (scalar prelude, row-wise math, counter-based RNG)."""
+    from graphnet.compiler.render import row_math, scalar_prelude
+    from graphnet.ops import rng
+    return [f for module in (scalar_prelude, row_math, rng) for f in vars(module).values()
+            if isinstance(f, numba.core.dispatcher.Dispatcher)]
+
+
+def compile_or_repair(dispatcher, signature):
+    """``dispatcher.compile(signature)``: loads from Numba's disk cache, else compiles; if loading
+    fails on a corrupt cache file (of the kernel or a helper it calls), the files are flushed and
+    it compiles afresh, once."""
+    try:
+        dispatcher.compile(signature)
+    except Exception:
+        if not repair_numba_cache(dispatcher, *kernel_helpers()):
+            raise
+        dispatcher.compile(signature)
 
 
 def _numba_stats(dispatcher_or_module):
@@ -319,7 +387,15 @@ def _link_if_absent(src, dst):
         return True
 
 
-def _import(path, module_name):
+def module_name_of(path):
+    """The name a cache entry's module is imported under (in every process: Numba reimports it by name)."""
+    return "_graphnet_" + os.path.basename(path)[: -len(".py")]
+
+
+def import_module_file(path, module_name):
+    """Import the published cache entry ``path`` as ``module_name``, registered in ``sys.modules`` first.
+
+    Raises CompileError naming the file when the module fails to run."""
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module

@@ -16,7 +16,7 @@ import numpy as np
 from numba.core.errors import NumbaError
 
 from graphnet.compiler.render import cpu as render
-from graphnet.compiler.runtime import cache, driver, threads
+from graphnet.compiler.runtime import cache, driver, threads, tiered
 from graphnet.compiler.runtime.entry import write_entry
 from graphnet.compiler.runtime.program import DEBUG, SMALL_VALUE, CompiledProgram, describe_nodes
 from graphnet.compiler.runtime.provenance import node_error
@@ -54,6 +54,11 @@ class CpuProgram(CompiledProgram):
 
     #: run() hands back updates as fresh arrays or the variables' own, of checked shapes
     owns_updates = True
+
+    def wait_compiled(self, timeout=None):
+        """Block until every kernel compiling in the background is ready (or failed): the next call
+        runs compiled. False if ``timeout`` seconds passed first (see ``runtime/tiered.py``)."""
+        return tiered.wait_compiled(self.kernels, timeout)
 
     def make_frame(self, shapes, shape_values):
         for shared, expr in self.fgraph.updates:   # before any kernel: a call that fails changes nothing
@@ -95,8 +100,7 @@ class CpuProgram(CompiledProgram):
         timing, check = DEBUG >= 2, self.check_numerics
         for call, step in zip(frame.calls, self.steps):
             if timing:
-                start, dispatcher = time.perf_counter(), step.kernel.dispatcher
-                known = len(dispatcher.signatures) if dispatcher is not None else 0
+                start = time.perf_counter()
             try:
                 call(env)
             except GraphnetError:
@@ -107,10 +111,7 @@ class CpuProgram(CompiledProgram):
             except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
                 node_error(step.nodes[-1], exc)
             if timing:
-                compiled = dispatcher is not None and len(dispatcher.signatures) > known
-                print(f"[graphnet] {step.kernel.name:28s} {1e6 * (time.perf_counter() - start):9.1f} us "
-                      f"({', '.join(step.kernel.ops)})" + ("  <- includes loading or compiling the kernel"
-                                                           if compiled else ""), file=sys.stderr)
+                print_step_time(step.kernel, time.perf_counter() - start)
             if check:
                 step.check_numerics(env)
         if check:
@@ -119,7 +120,8 @@ class CpuProgram(CompiledProgram):
             print(f"[graphnet] {self.name}: compiled in {time.perf_counter() - frame.compiling:.1f} s",
                   file=sys.stderr)
             frame.compiling = 0.0
-        if not self.step_by_step and frame.entry is None:   # kernels loaded: later calls take the entry
+        if not self.step_by_step and frame.entry is None and tiered.all_compiled(self.kernels):
+            # every kernel loaded (none still on the NumPy tier): later calls take the entry
             frame.entry = write_entry(self, frame)
             if frame.entry is not None and driver.wants_driver(self, self._frames[signature][1]):
                 frame.until_driver = driver.DRIVER_AFTER
@@ -188,6 +190,15 @@ def write_signature(program):
 def _small_bytes(value):
     return value.tobytes() if value.size <= SMALL_VALUE else None
 
+def print_step_time(kernel, seconds):
+    """``GRAPHNET_DEBUG=2``: one step's time, its tier, and apart from it the time spent loading or compiling."""
+    loading = kernel.take_compile_seconds()
+    tier = kernel.current_tier
+    print(f"[graphnet] {kernel.name:28s} {1e6 * (seconds - loading):9.1f} us ({', '.join(kernel.ops)})"
+          + (f" [{tier}]" if tier and tier != "compiled" else "")
+          + (f"  (+ {1e3 * loading:.1f} ms loading or compiling the kernel, apart)" if loading else ""),
+          file=sys.stderr)
+
 
 def announce_compiles(program):
     """Say on stderr how many kernels the first call must compile, before it waits for them.
@@ -197,7 +208,7 @@ def announce_compiles(program):
     """
     fresh = {id(d): d for d in (s.kernel.dispatcher for s in program.steps)
              if d is not None and not d.signatures}
-    if not fresh or os.environ.get("GRAPHNET_QUIET"):
+    if not fresh or os.environ.get("GRAPHNET_QUIET") or tiered.tiered_enabled():   # tiered: it says so itself
         return 0.0
     cached = sum(cache.numba_cached(d) for d in fresh.values())
     if cached == len(fresh):

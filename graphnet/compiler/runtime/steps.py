@@ -21,6 +21,7 @@ from graphnet.compiler.runtime import cache, threads
 from graphnet.compiler.runtime.entry import Call, Ref
 from graphnet.compiler.runtime.program import annotate
 from graphnet.compiler.runtime.provenance import check_finite, node_error
+from graphnet.compiler.runtime.tiered import KernelCall
 from graphnet.compiler.schedule.plan import GemmKernel, HostKernel, LoopKernel, RowwiseKernel, ViewKernel
 from graphnet.errors import NumericsError
 
@@ -41,10 +42,32 @@ class Kernel:
     bytes_read: int = None
     bytes_written: int = None
     ran_parallel: bool = field(default=False, repr=False)
+    #: how the last call ran a generated kernel: "compiled", "numpy" (its compile still running in the
+    #: background, runtime/tiered.py) or "numpy (compiling failed: ...)"; None: not a generated kernel
+    tier: str = None
+    #: a GEMM's epilogue kernel (its own record: it is compiled and tiered on its own)
+    epilogue: object = field(default=None, repr=False)
+    #: the bound calls of this kernel still waiting (or that waited) for it on the NumPy tier
+    background: list = field(default_factory=list, repr=False)
+    #: seconds spent loading or compiling this kernel in the foreground, not yet reported
+    compile_s: float = field(default=0.0, repr=False)
 
     @property
     def ops(self):
         return [n.op.name for n in self.nodes]
+
+    @property
+    def current_tier(self):
+        """``tier``, for a GEMM that of its epilogue."""
+        return self.epilogue.tier if self.epilogue is not None else self.tier
+
+    def all_background(self):
+        return self.background + (self.epilogue.background if self.epilogue is not None else [])
+
+    def take_compile_seconds(self):
+        """Seconds spent loading or compiling (with its epilogue) since the last time asked."""
+        spent, self.compile_s = self.compile_s, 0.0
+        return spent + (self.epilogue.take_compile_seconds() if self.epilogue is not None else 0.0)
 
     @property
     def dispatcher(self):
@@ -63,19 +86,9 @@ def call_kernel(kernel, *args):
     try:
         kernel(*args)
     except Exception:
-        if not cache.repair_numba_cache(kernel, *_helper_dispatchers()):
+        if not cache.repair_numba_cache(kernel, *cache.kernel_helpers()):
             raise
         kernel(*args)
-
-
-def _helper_dispatchers():
-    """The njit helpers generated kernels call (scalar prelude, counter-based RNG)."""
-    import numba
-
-    from graphnet.compiler.render import row_math, scalar_prelude
-    from graphnet.ops import rng
-    return [f for module in (scalar_prelude, row_math, rng) for f in vars(module).values()
-            if isinstance(f, numba.core.dispatcher.Dispatcher)]
 
 
 def non_finite(value):
@@ -129,8 +142,8 @@ class Step:
     #: whether the step writes into buffers the memory plan gives it
     needs_buffers = True
 
-    def __init__(self, planned, kernel):
-        self.planned, self.kernel = planned, kernel
+    def __init__(self, planned, kernel, program_name="function"):
+        self.planned, self.kernel, self.program_name = planned, kernel, program_name
         self.nodes, self.reads, self.writes = planned.nodes, planned.reads, planned.writes
         self.scratch = planned.scratch
         self.is_view = planned.is_view
@@ -190,8 +203,8 @@ class FusedStep(Step):
 
     kind = "fused"
 
-    def __init__(self, planned, source, module, kernel):
-        super().__init__(planned, kernel)
+    def __init__(self, planned, source, module, kernel, program_name="function"):
+        super().__init__(planned, kernel, program_name)
         self.group = planned.group
         self.source = source
         self.serial = module.kernel_serial
@@ -255,13 +268,38 @@ class FusedStep(Step):
         kernel, head = self.variant(rows, cols)
         flags = self.flags
 
+        def arguments(env):
+            for k, var, shape in changing:
+                args[k] = env[var].reshape(shape)
+            return (*head, *args)
+
         def call(env):
             for k, var, shape in changing:
                 args[k] = env[var].reshape(shape)
             if flags is not None:
                 flags[:] = 0
             call_kernel(kernel, *head, *args)
-        return call
+        return KernelCall(self, frame, kernel, arguments, call, self.reference)
+
+    def reference(self, env):
+        """The kernel's work done by its nodes' NumPy references, into the buffers the kernel writes.
+
+        Every value is computed before any buffer is written, so an output
+        sharing a buffer with an input (the memory plan reuses them) reads the
+        input first, as the kernel does element by element."""
+        values = {}
+        with np.errstate(all="ignore"):   # the kernels' error model: inf and nan, no warning
+            for node in self.group.nodes:
+                try:
+                    results = node.op.perform([values[v] if v in values else env[v] for v in node.inputs])
+                except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+                    node_error(node, exc)
+                for var, value in zip(node.outputs, results):
+                    values[var] = np.asarray(value, dtype=var.dtype)
+        if self.flags is not None:   # check_numerics: as the kernel flags a non-finite value it computed
+            self.flags[0] = any(non_finite(values[n.outputs[0]]) for n in self.source.flagged)
+        for var in self.source.outputs + self.source.reduced + self.source.epilogue_outputs:
+            env[var][...] = values[var].reshape(env[var].shape)
 
 
 def fused_step(planned, program, name):
@@ -270,7 +308,7 @@ def fused_step(planned, program, name):
     module = program.load(source.body)
     kernel = kernel_record(planned, name, source=annotate(named_source(source.body, source), planned.nodes),
                            compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel)
-    return FusedStep(planned, source, module, kernel)
+    return FusedStep(planned, source, module, kernel, program.name)
 
 
 @CPU_LOWERINGS.register(LoopKernel)
@@ -363,7 +401,8 @@ def lower_gemm(planned, program, index):
         text += "\n# then the epilogue, on the product:\n" + epilogue.kernel.source
     kernel = kernel_record(planned, f"k{index}_gemm" + ("_epilogue" if epilogue else ""), is_blas=True, kind="blas",
                            source=text, compiled=epilogue.kernel.compiled if epilogue else None,
-                           compiled_parallel=epilogue.kernel.compiled_parallel if epilogue else None)
+                           compiled_parallel=epilogue.kernel.compiled_parallel if epilogue else None,
+                           epilogue=epilogue.kernel if epilogue else None)
     return GemmStep(planned, kernel, epilogue)
 
 
@@ -374,8 +413,8 @@ class RowwiseStep(Step):
 
     kind = "rowwise"
 
-    def __init__(self, planned, module, kernel):
-        super().__init__(planned, kernel)
+    def __init__(self, planned, module, kernel, program_name="function"):
+        super().__init__(planned, kernel, program_name)
         self.node = planned.node
         self.serial, self.parallel = module.kernel_serial, module.kernel_parallel
 
@@ -408,13 +447,33 @@ class RowwiseStep(Step):
         args, changing = frame.arguments([(v, None) for v in arguments])
         kernel, head = self.variant(rows, cols)
 
+        def arguments(env):
+            for i, var, _ in changing:
+                args[i] = env[var]
+            return (*head, *args)
+
         def call(env):
             for i, var, _ in changing:
                 args[i] = env[var]
             for node, positions, input_shapes in checks:
                 node.op.check_values(node, {i: args[k] for i, k in positions.items()}, input_shapes)
             call_kernel(kernel, *head, *args)
-        return call
+
+        def reference(env):
+            """The NumPy tier: each node's reference (a joined loss and gradient: both), with
+            the same checks, every value computed before any output buffer is written."""
+            results = []
+            for node, positions, input_shapes in checks:
+                node.op.check_values(node, {i: env[node.inputs[i]] for i in positions}, input_shapes)
+            with np.errstate(all="ignore"):
+                for node in self.nodes:
+                    try:
+                        results.append((node.outputs[0], node.op.perform([env[v] for v in node.inputs])[0]))
+                    except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+                        node_error(node, exc)
+            for var, value in results:
+                env[var][...] = value
+        return KernelCall(self, frame, kernel, arguments, call, reference)
 
 
 @CPU_LOWERINGS.register(RowwiseKernel)
@@ -423,7 +482,7 @@ def lower_rowwise(planned, program, index):
     module = program.load(template.body)
     kernel = kernel_record(planned, f"k{index}_{template.name}", source=annotate(template.body, planned.nodes),
                            compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel, kind="rowwise")
-    return RowwiseStep(planned, module, kernel)
+    return RowwiseStep(planned, module, kernel, program.name)
 
 
 # ------------------------------------------------------------ NumPy: views, host

@@ -97,10 +97,25 @@ class _NumpyBlas:
 
 _blas = None
 
+#: cores that graphnet's background compile workers take now (``compile_pool`` keeps the count):
+#: BLAS threads spinning beside a compiling worker slowed its compiles 2-3x and the steps too
+_cores_compiling = 0
+
+
+def compiling_elsewhere(cores):
+    """Leave ``cores`` of the budget to background compile workers (0 when they are done)."""
+    global _cores_compiling
+    _cores_compiling = max(0, int(cores))
+
+
+def blas_budget():
+    """BLAS threads a large product may use now: every core but those compiling in the background."""
+    return max(1, num_threads() - _cores_compiling)
+
 
 def blas_threads(m, n, k):
     """Set NumPy's BLAS to the thread count graphnet's policy gives an (m x k) @ (k x n) product."""
-    _numpy_blas().use(num_threads() if m * n * k >= BLAS_PARALLEL_MIN_MACS else 1)
+    _numpy_blas().use(blas_budget() if m * n * k >= BLAS_PARALLEL_MIN_MACS else 1)
 
 
 # ------------------------------------------------------- choosing by measurement
@@ -175,19 +190,18 @@ def measured_kernel(serial, parallel, rows, cols, on_choice):
 def measured_blas(m, n, k, dot):
     """``dot(*args)`` on one BLAS thread, or on every core when the product is large enough
     and that measures faster."""
+    def single(*args):
+        _numpy_blas().use(1)
+        dot(*args)
+
     if num_threads() == 1 or m * n * k < BLAS_PARALLEL_MIN_MACS:
-        def single(*args):
-            _numpy_blas().use(1)
-            dot(*args)
-        single.single_thread = True
+        single.single_thread = True   # a driver may call np.dot inside njit instead (driver.py)
         return single
 
-    def on(count):
-        def run(*args):
-            _numpy_blas().use(count)
-            dot(*args)
-        return run
-    return MeasuredChoice([on(1), on(num_threads())])
+    def every_core(*args):
+        _numpy_blas().use(blas_budget())
+        dot(*args)
+    return MeasuredChoice([single, every_core])
 
 
 def _numpy_blas():
