@@ -80,3 +80,23 @@ def test_a_bad_index_on_a_later_call_names_the_indexed_input():
         np.testing.assert_allclose(fn(xb, np.int64(2)), [2, 2, 2])
     with pytest.raises(GraphnetError, match="x_host_entry"):
         fn(xb, np.int64(9))
+
+
+def test_an_output_array_is_reused_only_once_the_caller_dropped_it():
+    x = gn.placeholder("x_reuse", (None, 3))
+    fn = gn.function([x], x * 2.0)
+    xb = np.ones((2, 3), "float32")
+    fn(xb)
+    kept = fn(xb)                  # through the entry from here on
+    second = fn(xb + 1)
+    assert not np.shares_memory(kept, second)          # still held: a new array
+    np.testing.assert_array_equal(kept, 2 * xb)
+    view = second[0]
+    del second
+    third = fn(xb + 2)
+    np.testing.assert_array_equal(view, 2 * (xb[0] + 1))   # a view keeps its base alive
+    address = third.__array_interface__["data"][0]
+    del kept, view, third
+    again = fn(xb + 3)             # every earlier output dropped: the last one's memory is reused
+    np.testing.assert_array_equal(again, 2 * (xb + 3))
+    assert again.__array_interface__["data"][0] == address
