@@ -389,3 +389,7 @@ def lower_view(planned, program, index):
 @CPU_LOWERINGS.register(HostKernel)
 def lower_host(planned, program, index):
     return host_step(planned, program, index, f"# NumPy reference of {', '.join(planned.ops)}")
+
+
+# The convolution family's lowerings live in their own module; importing it registers them.
+from graphnet.compiler.runtime import conv_steps  # noqa: E402,F401
