@@ -57,15 +57,17 @@ class ImageLoopStep(FusedStep):
     """A fused loop run once per image: ``full2d`` arguments are the image's (rows, cols)
     slice, per-channel vectors one value per row."""
 
-    def bind_images(self, frame, given=None):
+    def bind_images(self, frame, given=None, serial=False):
         """``(prepare(env) -> arrays, run(arrays, n))`` on ``frame``; ``given``: {variable: array
-        used for every image} (a convolution's product held in a one-image scratch)."""
+        used for every image} (a convolution's product held in a one-image scratch). ``serial``:
+        the serial variant whatever the size (between two BLAS calls, a parallel loop's threads
+        and BLAS's would wait on each other, DESIGN.md)."""
         given = given or {}
         images, rows, cols = image_dims(frame.shapes[self.domain_var])
         per_view = {"full2d": (images, rows, cols), "rows": (rows,), "one": (1,)}
         layout = [(var, per_view[view], view == "full2d") for var, view in self.source.inputs]
         layout += [(var, (images, rows, cols), True) for var in self.source.outputs]
-        kernel, head = self.variant(rows, cols)
+        kernel, head = (self.serial, [rows, cols, 1]) if serial else self.variant(rows, cols)
         tail = [self.flags] if self.flags is not None else []
 
         def prepare(env):
@@ -157,7 +159,8 @@ class ConvStep(Step):
         out_fixed = frame.env.get(product) if p.write_product else np.empty(out_shape, product.dtype)
         epilogue = None
         if self.epilogue is not None:
-            epilogue = self.epilogue.bind_images(frame, {product: scratch} if scratch is not None else None)
+            epilogue = self.epilogue.bind_images(frame, {product: scratch} if scratch is not None else None,
+                                                 serial=True)
             self.kernel.ran_parallel = self.epilogue.kernel.ran_parallel
         flags = self.epilogue.flags if self.epilogue is not None else None
 

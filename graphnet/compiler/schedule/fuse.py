@@ -40,13 +40,13 @@ def input_pattern(var_shape, domain):
     broadcast = [v == 1 and d != 1 for v, d in zip(padded, domain)]
     if not any(broadcast):
         return "full"
-    if all(broadcast):
+    if all(v == 1 for v in padded):
         return "scalar"
     if all(broadcast[:-1]) and not broadcast[-1]:
         return "row"
     if not any(broadcast[:-1]) and broadcast[-1]:
         return "col"
-    if len(domain) >= 3 and not broadcast[1] and all(v == 1 for a, v in enumerate(padded) if a != 1):
+    if len(domain) >= 3 and padded[1] != 1 and all(v == 1 for a, v in enumerate(padded) if a != 1):
         return "channel"
     return None
 
