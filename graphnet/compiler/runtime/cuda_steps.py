@@ -27,10 +27,7 @@ from graphnet.compiler.render import cuda as kernels
 from graphnet.compiler.runtime.program import annotate
 from graphnet.compiler.runtime.provenance import node_error
 from graphnet.compiler.runtime.steps import Kernel, Step, kernel_record, rows_cols
-from graphnet.compiler.schedule.plan import (
-    ChannelReduceKernel, ConvKernel, GemmKernel, HostKernel, ImageLoopKernel, LoopKernel, PoolKernel, RowwiseKernel,
-    ViewKernel,
-)
+from graphnet.compiler.schedule.plan import GemmKernel, HostKernel, LoopKernel, RowwiseKernel, ViewKernel
 from graphnet.ops.shape import ExpandDims, Reshape, ReshapeLike, Squeeze, Transpose
 
 #: products with at least this many multiply-adds go to cuBLAS when CuPy is installed
@@ -383,11 +380,14 @@ def lower_transpose(planned, program, index):
                           TransposeStep)
 
 
-# The convolution family has no device kernels yet: NumPy runs it on the host (a round trip).
-@CUDA_LOWERINGS.register(HostKernel, ConvKernel, PoolKernel, ChannelReduceKernel, ImageLoopKernel)
+@CUDA_LOWERINGS.register(HostKernel)
 def lower_host(planned, program, index):
     label = ", ".join(planned.ops)
     kernel = _kernel(planned, f"k{index}_{planned.nodes[0].op.name}", kind="host", device="host",
                      source=f"# NumPy reference of {label} on the host (no CUDA kernel for it): "
                             "its inputs are copied back and its outputs up")
     return HostStep(planned, kernel)
+
+
+# The convolution family's device kernels live in their own module; importing it registers them.
+from graphnet.compiler.runtime import cuda_conv_steps  # noqa: E402,F401

@@ -70,9 +70,14 @@ def per_image_refusal(group, node):
     produced = {v for n in group.nodes for v in n.outputs}
     per_element = [n for n in group.nodes if n not in group.epilogue] + [node]
     patterns = input_patterns(per_element, produced, group.domain)
-    if "channel" in patterns and (patterns - PER_IMAGE_PATTERNS or group.reductions or is_fusable_reduction(node)):
+    if "channel" not in patterns:
+        return None
+    if patterns - PER_IMAGE_PATTERNS or group.reductions or is_fusable_reduction(node):
         return ("it reads a per-channel vector, so the kernel runs once per image over (channels, pixels), "
                 "where row or column vectors and reductions cannot be indexed")
+    if any(n.op.uses_element_index for n in per_element):
+        return ("it reads a per-channel vector, so the kernel runs once per image, where an element's "
+                "flat index (the dropout counter) would repeat from image to image")
     return None
 
 

@@ -402,6 +402,9 @@ class _PlanBuilder:
         if consumer.domain != product.shape or input_pattern(product.shape, consumer.domain) != "full":
             return "the kernel reading the product iterates over another shape than the product's"
         if producer_kind == "conv":
+            if any(n.op.uses_element_index for n in consumer.nodes):
+                return ("the kernel reading the convolution uses each element's flat index (a dropout "
+                        "counter), which a convolution's per-image epilogue would repeat from image to image")
             produced = {v for n in consumer.nodes for v in n.outputs}
             if input_patterns(consumer.nodes, produced, consumer.domain) - PER_IMAGE_PATTERNS:
                 return ("the kernel reading the convolution reads a row or column vector; a convolution's "
