@@ -313,11 +313,24 @@ def run(cases=CASES, rounds=3, seconds=2.0, threads=2, quick=False, frameworks=F
         if ours and peers:
             summary["ratio_to_fastest_peer"] = ours / min(peers)
         results[case] = summary
-        log(f"{case}: " + ", ".join(f"{f} {1e3 * s['median_s']:.2f} ms" if "median_s" in s else f"{f} failed"
-                                     for f, s in summary.items() if isinstance(s, dict))
-            + (f"; graphnet / fastest peer = {summary['ratio_to_fastest_peer']:.2f}"
-               if "ratio_to_fastest_peer" in summary else ""))
+        log(lines({case: summary})[0])
     return results
+
+
+def lines(results):
+    """One line per case: each framework's median per call and graphnet's ratio to the faster peer."""
+    targets = {"W8a": 1.2, "W8b": 1.0}
+    found = []
+    for case, summary in results.items():
+        parts = [f"{f} {1e3 * s['median_s']:.2f} ms" + ("" if s.get("agrees_with_graphnet", True) else " (DISAGREES)")
+                 if "median_s" in s else f"{f} failed: {s.get('failed')}"
+                 for f, s in summary.items() if isinstance(s, dict)]
+        line = f"{case}: " + ", ".join(parts)
+        if "ratio_to_fastest_peer" in summary:
+            line += (f"; graphnet / faster peer {summary['ratio_to_fastest_peer']:.2f}x "
+                     f"(target <= {targets[case[:3]]}x)")
+        found.append(line)
+    return found
 
 
 def main(argv=None):

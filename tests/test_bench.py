@@ -109,3 +109,13 @@ def test_a_quick_run_ends_by_naming_the_skipped_peers_and_the_command_that_insta
     for name in missing:
         assert f"{name} (" in last
     assert f"install them with: {install_command(missing)} and run python -m bench again" in last
+
+
+def test_w8_conv_block_runs_each_framework_in_its_process_and_they_agree(quick_run):
+    _, _, results = quick_run
+    data = json.loads(results[0].read_text())
+    summary = data["w8"]["W8b-block-fwd"]
+    assert "median_s" in summary["graphnet"], summary
+    for framework, result in summary.items():
+        if isinstance(result, dict) and "median_s" in result:
+            assert result["agrees_with_graphnet"], (framework, result)
