@@ -13,9 +13,8 @@ Registered in ``CPU_LOWERINGS`` next to the other steps:
 - :class:`PoolStep` and :class:`ChannelReduceStep`: the templates of
   :mod:`graphnet.compiler.render.conv`.
 
-im2col + GEMM was measured against a direct convolution only through the
-NumPy reference (docs/architecture.md, "Convolutions"); on these shapes the
-GEMM does >90% of the arithmetic at BLAS speed.
+Why im2col + GEMM and no direct convolution on the CPU: docs/architecture.md
+("Convolutions"); im2col took ~10% of the GEMMs' time on the W8b block.
 """
 from __future__ import annotations
 
@@ -93,9 +92,7 @@ class ImageLoopStep(FusedStep):
 
 @CPU_LOWERINGS.register(ImageLoopKernel)
 def lower_image_loop(planned, program, index, name=None):
-    step = fused_step(planned, program, name or f"k{index}_fused_per_image")
-    step.__class__ = ImageLoopStep   # the same source and record, bound per image
-    return step
+    return fused_step(planned, program, name or f"k{index}_fused_per_image", ImageLoopStep)
 
 
 # ----------------------------------------------------------------- convolutions
@@ -259,7 +256,7 @@ def lower_conv(planned, program, index):
     if planned.epilogue is not None:
         epilogue = lower_image_loop(planned.epilogue, program, index, f"k{index}_conv_epilogue")
     im2col, col2im = load_template(program, templates.IM2COL), load_template(program, templates.COL2IM)
-    used = templates.COL2IM if isinstance(op, Conv2DGradInput) else templates.IM2COL
+    used, module = ((templates.COL2IM, col2im) if isinstance(op, Conv2DGradInput) else (templates.IM2COL, im2col))
     what = {Conv2D: "per image: im2col, then np.dot(filters (O, K), columns (K, L), out=the image's output)",
             Conv2DGradInput: "per image: np.dot(filters.T (K, O), grad (O, L), out=columns), then col2im",
             Conv2DGradFilters: "per image: im2col, then np.dot(grad (O, L), columns.T (L, K)), summed"}[type(op)]
@@ -268,7 +265,7 @@ def lower_conv(planned, program, index):
         text += "\n# then the epilogue, on each image's output while it is in cache:\n" + epilogue.kernel.source
     kernel = kernel_record(planned, f"k{index}_conv" + ("_epilogue" if epilogue else ""), is_blas=True,
                            kind="conv", source=annotate(text, [planned.node]),
-                           compiled=epilogue.kernel.compiled if epilogue else im2col.kernel_serial,
+                           compiled=epilogue.kernel.compiled if epilogue else module.kernel_serial,
                            compiled_parallel=epilogue.kernel.compiled_parallel if epilogue else None)
     keep = program.check_numerics and not planned.write_product
     return ConvStep(planned, kernel, im2col, col2im, epilogue, keep_product=keep)

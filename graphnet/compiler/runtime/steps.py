@@ -232,13 +232,14 @@ class FusedStep(Step):
         return call
 
 
-def fused_step(planned, program, name):
-    """A loop kernel's step: its source generated, loaded from the cache or compiled."""
+def fused_step(planned, program, name, step_class=None):
+    """A loop kernel's step (``step_class``, a :class:`FusedStep` by default): its source
+    generated, loaded from the cache or compiled."""
     source = render.FusedKernelSource(planned, check_numerics=program.check_numerics)
     module = program.load(source.body)
     kernel = kernel_record(planned, name, source=annotate(named_source(source.body, source), planned.nodes),
                            compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel)
-    return FusedStep(planned, source, module, kernel)
+    return (step_class or FusedStep)(planned, source, module, kernel)
 
 
 @CPU_LOWERINGS.register(LoopKernel)
