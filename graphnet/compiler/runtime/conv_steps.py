@@ -18,6 +18,9 @@ Why im2col + GEMM and no direct convolution on the CPU: docs/architecture.md
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 
 from graphnet.compiler.render import conv as templates
@@ -116,8 +119,42 @@ class ConvGeometry:
         return (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw, self.oh, self.ow)
 
 
+def image_pool():
+    """The threads that run a convolution's images side by side (made on first use)."""
+    global _IMAGE_POOL
+    if _IMAGE_POOL is None:
+        _IMAGE_POOL = ThreadPoolExecutor(max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),
+                                         thread_name_prefix="graphnet-images")
+    return _IMAGE_POOL
+
+
+_IMAGE_POOL = None
+#: convolutions with fewer output elements run their images in one lane (threads cost more)
+LANE_MIN_ELEMENTS = threads.PARALLEL_MIN_ELEMENTS
+
+
+def over_images(count, lanes, work):
+    """``work(lane, images)`` for ``lanes`` contiguous ranges of ``count`` images; the calling
+    thread runs lane 0. Each lane runs im2col, a one-thread GEMM and the epilogue on its own
+    images (all release the GIL): no thread spins waiting for another's BLAS call."""
+    if lanes == 1:
+        work(0, range(count))
+        return
+    futures = [image_pool().submit(work, k, range(k * count // lanes, (k + 1) * count // lanes))
+               for k in range(1, lanes)]
+    work(0, range(count // lanes))
+    for future in futures:
+        future.result()
+
+
 class ConvStep(Step):
-    """One convolution op, run image by image (see the module docstring)."""
+    """One convolution op, run image by image (see the module docstring).
+
+    Large enough convolutions run their images in ``lanes`` threads side by side, each with
+    one BLAS thread and scratch of its own, instead of giving each image's GEMM every BLAS
+    thread: the per-image GEMMs are small, and a BLAS thread pool synchronizing 32-64 times a
+    step collapsed on this shared machine (DESIGN.md, "Threads under load").
+    """
 
     kind = "conv"
 
@@ -134,108 +171,136 @@ class ConvStep(Step):
         if isinstance(op, Conv2D):
             x_var, w_var = node.inputs
             geometry = ConvGeometry(op, shapes[x_var], shapes[w_var], shapes[node.outputs[0]][2:])
-            per_image = self._forward(geometry)
-        elif isinstance(op, Conv2DGradInput):
+            return self._run_images(frame, geometry, *self._forward(geometry))
+        if isinstance(op, Conv2DGradInput):
             w_var, g_var, x_var = node.inputs
             geometry = ConvGeometry(op, shapes[x_var], shapes[w_var], shapes[g_var][2:])
-            per_image = self._grad_input(geometry)
-        else:
-            x_var, g_var, w_var = node.inputs
-            geometry = ConvGeometry(op, shapes[x_var], shapes[w_var], shapes[g_var][2:])
-            return self._grad_filters(geometry)
-        return self._run_images(frame, geometry, per_image)
+            return self._run_images(frame, geometry, *self._grad_input(geometry))
+        x_var, g_var, w_var = node.inputs
+        return self._grad_filters(ConvGeometry(op, shapes[x_var], shapes[w_var], shapes[g_var][2:]))
 
-    def _run_images(self, frame, geometry, per_image):
-        """The call of a convolution whose output (images, rows, L) takes the epilogue per image."""
+    def _lanes(self, g, macs):
+        """(lanes, BLAS shape): images side by side when the work is large enough to share."""
+        lanes = min(threads.num_threads(), g.n) if g.n * g.o * g.l >= LANE_MIN_ELEMENTS else 1
+        self.kernel.ran_parallel = lanes > 1
+        return lanes, ((1, 1, 1) if lanes > 1 else macs)   # (1, 1, 1): below every threshold, one thread
+
+    def _run_images(self, frame, geometry, setup, make_lane, macs):
+        """The call of a convolution whose output (images, rows, L) takes the epilogue per image.
+
+        ``setup(env)`` gives what every image reads (the oriented filters); ``make_lane()`` a
+        lane's ``image(shared, n, target)``, with its own scratch.
+        """
         p, product = self.planned, self.planned.product
         out_shape = frame.shapes[product]
         _, rows, pixels = image_dims(out_shape)
         store = p.write_product or self.keep_product
-        scratch = None if store else np.empty((rows, pixels), product.dtype)
         # the product's buffer: planned when written, fresh when an output, own when only checked
         out_fixed = frame.env.get(product) if p.write_product else np.empty(out_shape, product.dtype)
-        epilogue = None
-        if self.epilogue is not None:
-            epilogue = self.epilogue.bind_images(frame, {product: scratch} if scratch is not None else None,
-                                                 serial=True)
-            self.kernel.ran_parallel = self.epilogue.kernel.ran_parallel
+        lanes, blas_shape = self._lanes(geometry, macs)
+        state = []
+        for _ in range(lanes):
+            scratch = None if store else np.empty((rows, pixels), product.dtype)
+            epilogue = None
+            if self.epilogue is not None:
+                epilogue = self.epilogue.bind_images(frame, {product: scratch} if scratch is not None else None,
+                                                     serial=True)
+            state.append((make_lane(), scratch, epilogue))
         flags = self.epilogue.flags if self.epilogue is not None else None
 
         def call(env):
+            out = None
             if store:
                 out = out_fixed if out_fixed is not None else env[product]
                 env[product] = out
                 out = out.reshape(geometry.n, rows, pixels)
-            prepare_args = per_image(env)
+            shared = setup(env)
             if flags is not None:
                 flags[:] = 0
-            arrays = epilogue[0](env) if epilogue is not None else None
-            for n in range(geometry.n):
-                target = out[n] if store else scratch
-                prepare_args(n, target)
-                if epilogue is not None:
-                    epilogue[1](arrays, n)
+            prepared = [epilogue[0](env) if epilogue is not None else None for _, _, epilogue in state]
+
+            def work(lane, images):
+                image, scratch, epilogue = state[lane]
+                for n in images:
+                    target = out[n] if store else scratch
+                    image(shared, n, target)
+                    if epilogue is not None:
+                        epilogue[1](prepared[lane], n)
+            threads.blas_threads(*blas_shape)
+            over_images(geometry.n, lanes, work)
         return call
 
     def _forward(self, g):
         node, im2col = self.node, self.im2col
         x_var, w_var = node.inputs
-        cols = None if g.pointwise else np.empty((g.k, g.l), node.outputs[0].dtype)
-        params = g.params
+        dtype, params = node.outputs[0].dtype, g.params
 
-        def per_call(env):
-            x = env[x_var]
-            filters = np.ascontiguousarray(node.op.oriented(env[w_var]).reshape(g.o, g.k))
-            threads.blas_threads(g.o, g.l, g.k)
+        def setup(env):
+            return env[x_var], np.ascontiguousarray(node.op.oriented(env[w_var]).reshape(g.o, g.k))
 
-            def image(n, target):
+        def make_lane():
+            cols = None if g.pointwise else np.empty((g.k, g.l), dtype)
+
+            def image(shared, n, target):
+                x, filters = shared
                 if cols is None:
                     np.dot(filters, x[n].reshape(g.c, g.l), out=target)
                 else:
                     call_kernel(im2col, 1, x[n], cols, *params)
                     np.dot(filters, cols, out=target)
             return image
-        return per_call
+        return setup, make_lane, (g.o, g.l, g.k)
 
     def _grad_input(self, g):
         node, col2im = self.node, self.col2im
         w_var, g_var, _ = node.inputs
-        dcols = None if g.pointwise else np.empty((g.k, g.l), node.outputs[0].dtype)
-        params = g.params
+        dtype, params = node.outputs[0].dtype, g.params
 
-        def per_call(env):
-            grads = env[g_var].reshape(g.n, g.o, g.l)
-            filters_t = np.ascontiguousarray(node.op.oriented(env[w_var]).reshape(g.o, g.k)).T
-            threads.blas_threads(g.k, g.l, g.o)
+        def setup(env):
+            return (env[g_var].reshape(g.n, g.o, g.l),
+                    np.ascontiguousarray(node.op.oriented(env[w_var]).reshape(g.o, g.k)).T)
 
-            def image(n, target):
+        def make_lane():
+            dcols = None if g.pointwise else np.empty((g.k, g.l), dtype)
+
+            def image(shared, n, target):
+                grads, filters_t = shared
                 if dcols is None:
                     np.dot(filters_t, grads[n], out=target)
                 else:
                     np.dot(filters_t, grads[n], out=dcols)
                     call_kernel(col2im, 1, dcols, target.reshape(g.c, g.h, g.w), *params)
             return image
-        return per_call
+        return setup, make_lane, (g.k, g.l, g.o)
 
     def _grad_filters(self, g):
         node, im2col = self.node, self.im2col
         x_var, g_var, _ = node.inputs
         dtype = node.outputs[0].dtype
-        cols = None if g.pointwise else np.empty((g.k, g.l), dtype)
-        total, partial = np.empty((g.o, g.k), dtype), np.empty((g.o, g.k), dtype)
         params, out_var = g.params, node.outputs[0]
+        lanes, blas_shape = self._lanes(g, (g.o, g.k, g.l))
+        # per lane: its columns, one image's filter gradient, and the lane's sum of them
+        state = [(None if g.pointwise else np.empty((g.k, g.l), dtype), np.empty((g.o, g.k), dtype),
+                  np.empty((g.o, g.k), dtype)) for _ in range(lanes)]
 
         def call(env):
             x, grads = env[x_var], env[g_var].reshape(g.n, g.o, g.l)
-            threads.blas_threads(g.o, g.k, g.l)
-            total[...] = 0
-            for n in range(g.n):
-                if cols is None:
-                    np.dot(grads[n], x[n].reshape(g.c, g.l).T, out=partial)
-                else:
-                    call_kernel(im2col, 1, x[n], cols, *params)
-                    np.dot(grads[n], cols.T, out=partial)
-                np.add(total, partial, out=total)
+
+            def work(lane, images):
+                cols, partial, total = state[lane]
+                total[...] = 0
+                for n in images:
+                    if cols is None:
+                        np.dot(grads[n], x[n].reshape(g.c, g.l).T, out=partial)
+                    else:
+                        call_kernel(im2col, 1, x[n], cols, *params)
+                        np.dot(grads[n], cols.T, out=partial)
+                    np.add(total, partial, out=total)
+            threads.blas_threads(*blas_shape)
+            over_images(g.n, lanes, work)
+            total = state[0][2]
+            for _, _, other in state[1:]:
+                np.add(total, other, out=total)
             out = env.get(out_var)
             if out is None:
                 out = env[out_var] = np.empty((g.o, g.c, g.kh, g.kw), dtype)

@@ -187,3 +187,17 @@ def test_float32_conv_layer_matches_pytorch():
     (ty * ty).sum().backward()
     for g, t in zip(got, [ty, tx.grad, tw.grad, tb.grad]):
         np.testing.assert_allclose(g, t.detach().numpy(), rtol=2e-4, atol=2e-4)
+
+
+def test_images_run_side_by_side_in_lanes_and_give_the_same_values(monkeypatch):
+    from graphnet.compiler.runtime import conv_steps, threads
+    if threads.num_threads() < 2:
+        pytest.skip("one thread: the images run in one lane")
+    monkeypatch.setattr(conv_steps, "LANE_MIN_ELEMENTS", 1)
+    inputs, outputs = conv_layer_graph((5, 3, 6, 5), (4, 3, 3, 3), pool=dict(ws=(2, 2)), border_mode="half")
+    x = RNG.normal(size=(5, 3, 6, 5))
+    fn, got, want = run_both(inputs, outputs, (x, RNG.normal(size=(5, 4, 3, 2))))
+    for g, w_ in zip(got, want):
+        np.testing.assert_allclose(g, w_, rtol=1e-10, atol=1e-10)
+    conv_steps = [s for s in fn.program.steps if isinstance(s, ConvStep)]
+    assert len(conv_steps) == 3 and all(s.kernel.ran_parallel for s in conv_steps)
