@@ -118,6 +118,17 @@ class ConvGeometry:
     def params(self):
         return (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw, self.oh, self.ow)
 
+    @property
+    def transposed_params(self):
+        """At stride 1, the input gradient is a convolution of the output gradient with the
+        filters turned 180 degrees and their channels swapped, padded by the filter's extent
+        minus 1 minus the forward padding: these are its im2col parameters, or None when that
+        padding would be negative (a padding wider than the filter) or the stride is not 1."""
+        qh, qw = self.dh * (self.kh - 1) - self.ph, self.dw * (self.kw - 1) - self.pw
+        if (self.sh, self.sw) != (1, 1) or qh < 0 or qw < 0:
+            return None
+        return (self.kh, self.kw, qh, qw, 1, 1, self.dh, self.dw, self.h, self.w)
+
 
 def image_pool():
     """The threads that run a convolution's images side by side (made on first use)."""
@@ -252,6 +263,8 @@ class ConvStep(Step):
         return setup, make_lane, (g.o, g.l, g.k)
 
     def _grad_input(self, g):
+        if g.transposed_params is not None and not g.pointwise:
+            return self._grad_input_as_convolution(g)
         node, col2im = self.node, self.col2im
         w_var, g_var, _ = node.inputs
         dtype, params = node.outputs[0].dtype, g.params
@@ -272,6 +285,31 @@ class ConvStep(Step):
                     call_kernel(col2im, 1, dcols, target.reshape(g.c, g.h, g.w), *params)
             return image
         return setup, make_lane, (g.k, g.l, g.o)
+
+    def _grad_input_as_convolution(self, g):
+        """Stride 1: im2col of the output gradient and one GEMM (C, O*kh*kw) @ (O*kh*kw, H*W)
+        per image, straight into the image's gradient: the GEMM's inner dimension is
+        O*kh*kw instead of O, there is no col2im scatter and no (K, L) intermediate. On the W8b
+        backward it measured the same as col2im (528 vs 532 ms, load 8.3 on 2 cores)."""
+        node, im2col = self.node, self.im2col
+        w_var, g_var, _ = node.inputs
+        dtype, params = node.outputs[0].dtype, g.transposed_params
+        depth, pixels = g.o * g.kh * g.kw, g.h * g.w
+
+        def setup(env):
+            oriented = node.op.oriented(env[w_var])[:, :, ::-1, ::-1]   # turned 180 degrees
+            return (env[g_var].reshape(g.n, g.o, g.oh, g.ow),
+                    np.ascontiguousarray(oriented.transpose(1, 0, 2, 3)).reshape(g.c, depth))
+
+        def make_lane():
+            cols = np.empty((depth, pixels), dtype)
+
+            def image(shared, n, target):
+                grads, filters = shared
+                call_kernel(im2col, 1, grads[n], cols, *params)
+                np.dot(filters, cols, out=target)
+            return image
+        return setup, make_lane, (g.c, pixels, depth)
 
     def _grad_filters(self, g):
         node, im2col = self.node, self.im2col
