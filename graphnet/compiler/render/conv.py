@@ -169,3 +169,20 @@ def kernel(n_chunks, x, mean, var):
             mean[c] = m
             var[c] = v2 if not v2 < 0.0 else 0.0
 """)
+
+#: one image's (C, L) output added to per-channel sums of x and x^2 (float64): a convolution's
+#: statistics epilogue, while the image is in cache
+CHANNEL_ACCUMULATE = ConvTemplate("channel_accumulate", """\
+def kernel(n_chunks, image, s, s2):
+    C, L = image.shape
+    for c in range(C):
+        row = image[c]
+        a = 0.0
+        b = 0.0
+        for j in range(L):
+            v = np.float64(row[j])
+            a += v
+            b += v * v
+        s[c] += a
+        s2[c] += b
+""")

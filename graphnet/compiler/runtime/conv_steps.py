@@ -158,6 +158,37 @@ def over_images(count, lanes, work):
         future.result()
 
 
+class ChannelStatistics:
+    """A convolution's statistics epilogue: per-channel sums of x and x^2 per lane, added image
+    by image, then the sum, or the mean and biased variance (as the moments kernels: float64,
+    ``E[x^2] - mean^2`` clamped at 0, keeping NaN), written to the reduction's outputs."""
+
+    def __init__(self, node, accumulate, lanes, channels, count):
+        self.node, self.accumulate, self.count = node, accumulate, count
+        self.totals = [(np.zeros(channels), np.zeros(channels)) for _ in range(lanes)]
+
+    def start(self):
+        for s, s2 in self.totals:
+            s[:] = 0
+            s2[:] = 0
+
+    def add(self, lane, image):
+        call_kernel(self.accumulate, 1, image, *self.totals[lane])
+
+    def finish(self, env):
+        s = sum(t[0] for t in self.totals)
+        outputs = self.node.outputs
+        if not isinstance(self.node.op, Moments):
+            env[outputs[0]].reshape(-1)[:] = s
+            return
+        s2 = sum(t[1] for t in self.totals)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = s / self.count
+            var = s2 / self.count - mean * mean
+        env[outputs[0]].reshape(-1)[:] = mean
+        env[outputs[1]].reshape(-1)[:] = np.where(var < 0, 0.0, var)
+
+
 class ConvStep(Step):
     """One convolution op, run image by image (see the module docstring).
 
@@ -169,10 +200,12 @@ class ConvStep(Step):
 
     kind = "conv"
 
-    def __init__(self, planned, kernel, module_im2col, module_col2im, epilogue=None, keep_product=False):
+    def __init__(self, planned, kernel, module_im2col, module_col2im, epilogue=None, keep_product=False,
+                 module_accumulate=None):
         super().__init__(planned, kernel)
         self.node, self.epilogue = planned.node, epilogue
         self.im2col, self.col2im = module_im2col.kernel_serial, module_col2im.kernel_serial
+        self.accumulate = module_accumulate.kernel_serial if module_accumulate is not None else None
         #: check_numerics names the node from the whole product: keep it although nothing reads it
         self.keep_product = keep_product
 
@@ -218,6 +251,7 @@ class ConvStep(Step):
                                                      serial=True)
             state.append((make_lane(), scratch, epilogue))
         flags = self.epilogue.flags if self.epilogue is not None else None
+        statistics = self._statistics(lanes, rows, geometry.n * pixels)
 
         def call(env):
             out = None
@@ -230,6 +264,9 @@ class ConvStep(Step):
                 flags[:] = 0
             prepared = [epilogue[0](env) if epilogue is not None else None for _, _, epilogue in state]
 
+            if statistics is not None:
+                statistics.start()
+
             def work(lane, images):
                 image, scratch, epilogue = state[lane]
                 for n in images:
@@ -237,9 +274,17 @@ class ConvStep(Step):
                     image(shared, n, target)
                     if epilogue is not None:
                         epilogue[1](prepared[lane], n)
+                    if statistics is not None:
+                        statistics.add(lane, target)
             threads.blas_threads(*blas_shape)
             over_images(geometry.n, lanes, work)
+            if statistics is not None:
+                statistics.finish(env)
         return call
+
+    def _statistics(self, lanes, channels, count):
+        node = self.planned.statistics
+        return None if node is None else ChannelStatistics(node, self.accumulate, lanes, channels, count)
 
     def _forward(self, g):
         node, im2col = self.node, self.im2col
@@ -348,6 +393,9 @@ class ConvStep(Step):
     def check_numerics(self, env):
         if self.planned.product in env:
             check_finite(self.node, self.planned.product, np.asarray(env[self.planned.product]))
+        if self.planned.statistics is not None:
+            for var in self.planned.statistics.outputs:
+                check_finite(self.planned.statistics, var, np.asarray(env[var]))
         if self.epilogue is not None:
             self.epilogue.check_numerics(env)
 
@@ -366,12 +414,17 @@ def lower_conv(planned, program, index):
     text = f"# {what}\n" + used.body
     if epilogue is not None:
         text += "\n# then the epilogue, on each image's output while it is in cache:\n" + epilogue.kernel.source
-    kernel = kernel_record(planned, f"k{index}_conv" + ("_epilogue" if epilogue else ""), is_blas=True,
+    if planned.statistics is not None:
+        text += ("\n# then its per-channel statistics, image by image while in cache:\n"
+                 + templates.CHANNEL_ACCUMULATE.body)
+    suffix = "_epilogue" if epilogue else ("_statistics" if planned.statistics is not None else "")
+    kernel = kernel_record(planned, f"k{index}_conv{suffix}", is_blas=True,
                            kind="conv", source=annotate(text, [planned.node]),
                            compiled=epilogue.kernel.compiled if epilogue else module.kernel_serial,
                            compiled_parallel=epilogue.kernel.compiled_parallel if epilogue else None)
     keep = program.check_numerics and not planned.write_product
-    return ConvStep(planned, kernel, im2col, col2im, epilogue, keep_product=keep)
+    accumulate = load_template(program, templates.CHANNEL_ACCUMULATE) if planned.statistics is not None else None
+    return ConvStep(planned, kernel, im2col, col2im, epilogue, keep_product=keep, module_accumulate=accumulate)
 
 
 # ------------------------------------------------------------------ pooling

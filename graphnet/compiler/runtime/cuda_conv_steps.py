@@ -65,9 +65,11 @@ class ConvCudaStep(CudaStep):
 
     kind = "conv"
 
-    def __init__(self, planned, kernel, module, epilogue=None):
+    def __init__(self, planned, kernel, module, epilogue=None, statistics=None):
         super().__init__(planned, kernel)
         self.node, self.function, self.epilogue = planned.node, module.kernel, epilogue
+        #: the per-channel reduction of the output, launched after the convolution
+        self.statistics = statistics
         self._scratch = {}
 
     def signatures(self):
@@ -75,7 +77,8 @@ class ConvCudaStep(CudaStep):
         data = [node.inputs[0], node.inputs[1]]
         found = [(self.function.py_func, int_types(16) + [array_type(v) for v in data] +
                   [array_type(node.outputs[0])])]
-        return found + (self.epilogue.signatures() if self.epilogue is not None else [])
+        return (found + (self.epilogue.signatures() if self.epilogue is not None else []) +
+                (self.statistics.signatures() if self.statistics is not None else []))
 
     def run(self, env, buffers, shapes, rt):
         node, product = self.node, self.planned.product
@@ -93,6 +96,8 @@ class ConvCudaStep(CudaStep):
             self.function[launch](*conv_geometry(node, shapes), env[node.inputs[0]], env[node.inputs[1]], out)
         if self.epilogue is not None:
             self.epilogue.run(env, buffers, shapes, rt, given={product: out})
+        if self.statistics is not None:
+            self.statistics.run(env, buffers, shapes, rt)
 
 
 def _template_module(program, template):
@@ -116,11 +121,17 @@ def lower_conv(planned, program, index):
     epilogue = None
     if planned.epilogue is not None:
         epilogue = lower_image_loop(planned.epilogue, program, index, f"k{index}_conv_epilogue")
+    statistics = None
+    if planned.statistics is not None:
+        reduction = ChannelReduceKernel([planned.statistics], [planned.product], list(planned.statistics.outputs))
+        statistics = lower_channel_reduce(reduction, program, index)
     module = _template_module(program, template)
     text = template.body + ("\n# then, per image, the epilogue:\n" + epilogue.kernel.source if epilogue else "")
-    kernel = _kernel(planned, f"k{index}_{template.name}" + ("_epilogue" if epilogue else ""), kind="conv",
+    text += "\n# then the per-channel statistics:\n" + statistics.kernel.source if statistics else ""
+    suffix = "_epilogue" if epilogue else ("_statistics" if statistics else "")
+    kernel = _kernel(planned, f"k{index}_{template.name}{suffix}", kind="conv",
                      source=annotate(text, [planned.node]), compiled=module.kernel)
-    return ConvCudaStep(planned, kernel, module, epilogue)
+    return ConvCudaStep(planned, kernel, module, epilogue, statistics)
 
 
 class PoolCudaStep(CudaStep):

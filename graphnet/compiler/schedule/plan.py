@@ -183,12 +183,15 @@ class ConvKernel(PlannedKernel):
     Lowered as im2col (or col2im) per image and one GEMM per image; the
     epilogue (an :class:`ImageLoopKernel` over the output: bias, batch norm in
     evaluation, an activation, the ReLU mask of the layer below) runs on each
-    image right after its GEMM. The output is stored only when
-    ``write_product`` (something else reads it).
+    image right after its GEMM. ``statistics`` instead: a per-channel sum or
+    moments of the output (batch norm's statistics in training), accumulated
+    image by image. The output is stored only when ``write_product``
+    (something else reads it).
     """
 
     node: object = None
     epilogue: ImageLoopKernel = None
+    statistics: object = None
     write_product: bool = True
     label = "conv"
 
@@ -392,8 +395,13 @@ class _PlanBuilder:
 
     @staticmethod
     def _epilogue_refusal(product, consumer, producer_kind="blas"):
-        """None if group ``consumer`` may be ``product``'s GEMM (or convolution) epilogue, else why not."""
+        """None if group ``consumer`` may be ``product``'s GEMM (or convolution) epilogue, else why not.
+
+        A convolution's epilogue may also be a per-channel sum or moments of its output (a
+        bias gradient, batch norm's statistics in training): accumulated image by image."""
         what = "a GEMM" if producer_kind == "blas" else "a convolution's"
+        if producer_kind == "conv" and consumer.kind == "channel_reduce" and consumer.nodes[0].inputs[0] is product:
+            return None
         if consumer.kind != "fused":
             return "its reader is not an elementwise kernel"
         if consumer.reductions:
@@ -494,8 +502,14 @@ class _PlanBuilder:
     def _conv(self, conv_group, consumer):
         node = conv_group.nodes[0]
         product = node.outputs[0]
-        epilogue, write_product = None, True
-        if consumer is not None:
+        epilogue, statistics, write_product = None, None, True
+        if consumer is not None and consumer.kind == "channel_reduce":
+            statistics = consumer.nodes[0]
+            write_product = product in self.roots or bool(self.readers.get(product, set()) - {
+                self.group_of[statistics]})
+            self.fusions.append((product, statistics, "accumulated per channel by the convolution, image by "
+                                                      "image while in cache (its statistics epilogue)"))
+        elif consumer is not None:
             epilogue = loop_kernel(consumer, self._leaves(consumer), per_image=True)
             others = self.readers.get(product, set()) - {self.group_of[consumer.nodes[0]]}
             write_product = product in self.roots or bool(others)
@@ -505,9 +519,10 @@ class _PlanBuilder:
         # The shape-only input (the third) is read for its shape alone: no kernel reads its values.
         reads = list(dict.fromkeys(list(node.inputs[:2]) +
                                    [v for v in (epilogue.reads if epilogue else []) if v is not product]))
-        writes = (list(epilogue.writes) if epilogue else []) + ([product] if write_product else [])
+        writes = ((list(epilogue.writes) if epilogue else []) + (list(statistics.outputs) if statistics else [])
+                  + ([product] if write_product else []))
         return ConvKernel([node] + (list(consumer.nodes) if consumer else []), reads, writes, node=node,
-                          epilogue=epilogue, write_product=write_product)
+                          epilogue=epilogue, statistics=statistics, write_product=write_product)
 
     # ---- refusals
     def refusals(self, recorded, fgraph, kernels, shape_nodes):
@@ -567,7 +582,9 @@ class _PlanBuilder:
         first = min(self.readers.get(product, ()), default=None)
         if group is not None and first is not None and self.groups[first] is not group:
             if first in self.epilogues:
-                return "the product's first reader took the GEMM epilogue; a product has one epilogue"
+                return ("the product's first reader took the GEMM epilogue; a product has one epilogue"
+                        if not is_conv else "the convolution's first reader took its epilogue (or its "
+                        "per-channel statistics); a convolution has one")
             return "only a product's first reader may be its epilogue: the readers before it need the product stored"
         why = self._epilogue_refusal(product, group, dot_group.kind) if group is not None else None
         return why or consumer_reason(node)

@@ -157,8 +157,9 @@ def test_conv_batch_norm_relu_training_step_matches_the_reference():
     np.testing.assert_allclose(after[0], bn.running_mean.get_value(), rtol=1e-10)
     np.testing.assert_allclose(after[1], bn.running_var.get_value(), rtol=1e-10)
     steps = fn.program.steps
-    # the statistics are a per-channel reduction; normalize + ReLU one loop per image
-    assert any(isinstance(k, ChannelReduceKernel) and k.node.op.name == "moments" for k in fn.program.plan.kernels)
+    # the statistics accumulated by the convolution image by image; normalize + ReLU one loop per image
+    conv = next(k for k in fn.program.plan.kernels if isinstance(k, ConvKernel) and k.node.op.name == "conv2d")
+    assert conv.statistics is not None and conv.statistics.op.name == "moments" and conv.write_product
     assert any(isinstance(s, ImageLoopStep) and "relu" in s.kernel.ops for s in steps)
 
 

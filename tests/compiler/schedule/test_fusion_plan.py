@@ -114,15 +114,17 @@ def test_a_per_channel_vector_makes_the_kernel_run_once_per_image():
     assert loop.ops == ["add", "relu"] and ("rows" in {view for _, view in loop.inputs})
 
 
-def test_batch_norm_statistics_in_training_read_the_convolution_first_and_say_so():
+def test_batch_norm_statistics_in_training_are_the_convolutions_epilogue_and_normalize_says_why_not():
     from graphnet.compiler.schedule.plan import ChannelReduceKernel, ConvKernel
     gamma, beta = gn.shared(np.ones(4, "float32")), gn.shared(np.zeros(4, "float32"))
     plan, reasons = conv_plan(lambda x: [gn.relu(gn.nn.batch_norm(conv_with(x, bias=False), gamma, beta))],
                               training=True)
     conv = next(k for k in plan.kernels if isinstance(k, ConvKernel))
-    assert conv.epilogue is None and conv.write_product
-    assert any(isinstance(k, ChannelReduceKernel) and k.node.op.name == "moments" for k in plan.kernels)
-    assert reasons[("conv2d", "moments")].startswith("moments is a per-channel reduction kernel")
+    assert conv.epilogue is None and conv.statistics.op.name == "moments" and conv.write_product
+    assert conv.ops == ["conv2d", "moments"]
+    assert not any(isinstance(k, ChannelReduceKernel) and k.node.op.name == "moments" for k in plan.kernels)
+    assert ("conv2d", "moments") not in reasons
+    assert "first reader took its epilogue" in reasons[("conv2d", "sub")]
 
 
 def test_dropout_after_a_convolution_is_not_its_per_image_epilogue():
