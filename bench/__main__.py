@@ -24,7 +24,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench import call_overhead, compile_time, hand_kernels, isolated, peers, probes, report, theano_mlp  # noqa: E402
+from bench import call_overhead, compile_time, convnet, hand_kernels, isolated, peers, probes, report, theano_mlp  # noqa: E402
 from bench.env import machine_description  # noqa: E402
 from bench.timing import interleaved  # noqa: E402
 from bench.workloads import GraphnetRunner, all_cases, make_problem  # noqa: E402
@@ -233,6 +233,13 @@ def main(argv=None):
             for line in isolated.lines(results["isolated"]):
                 results["notes"].append(line)
                 log(f"  {line}")
+        log("W8: a LeNet-5-like training step and a conv-BN-ReLU block, each framework in its process")
+        w8 = results["w8"] = convnet.run(("W8b-block-fwd",) if args.quick else convnet.CASES,
+                                         rounds=1 if args.quick else 3, seconds=0.2 if args.quick else 2.0,
+                                         threads=args.threads, quick=args.quick, log=lambda text: None)
+        for line in convnet.lines(w8):
+            results["notes"].append(line)
+            log(f"  {line}")
 
     if not args.no_compile:
         results["compile"] = {}

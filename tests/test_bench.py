@@ -142,3 +142,13 @@ def test_a_variant_timed_in_a_process_of_its_own_reports_its_median():
     assert proc.returncode == 0, proc.stderr
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
     assert measured["median_s"] > 0 and measured["peers_in_process"] == []
+
+
+def test_w8_conv_block_runs_each_framework_in_its_process_and_they_agree(quick_run):
+    _, _, results = quick_run
+    data = json.loads(results[0].read_text())
+    summary = data["w8"]["W8b-block-fwd"]
+    assert "median_s" in summary["graphnet"], summary
+    for framework, result in summary.items():
+        if isinstance(result, dict) and "median_s" in result:
+            assert result["agrees_with_graphnet"], (framework, result)

@@ -49,6 +49,21 @@ def assorted_kernels():
     return FunctionGraph((x, d, i), outputs)
 
 
+def conv_network():
+    """A conv-BN-ReLU-maxpool layer in training and its backward: every kernel of the convolution family."""
+    rng = np.random.default_rng(0)
+    x = gn.placeholder("images", (None, 2, 6, 6))
+    W = gn.shared(rng.standard_normal((3, 2, 3, 3)).astype("float32"), name="W")
+    b = gn.shared(np.zeros(3, "float32"), name="b")
+    gamma, beta = gn.shared(np.ones(3, "float32")), gn.shared(np.zeros(3, "float32"))
+    a = gn.nn.conv2d(x, W, border_mode="half") + gn.expand_dims(b, (0, 2, 3))
+    y = gn.nn.pool_2d(gn.relu(gn.nn.batch_norm(a, gamma, beta)), (2, 2))
+    z = gn.nn.pool_2d(gn.relu(gn.nn.conv2d(x, W, subsample=(2, 2)) + gn.expand_dims(b, (0, 2, 3))), (2, 2),
+                      mode="average_inc_pad", ignore_border=False)
+    loss = gn.sum(y * y) + gn.sum(z)
+    return specialize_mode(FunctionGraph((x,), (loss,) + tuple(gn.grad(loss, [x, W, b, gamma]))), True)
+
+
 def main():
     from numba import cuda
     import numba.cuda.dispatcher as dispatcher
@@ -61,7 +76,7 @@ def main():
         print(f"no CUDA compiler libraries: {type(exc).__name__}: {exc}")
         return 3
     failed = 0
-    for graph in (training_step(), assorted_kernels()):
+    for graph in (training_step(), assorted_kernels(), conv_network()):
         optimized = optimize(graph)
         program = CudaProgram(optimized, plan_kernels(optimized), CudaTarget(cuda, simulator=False))
         for name, function, argtypes in program.kernel_signatures():

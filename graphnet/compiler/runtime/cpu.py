@@ -120,9 +120,10 @@ class CpuProgram(CompiledProgram):
             print(f"[graphnet] {self.name}: compiled in {time.perf_counter() - frame.compiling:.1f} s",
                   file=sys.stderr)
             frame.compiling = 0.0
-        if not self.step_by_step and frame.entry is None and tiered.all_compiled(self.kernels):
+        if not (self.step_by_step or frame.entry or frame.no_entry) and tiered.all_compiled(self.kernels):
             # every kernel loaded (none still on the NumPy tier): later calls take the entry
             frame.entry = write_entry(self, frame)
+            frame.no_entry = frame.entry is None   # a step without Calls (a convolution): keep binding
             if frame.entry is not None and driver.wants_driver(self, self._frames[signature][1]):
                 frame.until_driver = driver.DRIVER_AFTER
         fresh = self._fresh_outputs
@@ -242,6 +243,8 @@ class CpuFrame:
         self.compiling = None
         #: the generated call path (entry.py), made by the first call
         self.entry = None
+        #: a step could not be written into an entry: every call runs the steps one by one
+        self.no_entry = False
         #: calls left before the frame's entry becomes a compiled driver (driver.py); 0: never
         self.until_driver = 0
         #: the entry calling that driver, once made (measured against the Python entry)

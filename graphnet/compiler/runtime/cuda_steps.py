@@ -388,3 +388,7 @@ def lower_host(planned, program, index):
                      source=f"# NumPy reference of {label} on the host (no CUDA kernel for it): "
                             "its inputs are copied back and its outputs up")
     return HostStep(planned, kernel)
+
+
+# The convolution family's device kernels live in their own module; importing it registers them.
+from graphnet.compiler.runtime import cuda_conv_steps  # noqa: E402,F401

@@ -302,13 +302,14 @@ class FusedStep(Step):
             env[var][...] = values[var].reshape(env[var].shape)
 
 
-def fused_step(planned, program, name):
-    """A loop kernel's step: its source generated, loaded from the cache or compiled."""
+def fused_step(planned, program, name, step_class=None):
+    """A loop kernel's step (``step_class``, a :class:`FusedStep` by default): its source
+    generated, loaded from the cache or compiled."""
     source = render.FusedKernelSource(planned, check_numerics=program.check_numerics)
     module = program.load(source.body)
     kernel = kernel_record(planned, name, source=annotate(named_source(source.body, source), planned.nodes),
                            compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel)
-    return FusedStep(planned, source, module, kernel, program.name)
+    return (step_class or FusedStep)(planned, source, module, kernel, program.name)
 
 
 @CPU_LOWERINGS.register(LoopKernel)
@@ -544,3 +545,7 @@ def lower_view(planned, program, index):
 @CPU_LOWERINGS.register(HostKernel)
 def lower_host(planned, program, index):
     return host_step(planned, program, index, f"# NumPy reference of {', '.join(planned.ops)}")
+
+
+# The convolution family's lowerings live in their own module; importing it registers them.
+from graphnet.compiler.runtime import conv_steps  # noqa: E402,F401

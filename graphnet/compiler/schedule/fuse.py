@@ -41,12 +41,44 @@ def input_pattern(var_shape, domain):
     broadcast = [v == 1 and d != 1 for v, d in zip(padded, domain)]
     if not any(broadcast):
         return "full"
-    if all(broadcast):
+    if all(v == 1 for v in padded):
         return "scalar"
     if all(broadcast[:-1]) and not broadcast[-1]:
         return "row"
     if not any(broadcast[:-1]) and broadcast[-1]:
         return "col"
+    if len(domain) >= 3 and padded[1] != 1 and all(v == 1 for a, v in enumerate(padded) if a != 1):
+        return "channel"
+    return None
+
+
+#: the input patterns a kernel run once per image (a "channel" input) can read
+PER_IMAGE_PATTERNS = frozenset({"full", "channel", "scalar"})
+
+
+def input_patterns(nodes, produced, domain):
+    """The patterns in which ``nodes`` read the values not in ``produced`` over ``domain``."""
+    return {input_pattern(v.shape, domain) for n in nodes for v in n.inputs if v not in produced}
+
+
+def per_image_refusal(group, node):
+    """Why ``node`` and ``group`` cannot share a kernel run once per image, or None.
+
+    A per-channel input makes the kernel run over (channels, pixels) per image;
+    such a kernel reads no row or column vector and holds no reduction (the
+    per-channel statistics are a kernel of their own).
+    """
+    produced = {v for n in group.nodes for v in n.outputs}
+    per_element = [n for n in group.nodes if n not in group.epilogue] + [node]
+    patterns = input_patterns(per_element, produced, group.domain)
+    if "channel" not in patterns:
+        return None
+    if patterns - PER_IMAGE_PATTERNS or group.reductions or is_fusable_reduction(node):
+        return ("it reads a per-channel vector, so the kernel runs once per image over (channels, pixels), "
+                "where row or column vectors and reductions cannot be indexed")
+    if any(n.op.uses_element_index for n in per_element):
+        return ("it reads a per-channel vector, so the kernel runs once per image, where an element's "
+                "flat index (the dropout counter) would repeat from image to image")
     return None
 
 
@@ -73,6 +105,15 @@ def is_fusable_reduction(node):
     return isinstance(node.op, FUSABLE_REDUCTIONS) and reduce_pattern(node.op, node.inputs[0].ndim) is not None
 
 
+def is_channel_reduction(node):
+    """A float sum or moments over every axis but 1 of a 3-d or larger input (a convolution's
+    bias gradient, batch norm's statistics over (batch, rows, cols)): a kernel of its own."""
+    if not isinstance(node.op, (Sum, Moments)):
+        return False
+    x = node.inputs[0]
+    return x.ndim >= 3 and x.dtype.kind == "f" and tuple(sorted(node.op.axis)) == (0,) + tuple(range(2, x.ndim))
+
+
 def iteration_domain(node):
     """The static shape a node iterates over: its output, or a reduction's input."""
     return node.inputs[0].shape if is_fusable_reduction(node) else node.outputs[0].shape
@@ -84,7 +125,7 @@ class Group:
     """Nodes that will run as one kernel."""
 
     nodes: list
-    kind: str                      # "fused", "blas", "rowwise", "view", "host"
+    kind: str                      # "fused", "blas", "conv", "pool", "rowwise", "view", "host"
     domain: tuple = None           # static iteration shape of a fused group
     reduce_kind: str = None        # "row", "col" or "all" once a reduction joined
     reductions: list = field(default_factory=list)
@@ -120,7 +161,10 @@ def kind_of(node):
         if all(input_pattern(v.shape, domain) is not None for v in node.inputs):
             return "fused"
         return "host"   # a broadcast the 2-D kernel cannot index: NumPy runs it
-    return {"blas": "blas", "rowwise": "rowwise", "view": "view"}.get(node.op.kind, "host")
+    if is_channel_reduction(node):
+        return "channel_reduce"
+    return {"blas": "blas", "rowwise": "rowwise", "view": "view", "conv": "conv", "pool": "pool"}.get(
+        node.op.kind, "host")
 
 
 # ---------------------------------------------------------------- legality
@@ -129,6 +173,10 @@ PRODUCER_REASONS = {
     "blas": "a matrix product's reader joins it only as its GEMM epilogue (rule 3)",
     "rowwise": "the producer is a row-wise template kernel (softmax, cross-entropy), which takes no epilogue",
     "view": "the producer is a view (reshape/transpose), made by NumPy without a kernel",
+    # The kernel plan replaces this one with why the pair is not the convolution's epilogue.
+    "conv": "a convolution's reader joins it only as its epilogue",
+    "pool": "the producer is a pooling kernel, which takes no epilogue",
+    "channel_reduce": "the producer is a per-channel reduction kernel, which takes no epilogue",
     "host": "the producer runs on the host (NumPy)",
 }
 
@@ -141,6 +189,13 @@ def consumer_reason(node):
         return f"{node.op.name} is a row-wise template kernel, which reads its inputs from memory"
     if kind == "view":
         return f"{node.op.name} is a view, made by NumPy without a kernel"
+    if kind == "conv":
+        return f"{node.op.name} reads its operands from memory (im2col + GEMM)"
+    if kind == "pool":
+        return f"{node.op.name} is a pooling kernel, which reads its inputs from memory"
+    if kind == "channel_reduce":
+        return (f"{node.op.name} is a per-channel reduction kernel (over images and pixels), "
+                "which reads its input from memory")
     if is_elementwise(node) or isinstance(node.op, FUSABLE_REDUCTIONS):
         return f"{node.op.name} broadcasts or reduces in a way the 2-D kernel cannot index, so NumPy runs it"
     return f"{node.op.name} has no kernel template, so NumPy runs it"
@@ -170,7 +225,7 @@ def fusion_refusal(group, node, reaches):
         pattern = reduce_pattern(node.op, node.inputs[0].ndim)
         if group.reduce_kind not in (None, pattern):
             return f"the kernel already reduces by {group.reduce_kind}, this reduction is by {pattern}"
-    return None
+    return per_image_refusal(group, node)
 
 
 def is_epilogue_candidate(group, node):
@@ -317,6 +372,8 @@ def _merge_siblings(groups, group_of):
                     continue
                 if id(b) in upstream(a, memo) or id(a) in upstream(b, memo):
                     continue
+                if any(per_image_refusal(a, n) for n in b.nodes) or any(per_image_refusal(b, n) for n in a.nodes):
+                    continue
                 _merge(a, b, group_of, groups)
                 merged = True
                 break
@@ -363,6 +420,8 @@ def _may_merge(a, b, reaches):
                for n in guest.nodes for v in n.inputs if not guest.produces(v)):
             return False
     elif b.domain != a.domain:
+        return False
+    if any(per_image_refusal(a, n) for n in b.nodes):
         return False
     if not _stages_consistent(a, b, main_loop):
         return False

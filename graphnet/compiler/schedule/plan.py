@@ -24,17 +24,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from graphnet.compiler.schedule.fuse import (
-    PRODUCER_REASONS, consumer_reason, input_pattern, plan_fusion,
+    PER_IMAGE_PATTERNS, PRODUCER_REASONS, consumer_reason, input_pattern, input_patterns, plan_fusion,
 )
 from graphnet.compiler.schedule.memory import in_place_updates
 from graphnet.compiler.schedule.rowwise_join import in_pair_order
 from graphnet.graph.ir import Constant
+from graphnet.ops.conv import Conv2D, Conv2DGradFilters, Conv2DGradInput
 from graphnet.ops.linalg import Dot
+from graphnet.ops.pool import MaxPool2DGrad, Pool2D
 from graphnet.ops.reduce import SizeOf
 from graphnet.ops.shape import Transpose
 
 #: how a fused kernel reads an input, by its broadcast pattern over the domain
-PROLOGUE_VIEWS = {"full": "full2d", "row": "cols", "col": "rows", "scalar": "one"}
+PROLOGUE_VIEWS = {"full": "full2d", "row": "cols", "col": "rows", "scalar": "one", "channel": "rows"}
 #: the same for the epilogue on reduced values, by the reduction's pattern
 EPILOGUE_VIEWS = {"col": {"full": "cols", "scalar": "one"}, "row": {"full": "rows", "scalar": "one"},
                   "all": {"full": "one", "scalar": "one"}}
@@ -128,6 +130,18 @@ class LoopKernel(PlannedKernel):
 
 
 @dataclass(eq=False)
+class ImageLoopKernel(LoopKernel):
+    """A fused group over a domain (images, channels, pixels...) run once per image.
+
+    Each run is the 2-D loop over (channels, the remaining axes collapsed):
+    a "full2d" input is the image's slice, a per-channel vector (``(1, C, 1,
+    1)``) is read as one value per row ("rows"), a scalar as "one". It is how
+    a kernel reads a convolution's bias or batch-norm vectors, and how a
+    convolution's epilogue runs on each image while it is in cache.
+    """
+
+
+@dataclass(eq=False)
 class GemmKernel(PlannedKernel):
     """A matrix product, with its elementwise consumer as the epilogue when it has one.
 
@@ -161,6 +175,60 @@ class GemmKernel(PlannedKernel):
 
     def pattern_of(self, var):
         return self.epilogue.pattern_of(var) if self.epilogue else None
+
+
+@dataclass(eq=False)
+class ConvKernel(PlannedKernel):
+    """A convolution op (forward, input gradient or filter gradient), with an epilogue when it has one.
+
+    Lowered as im2col (or col2im) per image and one GEMM per image; the
+    epilogue (an :class:`ImageLoopKernel` over the output: bias, batch norm in
+    evaluation, an activation, the ReLU mask of the layer below) runs on each
+    image right after its GEMM. ``statistics`` instead: a per-channel sum or
+    moments of the output (batch norm's statistics in training), accumulated
+    image by image. The output is stored only when ``write_product``
+    (something else reads it).
+    """
+
+    node: object = None
+    epilogue: ImageLoopKernel = None
+    statistics: object = None
+    write_product: bool = True
+    label = "conv"
+
+    @property
+    def product(self):
+        return self.node.outputs[0]
+
+    @property
+    def elementwise_writes(self):
+        return self.epilogue.elementwise_writes if self.epilogue else ()
+
+    def pattern_of(self, var):
+        return self.epilogue.pattern_of(var) if self.epilogue else None
+
+
+@dataclass(eq=False)
+class PoolKernel(PlannedKernel):
+    """Pooling (every mode) or max pooling's gradient: one pass over the windows of each plane."""
+
+    label = "pool"
+
+    @property
+    def node(self):
+        return self.nodes[0]
+
+
+@dataclass(eq=False)
+class ChannelReduceKernel(PlannedKernel):
+    """A sum or mean-and-variance per channel, over every axis but 1 (a bias gradient,
+    batch norm's statistics over (batch, rows, cols))."""
+
+    label = "channel_reduce"
+
+    @property
+    def node(self):
+        return self.nodes[0]
 
 
 @dataclass(eq=False)
@@ -313,31 +381,61 @@ class _PlanBuilder:
                 found[out] = node.inputs[0]
         return found
 
+    @staticmethod
+    def conv_ready(group):
+        """A convolution op on floating-point operands of one dtype: what the compiled conv takes."""
+        node = group.nodes[0]
+        if group.kind != "conv" or not isinstance(node.op, CONV_OPS):
+            return False
+        data = node.inputs[:2]
+        return node.outputs[0].dtype.kind == "f" and all(v.dtype == node.outputs[0].dtype for v in data)
+
+    def _takes_epilogue(self, group):
+        """Whether ``group``'s product may take an epilogue: a 2-D GEMM, or a convolution over images."""
+        if self.blas_ready(group):
+            return group.nodes[0].outputs[0].ndim == 2
+        return self.conv_ready(group) and isinstance(group.nodes[0].op, CONV_EPILOGUE_OPS)
+
     def _gemm_epilogues(self):
+        """{consumer group index: product group index}: GEMM epilogues (rule 3) and convolution epilogues."""
         found = {}
         if not self.fuse:
             return found   # fuse=False: one kernel per op, the unfused baseline
         for d, group in enumerate(self.groups):
-            if not self.blas_ready(group) or group.nodes[0].outputs[0].ndim != 2:
+            if not self._takes_epilogue(group):
                 continue
             product = group.nodes[0].outputs[0]
             first = min(self.readers.get(product, ()), default=None)
             # Only the first reader may take it: the product must not be needed earlier.
-            if first is not None and self._epilogue_refusal(product, self.groups[first]) is None \
+            if first is not None and self._epilogue_refusal(product, self.groups[first], group.kind) is None \
                     and first not in found:
                 found[first] = d
         return found
 
     @staticmethod
-    def _epilogue_refusal(product, consumer):
-        """None if group ``consumer`` may be ``product``'s GEMM epilogue, else why not."""
+    def _epilogue_refusal(product, consumer, producer_kind="blas"):
+        """None if group ``consumer`` may be ``product``'s GEMM (or convolution) epilogue, else why not.
+
+        A convolution's epilogue may also be a per-channel sum or moments of its output (a
+        bias gradient, batch norm's statistics in training): accumulated image by image."""
+        what = "a GEMM" if producer_kind == "blas" else "a convolution's"
+        if producer_kind == "conv" and consumer.kind == "channel_reduce" and consumer.nodes[0].inputs[0] is product:
+            return None
         if consumer.kind != "fused":
             return "its reader is not an elementwise kernel"
         if consumer.reductions:
-            return ("the kernel reading the product reduces; a GEMM epilogue is elementwise "
+            return (f"the kernel reading the product reduces; {what} epilogue is elementwise "
                     "(the reduction is a kernel of its own, rule 2)")
         if consumer.domain != product.shape or input_pattern(product.shape, consumer.domain) != "full":
             return "the kernel reading the product iterates over another shape than the product's"
+        if producer_kind == "conv":
+            if any(n.op.uses_element_index for n in consumer.nodes):
+                return ("the kernel reading the convolution uses each element's flat index (a dropout "
+                        "counter), which a convolution's per-image epilogue would repeat from image to image")
+            produced = {v for n in consumer.nodes for v in n.outputs}
+            if input_patterns(consumer.nodes, produced, consumer.domain) - PER_IMAGE_PATTERNS:
+                return ("the kernel reading the convolution reads a row or column vector; a convolution's "
+                        "epilogue runs per image over (channels, pixels) and reads per-channel vectors only")
         return None
 
     # ---- kernels
@@ -348,7 +446,9 @@ class _PlanBuilder:
             if i in absorbed or (group.kind == "view" and group.nodes[0].outputs[0] in self.transposed):
                 continue   # inside a GEMM kernel: its product, or a transpose read as a flag
             if i in self.epilogues:
-                kernels.append(self._gemm(self.groups[self.epilogues[i]], group))
+                producer = self.groups[self.epilogues[i]]
+                make = self._gemm if producer.kind == "blas" else self._conv
+                kernels.append(make(producer, group))
             else:
                 make = self.KERNEL_OF_GROUP.get(group.kind)
                 kernels.append((make and make(self, group)) or host_kernel(group.nodes))
@@ -372,8 +472,22 @@ class _PlanBuilder:
         node = group.nodes[0]
         return ViewKernel([node], [node.inputs[0]], list(node.outputs))
 
+    def _conv_alone(self, group):
+        return self._conv(group, None) if self.conv_ready(group) else None
+
+    def _pool(self, group):
+        node = group.nodes[0]
+        if not isinstance(node.op, POOL_OPS) or node.outputs[0].dtype.kind != "f":
+            return None   # average pooling's gradient: NumPy runs it
+        return PoolKernel([node], list(dict.fromkeys(node.inputs)), list(node.outputs))
+
+    def _channel_reduce(self, group):
+        node = group.nodes[0]
+        return ChannelReduceKernel([node], [node.inputs[0]], list(node.outputs))
+
     #: the planned kernel of each fusion-group kind; a maker may decline (None): NumPy runs the group
-    KERNEL_OF_GROUP = {"fused": _loop, "blas": _product, "rowwise": _rowwise, "view": _view}
+    KERNEL_OF_GROUP = {"fused": _loop, "blas": _product, "rowwise": _rowwise, "view": _view,
+                       "conv": _conv_alone, "pool": _pool, "channel_reduce": _channel_reduce}
 
     def _leaves(self, group):
         """Values of ``group`` that leave it: roots and what other groups read."""
@@ -405,6 +519,31 @@ class _PlanBuilder:
                           trans_a=a_src is not a, trans_b=b_src is not b, epilogue=epilogue,
                           write_product=write_product, blas_ready=self.blas_ready(dot_group))
 
+    def _conv(self, conv_group, consumer):
+        node = conv_group.nodes[0]
+        product = node.outputs[0]
+        epilogue, statistics, write_product = None, None, True
+        if consumer is not None and consumer.kind == "channel_reduce":
+            statistics = consumer.nodes[0]
+            write_product = product in self.roots or bool(self.readers.get(product, set()) - {
+                self.group_of[statistics]})
+            self.fusions.append((product, statistics, "accumulated per channel by the convolution, image by "
+                                                      "image while in cache (its statistics epilogue)"))
+        elif consumer is not None:
+            epilogue = loop_kernel(consumer, self._leaves(consumer), per_image=True)
+            others = self.readers.get(product, set()) - {self.group_of[consumer.nodes[0]]}
+            write_product = product in self.roots or bool(others)
+            for n in consumer.nodes:
+                if product in n.inputs:
+                    self.fusions.append((product, n, "fused as the convolution's epilogue, per image (rule 3)"))
+        # The shape-only input (the third) is read for its shape alone: no kernel reads its values.
+        reads = list(dict.fromkeys(list(node.inputs[:2]) +
+                                   [v for v in (epilogue.reads if epilogue else []) if v is not product]))
+        writes = ((list(epilogue.writes) if epilogue else []) + (list(statistics.outputs) if statistics else [])
+                  + ([product] if write_product else []))
+        return ConvKernel([node] + (list(consumer.nodes) if consumer else []), reads, writes, node=node,
+                          epilogue=epilogue, statistics=statistics, write_product=write_product)
+
     # ---- refusals
     def refusals(self, recorded, fgraph, kernels, shape_nodes):
         """Every producer/consumer pair in different kernels, with its reason: the fusion
@@ -415,7 +554,7 @@ class _PlanBuilder:
         for var, node, reason in recorded:
             if (var, node) in joined:
                 continue
-            if reason == PRODUCER_REASONS["blas"]:
+            if reason in (PRODUCER_REASONS["blas"], PRODUCER_REASONS["conv"]):
                 reason = self._product_refusal(var, node)
             elif node in folded:
                 reason = "a matrix product reads its operands from memory; this one reads it transposed (a BLAS flag)"
@@ -441,10 +580,12 @@ class _PlanBuilder:
             return ("the producer depends only on shapes: computed once per input-shape signature "
                     "and read like a constant")
         producer = kernel_of.get(var.owner)
-        if isinstance(producer, GemmKernel):
+        if isinstance(producer, (GemmKernel, ConvKernel)):
             return self._product_refusal(var, node)
-        if isinstance(producer, (RowwiseKernel, ViewKernel, HostKernel)):
-            return PRODUCER_REASONS[{RowwiseKernel: "rowwise", ViewKernel: "view", HostKernel: "host"}[type(producer)]]
+        kinds = {RowwiseKernel: "rowwise", ViewKernel: "view", HostKernel: "host", PoolKernel: "pool",
+                 ChannelReduceKernel: "channel_reduce"}
+        if type(producer) in kinds:
+            return PRODUCER_REASONS[kinds[type(producer)]]
         return consumer_reason(node)
 
     def _product_refusal(self, product, node):
@@ -452,20 +593,36 @@ class _PlanBuilder:
         dot_group = self.groups[self.group_of[product.owner]] if product.owner in self.group_of else None
         if not self.fuse:
             return "fusion is off (fuse=False)"
-        if dot_group is None or not self.blas_ready(dot_group) or product.ndim != 2:
+        is_conv = dot_group is not None and dot_group.kind == "conv"
+        if is_conv and not self._takes_epilogue(dot_group):
+            return ("only a convolution or its input gradient, on floating-point operands of one dtype, "
+                    "takes an epilogue (a filter gradient is summed over every image first)")
+        if not is_conv and (dot_group is None or not self.blas_ready(dot_group) or product.ndim != 2):
             return "only a floating-point matrix-matrix product takes an epilogue (rule 3)"
         first = min(self.readers.get(product, ()), default=None)
         if group is not None and first is not None and self.groups[first] is not group:
             if first in self.epilogues:
-                return "the product's first reader took the GEMM epilogue; a product has one epilogue"
+                return ("the product's first reader took the GEMM epilogue; a product has one epilogue"
+                        if not is_conv else "the convolution's first reader took its epilogue (or its "
+                        "per-channel statistics); a convolution has one")
             return "only a product's first reader may be its epilogue: the readers before it need the product stored"
-        why = self._epilogue_refusal(product, group) if group is not None else None
+        why = self._epilogue_refusal(product, group, dot_group.kind) if group is not None else None
         return why or consumer_reason(node)
 
 
-def loop_kernel(group, leaves):
-    """The :class:`LoopKernel` of fused ``group`` whose values ``leaves`` leave it."""
-    kernel = LoopKernel(list(group.nodes), group=group)
+#: the convolution ops the compiled conv runs, and those whose output takes an epilogue per image
+CONV_OPS = (Conv2D, Conv2DGradInput, Conv2DGradFilters)
+CONV_EPILOGUE_OPS = (Conv2D, Conv2DGradInput)
+#: the pooling ops with a compiled kernel (average pooling's gradient runs on the host)
+POOL_OPS = (Pool2D, MaxPool2DGrad)
+
+
+def loop_kernel(group, leaves, per_image=False):
+    """The :class:`LoopKernel` of fused ``group`` whose values ``leaves`` leave it: an
+    :class:`ImageLoopKernel` when it reads a per-channel vector or ``per_image`` says so."""
+    produced = {v for n in group.nodes for v in n.outputs}
+    per_image = per_image or (not group.reductions and "channel" in input_patterns(group.nodes, produced, group.domain))
+    kernel = (ImageLoopKernel if per_image else LoopKernel)(list(group.nodes), group=group)
     for node in group.nodes:
         in_epilogue = node in group.epilogue
         views = EPILOGUE_VIEWS[group.reduce_kind] if in_epilogue else PROLOGUE_VIEWS

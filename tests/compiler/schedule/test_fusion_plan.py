@@ -108,3 +108,50 @@ def test_weight_decay_reads_each_weight_once_for_both_penalties_and_their_gradie
     xb = rng.standard_normal((4, 6)).astype("float32")
     for got, want in zip(fn(xb), reference(xb)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------- convolutions and per-channel vectors
+def conv_plan(build, training=False):
+    """The plan of ``build(x)`` on an NCHW placeholder, and the refusals' reasons by consumer op."""
+    from graphnet.compiler.pipeline import optimize
+    from graphnet.compiler.rewrite.mode import specialize_mode
+    from graphnet.compiler.schedule.plan import plan_kernels
+    from graphnet.graph.fgraph import FunctionGraph
+    x = gn.placeholder("x", (None, 3, 6, 6))
+    graph = optimize(specialize_mode(FunctionGraph((x,), tuple(build(x))), training))
+    plan = plan_kernels(graph)
+    return plan, {(var.owner.op.name if var.owner else None, node.op.name): why for var, node, why in plan.refusals}
+
+
+def conv_with(x, bias=True):
+    W = gn.shared(np.ones((4, 3, 3, 3), "float32"), name="W")
+    a = gn.nn.conv2d(x, W, border_mode="half")
+    return gn.ops.add(a, gn.expand_dims(gn.shared(np.zeros(4, "float32"), name="b"), (0, 2, 3))) if bias else a
+
+
+def test_a_per_channel_vector_makes_the_kernel_run_once_per_image():
+    from graphnet.compiler.schedule.plan import ImageLoopKernel
+    plan, _ = conv_plan(lambda x: [gn.relu(gn.ops.add(x, gn.expand_dims(gn.shared(np.ones(3, "float32")), (0, 2, 3))))])
+    (loop,) = [k for k in plan.kernels if isinstance(k, ImageLoopKernel)]
+    assert loop.ops == ["add", "relu"] and ("rows" in {view for _, view in loop.inputs})
+
+
+def test_batch_norm_statistics_in_training_are_the_convolutions_epilogue_and_normalize_says_why_not():
+    from graphnet.compiler.schedule.plan import ChannelReduceKernel, ConvKernel
+    gamma, beta = gn.shared(np.ones(4, "float32")), gn.shared(np.zeros(4, "float32"))
+    plan, reasons = conv_plan(lambda x: [gn.relu(gn.nn.batch_norm(conv_with(x, bias=False), gamma, beta))],
+                              training=True)
+    conv = next(k for k in plan.kernels if isinstance(k, ConvKernel))
+    assert conv.epilogue is None and conv.statistics.op.name == "moments" and conv.write_product
+    assert conv.ops == ["conv2d", "moments"]
+    assert not any(isinstance(k, ChannelReduceKernel) and k.node.op.name == "moments" for k in plan.kernels)
+    assert ("conv2d", "moments") not in reasons
+    assert "first reader took its epilogue" in reasons[("conv2d", "sub")]
+
+
+def test_dropout_after_a_convolution_is_not_its_per_image_epilogue():
+    from graphnet.compiler.schedule.plan import ConvKernel
+    plan, reasons = conv_plan(lambda x: [gn.nn.dropout(gn.relu(conv_with(x)), 0.5, seed=3)], training=True)
+    conv = next(k for k in plan.kernels if isinstance(k, ConvKernel))
+    assert "dropout" not in " ".join(conv.ops)
+    assert any("flat index" in why for why in reasons.values()), reasons
