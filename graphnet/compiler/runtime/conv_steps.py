@@ -59,6 +59,9 @@ class ImageLoopStep(FusedStep):
     """A fused loop run once per image: ``full2d`` arguments are the image's (rows, cols)
     slice, per-channel vectors one value per row."""
 
+    def calls(self, frame):
+        return None   # a loop over images, bound per frame (``bind``): no straight-line Calls yet
+
     def bind_images(self, frame, given=None, serial=False):
         """``(prepare(env) -> arrays, run(arrays, n))`` on ``frame``; ``given``: {variable: array
         used for every image} (a convolution's product held in a one-image scratch). ``serial``:
