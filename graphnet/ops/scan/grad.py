@@ -1,0 +1,175 @@
+"""Backpropagation through time: the gradient of a Scan is a second Scan, run backwards.
+
+For the forward loop ``y_t = f(x_t, taps of the states, w)`` the backward loop
+visits ``t = n - 1 .. 0`` (``reverse=True``) and at each step pulls the
+cotangents of ``y_t`` back through ``f`` (``autodiff.vjp`` on a copy of the
+body, which recomputes the step's intermediate values from the saved states):
+
+- a state with taps down to ``-L`` carries a **window** of ``L`` pending
+  cotangents, the contributions of later steps to the values ``t - L + 1 .. t``;
+  at step ``t`` the cotangent of ``y_t`` is the window's newest entry plus the
+  gradient the caller gave for ``y_t``, and the window slides by one, adding
+  what step ``t`` gives each of its taps;
+- a non-sequence's gradient is summed over the steps in a state (an accumulator);
+- a sequence's gradient is a stacked output of the backward loop, one slice per step.
+
+``truncate_gradient = k`` runs the backward loop over the last ``k`` steps only:
+earlier steps' sequence gradients are zero, and the initial states get no
+gradient unless the loop is no longer than ``k``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphnet.graph.autodiff import vjp
+from graphnet.graph.fgraph import FunctionGraph
+from graphnet.graph.ir import Constant, Placeholder, clone_replace
+from graphnet.ops import elementwise as ew
+from graphnet.ops.indexing import IncSubtensor, static_int
+from graphnet.ops.join import concatenate
+from graphnet.ops.shape import expand_dims
+
+
+def _floating(var):
+    return var.dtype.kind == "f"
+
+
+def _live(g):
+    return g is not None and not g.structural_zero
+
+
+def scan_grad(op, inputs, outputs, output_grads):
+    from graphnet.ops.scan.op import Scan
+
+    n = inputs[0]
+    seqs, inits, nonseqs = op.split(inputs[1:])
+    k = op.n_states
+    buffers, g_buffers, g_stacks = outputs[:k], output_grads[:k], output_grads[k:]
+    inner_seqs, inner_taps, inner_nonseqs = op.inner_inputs()
+    states = [j for j in range(k) if _floating(op.body.outputs[j])]
+    live_stacks = [i for i, g in enumerate(g_stacks) if _live(g) and _floating(op.body.outputs[k + i])]
+    live_buffers = [j for j in states if _live(g_buffers[j])]
+    if not live_stacks and not live_buffers:
+        return [None] * len(inputs)
+    begin, n_back, whole = _steps_back(n, op.truncate_gradient)
+
+    def window(var, offset):
+        """``var[offset + begin : offset + n]``: what the backward loop reads at its steps."""
+        start = offset if isinstance(begin, int) else ew.add(begin, offset)
+        stop = ew.add(n, offset) if offset else n
+        return var[start:stop]
+
+    # The backward body's inputs: a copy of the forward body's, plus cotangents and carried state.
+    copies = {v: Placeholder(v.name, v.type.shape, v.dtype) for v in op.body.inputs}
+    forward = clone_replace(list(op.body.outputs), copies)
+    bw_seqs, outer_seqs = [copies[v] for v in inner_seqs], [window(s, 0) for s in seqs]
+    for j, (taps, tap_values) in enumerate(zip(inner_taps, op.state_taps)):
+        for var, tap in zip(taps, tap_values):
+            bw_seqs.append(copies[var])
+            outer_seqs.append(window(buffers[j], op.lags[j] + tap))
+    stack_cots = {}
+    for i in live_stacks:
+        stack_cots[i] = Placeholder(f"d{forward[k + i].describe()}[t]", forward[k + i].type.shape,
+                                    forward[k + i].dtype)
+        bw_seqs.append(stack_cots[i])
+        outer_seqs.append(window(g_stacks[i], 0))
+    buffer_cots = {}
+    for j in live_buffers:
+        buffer_cots[j] = Placeholder(f"d{op.output_names[j]}[t]", forward[j].type.shape, forward[j].dtype)
+        bw_seqs.append(buffer_cots[j])
+        outer_seqs.append(window(g_buffers[j], op.lags[j]))
+
+    windows = {j: [Placeholder(f"pending d{op.output_names[j]}[t-{op.lags[j] - 1 - m}]", forward[j].type.shape,
+                               forward[j].dtype) for m in range(op.lags[j])] for j in states}
+    grad_nonseqs = [i for i, v in enumerate(inner_nonseqs) if _floating(v)]
+    sums = {i: Placeholder(f"sum d{inner_nonseqs[i].name}", inner_nonseqs[i].type.shape, inner_nonseqs[i].dtype)
+            for i in grad_nonseqs}
+
+    # One step of the backward loop.
+    cot_outputs, cots = [], []
+    for j in states:
+        cot = windows[j][-1]
+        if j in buffer_cots:
+            cot = ew.add(cot, buffer_cots[j])
+        cot_outputs.append(forward[j])
+        cots.append(cot)
+    for i in live_stacks:
+        cot_outputs.append(forward[k + i])
+        cots.append(stack_cots[i])
+    wrt = [copies[v] for v in op.body.inputs if _floating(v)]
+    pulled = dict(zip(wrt, vjp(cot_outputs, cots, wrt)))
+
+    new_state_values, state_inits = [], []
+    for j in states:
+        taps_of = dict(zip(op.state_taps[j], inner_taps[j]))
+        lag = op.lags[j]
+        pending = windows[j]
+        for m in range(lag):
+            tap_var = taps_of.get(m - lag)
+            g = pulled.get(copies[tap_var]) if tap_var is not None else None
+            previous = pending[m - 1] if m > 0 else None
+            value = ew.add(previous, g) if previous is not None and g is not None else \
+                g if g is not None else previous if previous is not None else ew.zeros_like(pending[0])
+            new_state_values.append(value)
+            state_inits.append(ew.zeros_like(inits[j][:1]))
+    for i in grad_nonseqs:
+        g = pulled.get(copies[inner_nonseqs[i]])
+        new_state_values.append(ew.add(sums[i], g) if g is not None else sums[i])
+        state_inits.append(ew.zeros_like(expand_dims(nonseqs[i], 0)))
+    grad_seqs = [i for i, v in enumerate(inner_seqs) if _floating(v)]
+    seq_grads = []
+    for i in grad_seqs:
+        g = pulled.get(copies[inner_seqs[i]])
+        seq_grads.append(g if g is not None else ew.zeros_like(copies[inner_seqs[i]]))
+
+    carried = [p for j in states for p in windows[j]] + [sums[i] for i in grad_nonseqs]
+    body = FunctionGraph(tuple(bw_seqs + carried + [copies[v] for v in inner_nonseqs]),
+                         tuple(new_state_values + seq_grads))
+    names = [f"pending {c.name}" for c in carried] + [f"d{inner_seqs[i].name}" for i in grad_seqs]
+    backward = Scan(body, len(bw_seqs), [(-1,)] * len(carried), len(seq_grads), len(nonseqs),
+                    name=f"grad of {op.scan_name}", reverse=True, output_names=names)
+    results = backward.make_node(n_back, *outer_seqs, *state_inits, *nonseqs).outputs
+    finals = [r[-1] for r in results[:len(carried)]]
+    seq_stacks = results[len(carried):]
+
+    grads = [None] * len(inputs)
+    position = 0
+    for j in states:
+        lag = op.lags[j]
+        entries = finals[position:position + lag]
+        position += lag
+        g_init = expand_dims(entries[0], 0) if lag == 1 else concatenate([expand_dims(e, 0) for e in entries])
+        if whole is not True:   # the initial state is further back than the truncated loop reaches
+            g_init = ew.zeros_like(g_init) if whole is False else ew.where(whole, g_init, ew.zeros_like(g_init))
+        if j in buffer_cots:
+            g_init = ew.add(g_init, g_buffers[j][:lag])
+        grads[1 + op.n_seqs + j] = _pad(g_init, inits[j], 0, lag)
+    for i in grad_nonseqs:
+        grads[1 + op.n_seqs + k + i] = finals[position]
+        position += 1
+    for i, stack in zip(grad_seqs, seq_stacks):
+        grads[1 + i] = _pad(stack, seqs[i], begin, n)
+    return grads
+
+
+def _steps_back(n, truncate):
+    """(first step the backward loop reaches, its number of steps, whether it reaches step 0).
+
+    Each is a Python value when known statically, else a graph variable.
+    """
+    if truncate == -1:
+        return 0, n, True
+    known = static_int(n)
+    if known is not None:
+        steps = min(known, truncate)
+        return known - steps, Constant(np.int64(steps)), known <= truncate
+    steps = ew.minimum(n, Constant(np.int64(truncate)))
+    return ew.sub(n, steps), steps, ew.less_equal(n, Constant(np.int64(truncate)))
+
+
+def _pad(g, like, begin, stop):
+    """``g`` as the gradient of ``like``: zeros outside ``like[begin:stop]`` (a no-op when they coincide)."""
+    if begin == 0 and static_int(stop) is not None and like.type.shape[0] == static_int(stop):
+        return g
+    sub = like[begin:stop]
+    return IncSubtensor(sub.owner.op.entries)(ew.zeros_like(like), g, *sub.owner.inputs[1:])
