@@ -118,7 +118,7 @@ def kind_of(node):
         if all(input_pattern(v.shape, domain) is not None for v in node.inputs):
             return "fused"
         return "host"   # a broadcast the 2-D kernel cannot index: NumPy runs it
-    return {"blas": "blas", "rowwise": "rowwise", "view": "view"}.get(node.op.kind, "host")
+    return {"blas": "blas", "rowwise": "rowwise", "view": "view", "loop": "loop"}.get(node.op.kind, "host")
 
 
 # ---------------------------------------------------------------- legality
@@ -128,6 +128,7 @@ PRODUCER_REASONS = {
     "rowwise": "the producer is a row-wise template kernel (softmax, cross-entropy), which takes no epilogue",
     "view": "the producer is a view (reshape/transpose), made by NumPy without a kernel",
     "host": "the producer runs on the host (NumPy)",
+    "loop": "the producer is a loop (scan), whose body runs as kernels of its own at every step",
 }
 
 
@@ -139,6 +140,8 @@ def consumer_reason(node):
         return f"{node.op.name} is a row-wise template kernel, which reads its inputs from memory"
     if kind == "view":
         return f"{node.op.name} is a view, made by NumPy without a kernel"
+    if kind == "loop":
+        return f"{node.op} is a loop (scan), which reads its inputs from memory at every step"
     if is_elementwise(node) or isinstance(node.op, FUSABLE_REDUCTIONS):
         return f"{node.op.name} broadcasts or reduces in a way the 2-D kernel cannot index, so NumPy runs it"
     return f"{node.op.name} has no kernel template, so NumPy runs it"
