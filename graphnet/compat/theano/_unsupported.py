@@ -16,7 +16,6 @@ _GRAPHNET_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 
 #: Features known to be missing, with where they are planned.
 PLANNED = {
-    "theano.scan": "scan is planned (issue 19)",
     "theano.tensor.nnet.conv2d": "convolutions are planned (issue 20)",
     "theano.tensor.nnet.conv": "convolutions are planned (issue 20)",
     "theano.tensor.signal": "pooling is planned (issue 20)",

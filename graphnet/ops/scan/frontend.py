@@ -97,6 +97,8 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
     for shared, expr in updated.items():
         dummy = Placeholder(f"{shared.describe()}[t-1]", shared.type.shape, shared.dtype)
         shared_dummies[shared] = dummy
+        # A default update was built before fn ran: rebuilt on the step's value, it is part of the body.
+        expr = ir.clone_replace([as_variable(expr, like=shared)], {shared: dummy})[0]
         state_outs.append(_check_state_output(as_variable(expr, like=shared), shared, shared.type.shape,
                                               f"the update of {shared.describe()}", hint))
         inits.append(expand_dims(shared, 0))
