@@ -26,7 +26,8 @@ from graphnet.ops import elementwise as ew
 from graphnet.ops.indexing import static_int
 from graphnet.ops.reduce import size_of
 from graphnet.ops.scan.op import Scan
-from graphnet.ops.shape import expand_dims
+from graphnet.ops.linalg import Dot
+from graphnet.ops.shape import expand_dims, reshape
 
 
 def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None, truncate_gradient=-1,
@@ -117,10 +118,18 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
         replace[var] = arg
         hoisted_args.append(arg)
     body_roots = ir.clone_replace(body_roots, replace) if replace else body_roots
+    outer_seqs = [var[tap - taps[0]:] if tap != taps[0] else var for var, taps, _, _ in seqs for tap in taps]
+    body_roots, seq_args, outer_seqs = _hoist_sequence_products(body_roots, seq_args, outer_seqs,
+                                                                dict(zip(hoisted_args, hoisted)))
+    # What the body no longer reads (a slice only its hoisted product read) is not passed in.
+    read = set(ir.graph_inputs(body_roots))
+    outer_seqs = [o for a, o in zip(seq_args, outer_seqs) if a in read]
+    seq_args = [a for a in seq_args if a in read]
+    hoisted = [o for a, o in zip(hoisted_args, hoisted) if a in read]
+    hoisted_args = [a for a in hoisted_args if a in read]
     body = FunctionGraph(tuple(seq_args + [d for args in dummies for d in args] + hoisted_args), tuple(body_roots))
     op = Scan(body, len(seq_args), taps_of, len(stacked), len(hoisted), name=name,
               truncate_gradient=truncate_gradient, output_names=names)
-    outer_seqs = [var[tap - taps[0]:] if tap != taps[0] else var for var, taps, _, _ in seqs for tap in taps]
     results = op.make_node(n_steps, *outer_seqs, *inits, *hoisted).outputs
     buffers, stacks = results[:len(state_outs)], results[len(state_outs):]
 
@@ -311,3 +320,35 @@ def _loop_invariants(roots, start, step_values):
         if var not in varying and not isinstance(var, Constant):
             invariant[var] = None
     return list(invariant)
+
+
+def _hoist_sequence_products(roots, seq_args, outer_seqs, invariant_outer):
+    """``x_t @ W`` (a step's slice times a loop-invariant matrix) becomes one product over all the
+    steps before the loop, read by the body as a sequence: one GEMM of ``n * B`` rows instead of
+    ``n`` GEMMs of ``B`` rows, and in the backward pass ``dW`` is one GEMM too.
+
+    Returns the body's roots, its sequence placeholders and their outer sequences.
+    """
+    outer_of = dict(zip(seq_args, outer_seqs))
+    replace, new_args, new_outer = {}, [], []
+    for node in ir.ancestors_toposort(roots):
+        if not isinstance(node.op, Dot) or node.outputs[0] in replace:
+            continue
+        a, w = node.inputs
+        if a not in outer_of or w not in invariant_outer or w.ndim != 2 or a.ndim not in (1, 2) \
+                or any(d is None for d in a.type.shape) or w.type.shape[1] is None:
+            continue
+        seq = outer_of[a]
+        with ir.provenance(node.source):
+            flat = reshape(seq, (-1, a.type.shape[-1])) if a.ndim == 2 else seq
+            product = Dot()(flat, invariant_outer[w])
+            if a.ndim == 2:
+                product = reshape(product, (-1, a.type.shape[0], w.type.shape[1]))
+        out = node.outputs[0]
+        arg = Placeholder(f"{a.name}@{w.name}", out.type.shape, out.dtype)
+        replace[out] = arg
+        new_args.append(arg)
+        new_outer.append(product)
+    if not replace:
+        return roots, seq_args, outer_seqs
+    return ir.clone_replace(roots, replace), list(seq_args) + new_args, list(outer_seqs) + new_outer

@@ -127,7 +127,8 @@ def scan_grad(op, inputs, outputs, output_grads):
                          tuple(new_state_values + seq_grads))
     names = [f"pending {c.name}" for c in carried] + [f"d{inner_seqs[i].name}" for i in grad_seqs]
     backward = Scan(body, len(bw_seqs), [(-1,)] * len(carried), len(seq_grads), len(nonseqs),
-                    name=f"grad of {op.scan_name}", reverse=True, output_names=names)
+                    name=f"grad of {op.scan_name}", reverse=True, output_names=names,
+                    last_only=[True] * len(carried))   # only the sums after the last step are read
     results = backward.make_node(n_back, *outer_seqs, *state_inits, *nonseqs).outputs
     finals = [r[-1] for r in results[:len(carried)]]
     seq_stacks = results[len(carried):]

@@ -34,7 +34,7 @@ import copy
 
 import numpy as np
 
-from graphnet.errors import DTypeError, GraphnetError, ShapeError
+from graphnet.errors import DTypeError, GradientError, GraphnetError, ShapeError
 from graphnet.graph.ir import Apply, Op, TensorType, as_variable, shape_str
 from graphnet.ops.indexing import static_int
 
@@ -52,11 +52,14 @@ class Scan(Op):
     infer_shape_needs_values = True   # the number of steps is a value
 
     def __init__(self, body, n_seqs, state_taps, n_stacked, n_nonseqs, name=None, truncate_gradient=-1,
-                 reverse=False, output_names=()):
+                 reverse=False, output_names=(), last_only=()):
         self.body = body
         self.n_seqs, self.n_stacked, self.n_nonseqs = n_seqs, n_stacked, n_nonseqs
         self.state_taps = tuple(tuple(sorted(taps)) for taps in state_taps)
         self.lags = tuple(-taps[0] for taps in self.state_taps)
+        #: per state: output only its last ``L`` values (a window of ``L + 1`` slots while running),
+        #: not all ``L + n_steps``: the compiler's choice when nothing reads the earlier ones
+        self.last_only = tuple(last_only) or (False,) * len(self.state_taps)
         self.scan_name = name or "scan"
         self.truncate_gradient = int(truncate_gradient)
         self.reverse = bool(reverse)
@@ -116,8 +119,9 @@ class Scan(Op):
         for outer, inner in zip(nonseqs, inner_nonseqs):
             _check_inner(self, outer.type, outer.type, inner, "non-sequence")
         types = []
-        for init, lag in zip(inits, self.lags):
-            types.append(TensorType(init.dtype, (None if n is None else lag + n,) + init.shape[1:]))
+        for init, lag, last in zip(inits, self.lags, self.last_only):
+            length = lag if last else None if n is None else lag + n
+            types.append(TensorType(init.dtype, (length,) + init.shape[1:]))
         for out in self.body.outputs[self.n_states:]:
             types.append(TensorType(out.dtype, (n,) + out.shape))
         node = Apply(self, [n_steps] + inputs, types)
@@ -130,7 +134,7 @@ class Scan(Op):
         seq_shapes, init_shapes, nonseq_shapes = self.split(shapes[1:])
         check_lengths(self, seq_shapes, init_shapes, n)
         inner = body_output_shapes(self, seq_shapes, init_shapes, nonseq_shapes)
-        out = [(lag + n,) + tuple(s[1:]) for s, lag in zip(init_shapes, self.lags)]
+        out = [(lag if last else lag + n,) + tuple(s[1:]) for s, lag, last in zip(init_shapes, self.lags, self.last_only)]
         return out + [(n,) + tuple(s) for s in inner[self.n_states:]]
 
     # ------------------------------------------------------------ running
@@ -148,6 +152,9 @@ class Scan(Op):
         return widened
 
     def grad(self, inputs, outputs, output_grads):
+        if any(self.last_only):
+            raise GradientError(f"internal: scan {self.scan_name!r} keeps only the last values of a state, "
+                                "which the compiler chooses after differentiation")
         from graphnet.ops.scan.grad import scan_grad
         return scan_grad(self, inputs, outputs, output_grads)
 
@@ -220,9 +227,10 @@ def run_loop(op, inputs, run_body):
     check_lengths(op, [s.shape for s in seqs], [b.shape for b in inits], n)
     inner_seqs, inner_taps, inner_nonseqs = op.inner_inputs()
     states = op.body.outputs[:op.n_states]
-    buffers = []
-    for init, lag, out in zip(inits, op.lags, states):
-        buffer = np.empty((lag + n,) + init.shape[1:], dtype=out.dtype)
+    buffers, slots = [], []
+    for init, lag, out, last in zip(inits, op.lags, states, op.last_only):
+        slots.append(lag + 1 if last else lag + n)   # a window of the values the taps read, or all of them
+        buffer = np.empty((slots[-1],) + init.shape[1:], dtype=out.dtype)
         buffer[:lag] = init[:lag]
         buffers.append(buffer)
     stacked = [None] * op.n_stacked
@@ -236,17 +244,17 @@ def run_loop(op, inputs, run_body):
         t = n - 1 - i if op.reverse else i
         for var, seq in zip(inner_seqs, seqs):
             feeds[var] = seq[t]
-        for taps, buffer, lag, tap_values in zip(inner_taps, buffers, op.lags, op.state_taps):
+        for taps, buffer, lag, tap_values, size in zip(inner_taps, buffers, op.lags, op.state_taps, slots):
             for var, tap in zip(taps, tap_values):
-                feeds[var] = buffer[lag + i + tap]
+                feeds[var] = buffer[(lag + i + tap) % size]
         results = run_body(feeds)
-        for j, (buffer, lag) in enumerate(zip(buffers, op.lags)):
+        for j, (buffer, lag, size) in enumerate(zip(buffers, op.lags, slots)):
             value = np.asarray(results[j])
             if value.shape != buffer.shape[1:]:
                 raise ShapeError(f"scan {op.scan_name!r}: {op.output_names[j]} has shape {value.shape} at step "
                                  f"{t}, its initial state has shape {buffer.shape[1:]}: a state must keep its "
                                  f"shape from step to step (scan built at {op.built_at})")
-            buffer[lag + i] = value
+            buffer[(lag + i) % size] = value
         for k in range(op.n_stacked):
             value = np.asarray(results[op.n_states + k])
             if stacked[k] is None:
@@ -258,4 +266,7 @@ def run_loop(op, inputs, run_body):
                                  f"{value.shape} at step {t}, {first} at the first step: an output must keep "
                                  f"its shape from step to step (scan built at {op.built_at})")
             stacked[k][t] = value
+    for j, (lag, size) in enumerate(zip(op.lags, slots)):
+        if op.last_only[j]:   # the last lag values, oldest first: virtual slots n .. n + lag - 1
+            buffers[j] = buffers[j][[(n + m) % size for m in range(lag)]]
     return buffers + stacked

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import graphnet as gn
-from graphnet.ops.shape import Transpose
+from graphnet.ops.linalg import Dot
+from graphnet.ops.shape import Reshape, Transpose
 
 RNG = np.random.default_rng(19)
 
@@ -83,12 +84,20 @@ def test_go_backwards_reads_the_sequence_from_its_end(run, backend):
     np.testing.assert_allclose(run(BACKWARDS, {SEQ: x, H0: h0}, backend), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_weights_and_loop_invariant_values_are_computed_once_outside_the_loop():
+def test_loop_invariant_values_and_input_products_are_computed_once_outside_the_loop(run):
     out, _ = gn.scan(lambda x_t, h: gn.tanh(gn.dot(x_t, WX) + gn.dot(h, WH.T)), sequences=SEQ, outputs_info=H0)
     scan_node = out.owner.inputs[0].owner
-    assert not any(isinstance(n.op, Transpose) for n in scan_node.op.body.nodes()), "Wh.T is loop-invariant"
-    outer = {v.owner.op.__class__ if v.owner else v for v in scan_node.inputs}
-    assert WX in outer and Transpose in outer, "Wx and Wh.T are passed in as non-sequences"
+    body_ops = [type(n.op) for n in scan_node.op.body.nodes()]
+    assert Transpose not in body_ops, "Wh.T is loop-invariant: computed once"
+    assert body_ops.count(Dot) == 1, "x_t @ Wx for every t is one product before the loop; h @ Wh.T stays"
+    products = [v for v in scan_node.inputs if v.owner and isinstance(v.owner.op, Reshape)]
+    assert len(products) == 1 and products[0].owner.inputs[0].owner.op == Dot()
+    x, h0 = RNG.standard_normal((3, 2, 3)).astype("float32"), RNG.standard_normal((2, 4)).astype("float32")
+    h, want = h0, []
+    for x_t in x:
+        h = np.tanh(x_t @ WX.get_value() + h @ WH.get_value().T)
+        want.append(h)
+    np.testing.assert_allclose(run(out, {SEQ: x, H0: h0}, "reference"), want, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- an LSTM (two states)
