@@ -105,7 +105,8 @@ class Function:
         self._locks = [self._lock] + self._state_locks
         # What a feed must be to go straight through (the common case): an array of
         # exactly the placeholder's dtype, C-contiguous, of a shape it accepts.
-        self._exact = [(p, p.dtype, p.shape) for p in self.inputs]
+        self._exact = [(p, p.dtype.numpy, p.shape) for p in self.inputs]
+        self._updated = [shared for shared, _ in self.fgraph.updates]
 
     # --- introspection, delegated to the backend's program
     @property
@@ -177,10 +178,11 @@ class Function:
         # Validate every update before committing any: all or nothing.
         # (A value written in place is the variable's own array: nothing to check.)
         checked = [(shared, value if value is shared._value else shared._validated(value, copy=False))
-                   for (shared, _), value in zip(self.fgraph.updates, new_values)]
+                   for shared, value in zip(self._updated, new_values)]
         for shared, value in checked:
-            # A view could alias another variable's buffer; a shared value owns its memory.
-            shared._value = value if value.flags.owndata and value.flags.writeable else value.copy()
+            if value is not shared._value:
+                # A view could alias another variable's buffer; a shared value owns its memory.
+                shared._value = value if value.flags.owndata and value.flags.writeable else value.copy()
             shared.version += 1
         if not getattr(self.program, "owns_outputs", False):
             outputs = [np.array(o, copy=True) for o in outputs]

@@ -445,6 +445,8 @@ class Op:
     #: ``infer_shape`` needs small input values too (a slice with symbolic bounds,
     #: ``arange(n)``) and is called with ``values=``
     infer_shape_needs_values = False
+    #: the output's value depends only on the inputs' shapes (``x.shape[0]``), never their values
+    reads_only_shapes = False
     #: positions of inputs whose values :meth:`check_values` validates before the
     #: op runs (cross-entropy's labels); fed ones are checked before any kernel
     checked_inputs = ()
@@ -454,6 +456,14 @@ class Op:
     @property
     def name(self):
         return type(self).__name__.lower()
+
+    def shape_value_inputs(self, node):
+        """Positions of the inputs whose *values* decide ``node``'s output shapes (a slice's
+        symbolic bounds, ``arange``'s bounds): a compiled program keys its frames on them
+        wherever the static type leaves a length open. Default: every input, for an op that
+        sets ``infer_shape_needs_values``; an op whose values only get *checked* (index
+        arrays: the output's shape is theirs) returns ``()``."""
+        return tuple(range(len(node.inputs))) if self.infer_shape_needs_values else ()
 
     def _props(self):
         return tuple(getattr(self, p) for p in self.__props__)

@@ -147,6 +147,7 @@ class SizeOf(Op):
     """The number of elements of ``x`` along ``axis`` (an int64 scalar)."""
 
     __props__ = ("axis",)
+    reads_only_shapes = True
 
     def __init__(self, axis):
         self.axis = tuple(axis)

@@ -17,7 +17,8 @@ from numba.core.errors import NumbaError
 
 from graphnet.compiler.render import cpu as render
 from graphnet.compiler.runtime import cache
-from graphnet.compiler.runtime.program import DEBUG, CompiledProgram, describe_nodes
+from graphnet.compiler.runtime.entry import write_entry
+from graphnet.compiler.runtime.program import DEBUG, SMALL_VALUE, CompiledProgram, describe_nodes
 from graphnet.compiler.runtime.provenance import node_error
 from graphnet.compiler.runtime import scan_steps  # noqa: F401 - registers the lowering of loops (scan)
 from graphnet.compiler.runtime.steps import CPU_LOWERINGS, non_finite
@@ -39,6 +40,14 @@ class CpuProgram(CompiledProgram):
         # caller as is: no copy out of a pooled buffer.
         written = {v for step in self.steps if step.needs_buffers for v in step.writes}
         self._fresh_outputs = {v: None for v in fgraph.outputs if v in written and v not in self.in_place}
+        # What a frame's generated entry reads (see entry.py).
+        self.fed_inputs = [v for v in self._signature_inputs if not isinstance(v, SharedVariable)]
+        self.shared_inputs = self._shared
+        self.fresh_outputs = self._fresh_outputs
+        self.distinct_value_checks = self._distinct_value_checks
+        self._signature = write_signature(self)
+        #: the step-by-step path on every call (GRAPHNET_DEBUG=2 timing, check_numerics)
+        self.step_by_step = DEBUG >= 2 or check_numerics
 
     @staticmethod
     def load(body):
@@ -50,13 +59,22 @@ class CpuProgram(CompiledProgram):
 
     # ----------------------------------------------------------------- running
     def run(self, feeds):
+        signature = self._signature(feeds)
+        found = self._frames.get(signature)
+        if found is not None and found[0].entry is not None:
+            if found[1] is not self._shown_traffic:
+                self.show(found)
+            return found[0].entry(feeds)
         env = dict(feeds)
         env.update(self._constants)
         for var in self._shared:
             env[var] = var.get_value(copy=False)
-        frame = self.frame(env)
+        frame = self.frame(env, signature)
         if frame.compiling is None:
             frame.compiling = announce_compiles(self)
+        if frame.index_checks is not None:
+            inputs, check = frame.index_checks
+            check(*[env[v] for v in inputs])
         self.check_fed_values(env, frame.shapes)
         env.update(frame.env)
         for var, shape in frame.fresh:
@@ -90,6 +108,8 @@ class CpuProgram(CompiledProgram):
             print(f"[graphnet] {self.name}: compiled in {time.perf_counter() - frame.compiling:.1f} s",
                   file=sys.stderr)
             frame.compiling = 0.0
+        if not self.step_by_step and frame.entry is None:   # kernels loaded: later calls take the entry
+            frame.entry = write_entry(self, frame)
         fresh = self._fresh_outputs
         outputs, handed = [], set()
         for var in self.fgraph.outputs:
@@ -108,6 +128,26 @@ class CpuProgram(CompiledProgram):
                 raise NumericsError(f"check_numerics: {what} in the output of {before.owner.op} "
                                     f"({before.describe()}), built at {before.owner.source} "
                                     f"(simplified to the value of {after.describe()})")
+
+
+def write_signature(program):
+    """``signature(feeds)``: the key of a call's frame (as ``CompiledProgram.frame`` makes it),
+    generated so that a call computes it without a loop: each fed and shared value's shape,
+    then the small values that may decide shapes."""
+    names, parts = {"small": _small_bytes}, []
+    for k, var in enumerate(program._signature_inputs):
+        names[f"c{k}"] = var
+        parts.append(f"c{k}._value.shape" if isinstance(var, SharedVariable) else f"feeds[c{k}].shape")
+    for k, var in enumerate(program._value_inputs):
+        names[f"d{k}"] = var
+        parts.append(f"small(d{k}._value)" if isinstance(var, SharedVariable) else f"small(feeds[d{k}])")
+    source = f"def signature(feeds):\n    return ({', '.join(parts)}{',' if parts else ''})\n"
+    exec(compile(source, f"<graphnet signature of {program.name}>", "exec"), names)  # noqa: S102 - our own text
+    return names["signature"]
+
+
+def _small_bytes(value):
+    return value.tobytes() if value.size <= SMALL_VALUE else None
 
 
 def announce_compiles(program):
@@ -145,9 +185,13 @@ class CpuFrame:
         self.env.update(program._constants)
         self.env.update(shape_values)
         self.fresh = [(v, shapes[v]) for v in program._fresh_outputs]
+        #: the value rules to run again on every call (see CompiledProgram.index_checks)
+        self.index_checks = program.index_checks(shapes)
         self.calls = [step.bind(self) for step in program.steps]
         #: None until the first call; then when compiling started, or 0.0 (nothing to announce)
         self.compiling = None
+        #: the generated call path (entry.py), made by the first call
+        self.entry = None
 
     def arguments(self, wanted):
         """For ``wanted`` (variable, shape or None) pairs: the argument list, with the arrays fixed

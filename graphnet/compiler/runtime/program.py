@@ -17,7 +17,6 @@ import numpy as np
 from graphnet.compiler.runtime.provenance import infer_output_shapes, node_error
 from graphnet.errors import CompileError, GraphnetError
 from graphnet.graph.ir import Constant
-from graphnet.ops.reduce import SizeOf
 
 DEBUG = int(os.environ.get("GRAPHNET_DEBUG", "0"))
 #: values with at most this many elements are tracked while inferring shapes
@@ -48,8 +47,13 @@ def _remember(table, key, value, limit):
 
 
 def values_deciding_shapes(fgraph):
-    """The graph inputs upstream of an op whose output shape depends on input values."""
-    stack = [v for n in fgraph.nodes() if n.op.infer_shape_needs_values for v in n.inputs]
+    """The graph inputs whose values may decide a shape: those upstream of the inputs an op
+    declares shape-deciding (``Op.shape_value_inputs``) where its static type leaves a length
+    open. The walk stops at ops that read only shapes (``x.shape[0]``): a minibatch sliced
+    ``X[i * 20:(i + 1) * 20]`` has 20 rows whatever ``i`` is, and ``arange(y.shape[0])`` is
+    decided by shapes alone, so neither puts ``i`` in a frame's key."""
+    stack = [n.inputs[i] for n in fgraph.nodes() if n.op.infer_shape_needs_values
+             and any(None in out.shape for out in n.outputs) for i in n.op.shape_value_inputs(n)]
     found, seen = set(), set()
     while stack:
         var = stack.pop()
@@ -58,7 +62,7 @@ def values_deciding_shapes(fgraph):
         seen.add(id(var))
         if var.owner is None:
             found.add(var)
-        else:
+        elif not var.owner.op.reads_only_shapes:
             stack.extend(var.owner.inputs)
     return found
 
@@ -108,12 +112,17 @@ class CompiledProgram:
                                f"{type(exc).__name__}: {exc}") from exc
 
     # ----------------------------------------------------------------- frames
-    def frame(self, host):
-        """The frame for the shapes (and, where a shape depends on them, small values) in ``host``."""
-        inputs = self._signature_inputs
-        signature = tuple([host[v].shape for v in inputs])   # every value here is an array
+    def signature(self, host):
+        """The key of ``host``'s frame: every input's shape, then the small values that may decide shapes."""
+        signature = tuple([host[v].shape for v in self._signature_inputs])   # every value here is an array
         if self._value_inputs:
-            signature += tuple(host[v].tobytes() for v in self._value_inputs if host[v].size <= SMALL_VALUE)
+            signature += tuple(host[v].tobytes() if host[v].size <= SMALL_VALUE else None for v in self._value_inputs)
+        return signature
+
+    def frame(self, host, signature=None):
+        """The frame for the shapes (and, where a shape depends on them, small values) in ``host``."""
+        if signature is None:
+            signature = self.signature(host)
         found = self._frames.get(signature)
         if found is None:
             shapes = self._infer_shapes(host)
@@ -127,19 +136,65 @@ class CompiledProgram:
                 _remember(self._frames, signature, found, MAX_VALUE_SIGNATURES)
             else:
                 found = _remember(self._frames, signature, self._new_frame(shapes), MAX_FRAMES)
+        if found[1] is not self._shown_traffic:
+            self.show(found)
+        return found[0]
+
+    def show(self, found):
+        """Make ``fn.kernels`` and ``fn.report()`` describe the call of this (frame, traffic)."""
         frame, traffic = found
-        if traffic is not self._shown_traffic:   # fn.kernels and fn.report() describe the last call
-            for step, (read, written) in zip(self.steps, traffic):
-                step.kernel.bytes_read, step.kernel.bytes_written = read, written
-            self._shown_traffic = traffic
-            self.last_shapes = frame.shapes
-        return frame
+        for step, (read, written) in zip(self.steps, traffic):
+            step.kernel.bytes_read, step.kernel.bytes_written = read, written
+        self._shown_traffic = traffic
+        self.last_shapes = frame.shapes
 
     def _new_frame(self, shapes):
         return self.make_frame(shapes, self._shape_values(shapes)), self._traffic(shapes)
 
     def make_frame(self, shapes, shape_values):
         raise NotImplementedError
+
+    def index_checks(self, shapes):
+        """``(inputs, check)`` for a frame at ``shapes``, or None: ``check(*values of inputs)``
+        runs again, on a call's small input values, the shape rules of the ops that need values
+        (a slice's bounds from a fed index, arange's, index arrays' range), raising as shape
+        inference does, with the node's provenance, before any kernel. A frame serves every
+        value of an input that decides no shape, so these rules must run on every call."""
+        checking = [n for n in self.fgraph.nodes() if n.op.infer_shape_needs_values]
+        if not checking:
+            return None
+        def small(v):
+            return int(np.prod(shapes[v], dtype=np.int64)) <= SMALL_VALUE
+        # The nodes computing the small values a checking node reads (a big value is never
+        # computed here: its stand-in has the right shape), in graph order.
+        wanted, stack = set(), [v for n in checking for v in n.inputs if small(v)]
+        while stack:
+            node = stack.pop().owner
+            if node is not None and id(node) not in wanted:
+                wanted.add(id(node))
+                if not node.op.reads_only_shapes:
+                    stack.extend(v for v in node.inputs if small(v))
+        order = [n for n in self.fgraph.nodes() if id(n) in wanted or n.op.infer_shape_needs_values]
+        inputs = list(dict.fromkeys(v for n in order for v in n.inputs if v.owner is None and not isinstance(v, Constant)
+                                    and small(v)))
+        known = {v: np.asarray(v.data) for n in order for v in n.inputs if isinstance(v, Constant)}
+        stand_ins = {v: np.broadcast_to(np.zeros((), v.dtype), shapes[v]) for n in order for v in n.inputs}
+        computes = {id(n): all(small(o) for o in n.outputs) for n in order}
+
+        def check(*values):
+            have = dict(known)
+            have.update(zip(inputs, values))
+            for node in order:
+                args = [have.get(v, stand_ins[v]) for v in node.inputs]
+                try:
+                    if node.op.infer_shape_needs_values:
+                        infer_output_shapes(node, args)
+                    if computes[id(node)] and (node.op.reads_only_shapes or all(v in have for v in node.inputs)):
+                        with np.errstate(all="ignore"):
+                            have.update(zip(node.outputs, node.op.perform(args)))
+                except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+                    node_error(node, exc)
+        return inputs, check
 
     def check_fed_values(self, host, shapes):
         """Ops' checks of fed values (labels in range), before any kernel runs."""
@@ -191,7 +246,7 @@ class CompiledProgram:
         """Compute ``node``'s value during shape inference when it is small and its inputs are known."""
         if any(int(np.prod(shapes[o], dtype=np.int64)) > SMALL_VALUE for o in node.outputs):
             return
-        if isinstance(node.op, SizeOf):
+        if node.op.reads_only_shapes:
             args = [np.broadcast_to(np.zeros((), v.dtype), shapes[v]) for v in node.inputs]
         elif all(v in values for v in node.inputs):
             args = [values[v] for v in node.inputs]

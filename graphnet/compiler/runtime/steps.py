@@ -18,6 +18,7 @@ import numpy as np
 from graphnet.compiler.registry import Lowerings
 from graphnet.compiler.render import cpu as render
 from graphnet.compiler.runtime import cache, threads
+from graphnet.compiler.runtime.entry import Call, Ref
 from graphnet.compiler.runtime.program import annotate
 from graphnet.compiler.runtime.provenance import check_finite, node_error
 from graphnet.compiler.schedule.plan import GemmKernel, HostKernel, LoopKernel, RowwiseKernel, ViewKernel
@@ -135,6 +136,8 @@ class Step:
         #: whether running this step can still raise once the program's up-front
         #: checks (shapes, fed labels) passed; an in-place update must not precede it
         self.may_fail = planned.may_fail
+        #: the fn.kernels entries whose variant this step's choice decides
+        self.records = [kernel]
 
     def run(self, env, buffers, shapes):
         raise NotImplementedError
@@ -147,11 +150,22 @@ class Step:
         shapes = frame.shapes
         return lambda env: self.run(env, env, shapes)
 
+    def calls(self, frame):
+        """What this step runs on ``frame``, as :class:`~graphnet.compiler.runtime.entry.Call` s
+        for the frame's generated entry (None: it has none, and the program keeps ``bind``)."""
+        return None
+
     def check_numerics(self, env):
         """Raise NumericsError naming the first node of this step whose output holds NaN or Inf."""
         for var in self.writes:
             if var in env:
                 check_finite(var.owner, var, np.asarray(env[var]))
+
+    def ran(self, variant):
+        """Record which variant (0 serial, 1 parallel) the kernel runs, for ``fn.kernels``
+        (an epilogue's choice is its GEMM kernel's too)."""
+        for kernel in self.records:
+            kernel.ran_parallel = bool(variant)
 
     def variant(self, rows, cols):
         """(dispatcher, leading arguments ``R, C, n_chunks``) of a generated kernel over
@@ -211,12 +225,24 @@ class FusedStep(Step):
         node = self.group.nodes[-1]
         return node, node.outputs[0], f"NaN or Inf (inside kernel {self.kernel.name}: {', '.join(self.kernel.ops)})"
 
-    def bind(self, frame):
+    def wanted(self, frame):
+        """(rows, cols) of the domain, and (variable, the shape the kernel takes it in) per argument."""
         rows, cols = rows_cols(frame.shapes[self.domain_var])
         views = {"full2d": (rows, cols), "cols": (cols,), "rows": (rows,), "one": (1,)}
         wanted = [(var, views[view]) for var, view in self.source.inputs]
         wanted += [(var, (rows, cols)) for var in self.source.outputs]
         wanted += [(var, (-1,)) for var in self.source.reduced + self.source.epilogue_outputs]
+        return rows, cols, wanted
+
+    def calls(self, frame):
+        if self.flags is not None:   # check_numerics: the step-by-step path resets and reads the flag
+            return None
+        rows, cols, wanted = self.wanted(frame)
+        launch, head = threads.measured_kernel(self.serial, self.parallel, rows, cols, self.ran)
+        return [Call(launch, head + [Ref(var, shape) for var, shape in wanted])]
+
+    def bind(self, frame):
+        rows, cols, wanted = self.wanted(frame)
         args, changing = frame.arguments(wanted)
         if self.flags is not None:
             args.append(self.flags)
@@ -265,13 +291,27 @@ class GemmStep(Step):
     def __init__(self, planned, kernel, epilogue=None):
         super().__init__(planned, kernel)
         self.dot, self.epilogue = planned.dot, epilogue
+        if epilogue is not None:
+            epilogue.records.append(kernel)
+
+    def dims(self, frame):
+        """(m, n, k) of the product at this frame's shapes."""
+        shape_a, shape_b = frame.shapes[self.dot.inputs[0]], frame.shapes[self.dot.inputs[1]]
+        return (shape_a[0] if len(shape_a) == 2 else 1), (shape_b[1] if len(shape_b) == 2 else 1), shape_a[-1]
+
+    def calls(self, frame):
+        p = self.planned
+        epilogue = []
+        if self.epilogue is not None:
+            epilogue = self.epilogue.calls(frame)
+            if epilogue is None:
+                return None
+        operands = [Ref(p.a, transpose=p.trans_a), Ref(p.b, transpose=p.trans_b), Ref(p.product)]
+        return [Call(threads.measured_blas(*self.dims(frame), np.dot if p.blas_ready else dot_into), operands)] + epilogue
 
     def bind(self, frame):
         p = self.planned
-        shape_a, shape_b = frame.shapes[self.dot.inputs[0]], frame.shapes[self.dot.inputs[1]]
-        m = shape_a[0] if len(shape_a) == 2 else 1
-        n = shape_b[1] if len(shape_b) == 2 else 1
-        k = shape_a[-1]
+        m, n, k = self.dims(frame)
         (a, b, out), changing = frame.arguments([(p.a, None), (p.b, None), (p.product, None)])
         epilogue = self.epilogue.bind(frame) if self.epilogue is not None else None
         if self.epilogue is not None:   # the variant the epilogue runs is this kernel's (fn.kernels)
@@ -299,6 +339,11 @@ class GemmStep(Step):
             self.epilogue.check_numerics(env)
 
 
+def dot_into(a, b, out):
+    """``out[...] = a @ b`` where ``out`` cannot take BLAS's result directly."""
+    out[...] = np.dot(a, b)
+
+
 @CPU_LOWERINGS.register(GemmKernel)
 def lower_gemm(planned, program, index):
     a, b = (f"{v.describe()}{'.T' if t else ''}" for v, t in ((planned.a, planned.trans_a), (planned.b, planned.trans_b)))
@@ -323,6 +368,20 @@ class RowwiseStep(Step):
         super().__init__(planned, kernel)
         self.node = planned.node
         self.serial, self.parallel = module.kernel_serial, module.kernel_parallel
+
+    def calls(self, frame):
+        node, shapes = self.node, frame.shapes
+        rows, cols = shapes[self.planned.rows_var]
+        launch, head = threads.measured_kernel(self.serial, self.parallel, rows, cols, self.ran)
+        run = [Call(launch, head + [Ref(v) for v in node.inputs] + [Ref(node.outputs[0])])]
+        checked = node.op.checked_inputs if self.may_fail else ()
+        if not checked:
+            return run
+        input_shapes = [shapes[v] for v in node.inputs]
+
+        def check(*values):   # values the graph computed (fed ones were checked up front)
+            node.op.check_values(node, dict(zip(checked, values)), input_shapes)
+        return [Call(check, [Ref(node.inputs[i]) for i in checked])] + run
 
     def bind(self, frame):
         node, shapes = self.node, frame.shapes
@@ -368,12 +427,24 @@ class HostStep(Step):
 
     def run(self, env, buffers, shapes):
         for node in self.nodes:
-            try:
-                results = node.op.perform([env[v] for v in node.inputs])
-            except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
-                node_error(node, exc)
-            for var, value in zip(node.outputs, results):
-                env[var] = np.asarray(value, dtype=var.dtype)
+            for var, value in zip(node.outputs, perform(node, [env[v] for v in node.inputs])):
+                env[var] = value
+
+    def calls(self, frame):
+        return [Call(_performer(node), [Ref(v) for v in node.inputs], tuple(node.outputs)) for node in self.nodes]
+
+
+def perform(node, values):
+    """``node``'s outputs by its op's NumPy reference, as arrays of their dtypes; errors name the node."""
+    try:
+        results = node.op.perform(values)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
+        node_error(node, exc)
+    return tuple(np.asarray(value, dtype=var.dtype) for var, value in zip(node.outputs, results))
+
+
+def _performer(node):
+    return lambda *values: perform(node, list(values))
 
 
 def host_step(planned, program, index, source, name=None, kind="host"):

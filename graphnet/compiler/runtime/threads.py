@@ -15,6 +15,7 @@ busy one (2 spinning BLAS threads against a co-tenant slowed a step 6-7x).
 from __future__ import annotations
 
 import os
+from time import perf_counter
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("KMP_BLOCKTIME", "0")
@@ -99,7 +100,89 @@ _blas = None
 
 def blas_threads(m, n, k):
     """Set NumPy's BLAS to the thread count graphnet's policy gives an (m x k) @ (k x n) product."""
+    _numpy_blas().use(num_threads() if m * n * k >= BLAS_PARALLEL_MIN_MACS else 1)
+
+
+# ------------------------------------------------------- choosing by measurement
+class MeasuredChoice:
+    """Runs one of ``variants`` (callables taking the same arguments): the one measured fastest.
+
+    The thresholds above say which kernels and products *may* use every core; whether it
+    pays depends on the machine's other work. So for those, the first calls alternate the
+    serial and the parallel variant (``SAMPLES`` each) and keep the faster; the chosen one is
+    timed on every call (two ``perf_counter`` reads, nothing beside a kernel this large) and
+    measured again when ``JUMP`` times slower than when chosen on ``JUMPS`` calls in a row (a
+    co-tenant started), and every ``RECHECK`` calls (it stopped). ``on_choice(index)`` is told
+    each choice (``fn.kernels`` shows which variant ran).
+    """
+
+    SAMPLES, JUMP, JUMPS, RECHECK = 3, 1.8, 3, 1000
+
+    def __init__(self, variants, on_choice=None):
+        self.variants, self.on_choice = variants, on_choice
+        self._measure()
+
+    def _measure(self):
+        self.chosen, self.times, self.calls = None, [[] for _ in self.variants], 0
+        self._choose(len(self.variants) - 1)   # what the thresholds chose, until measured
+
+    def _choose(self, index):
+        self.current = index
+        if self.on_choice is not None:
+            self.on_choice(index)
+
+    def __call__(self, *args):
+        start = perf_counter()
+        self.variants[self.current](*args)
+        elapsed = perf_counter() - start
+        if self.chosen is None:
+            samples = self.times[self.current]
+            samples.append(elapsed)
+            if all(len(t) > self.SAMPLES for t in self.times):   # the first of each: a warm-up
+                best = [min(t[1:]) for t in self.times]
+                self.chosen = best.index(min(best))
+                self.baseline, self.slow = best[self.chosen], 0
+                self._choose(self.chosen)
+            else:
+                self._choose(min(range(len(self.times)), key=lambda i: len(self.times[i])))
+            return
+        self.calls += 1
+        self.slow = self.slow + 1 if elapsed > self.JUMP * self.baseline else 0
+        if self.slow >= self.JUMPS or self.calls >= self.RECHECK:
+            self._measure()
+
+
+def measured_kernel(serial, parallel, rows, cols, on_choice):
+    """``(launch, leading arguments)`` of a generated kernel over ``rows`` x ``cols``: the serial
+    variant, or, when the thresholds allow parallel, whichever measures faster
+    (``MeasuredChoice``)."""
+    if not use_parallel(rows * cols, rows):
+        on_choice(0)
+        return serial, [rows, cols, 1]
+    n = chunks(rows)
+    return MeasuredChoice([lambda *args: serial(rows, cols, 1, *args),
+                           lambda *args: parallel(rows, cols, n, *args)], on_choice), []
+
+
+def measured_blas(m, n, k, dot):
+    """``dot(*args)`` on one BLAS thread, or on every core when the product is large enough
+    and that measures faster."""
+    if num_threads() == 1 or m * n * k < BLAS_PARALLEL_MIN_MACS:
+        def single(*args):
+            _numpy_blas().use(1)
+            dot(*args)
+        return single
+
+    def on(count):
+        def run(*args):
+            _numpy_blas().use(count)
+            dot(*args)
+        return run
+    return MeasuredChoice([on(1), on(num_threads())])
+
+
+def _numpy_blas():
     global _blas
     if _blas is None:
         _blas = _NumpyBlas()
-    _blas.use(num_threads() if m * n * k >= BLAS_PARALLEL_MIN_MACS else 1)
+    return _blas

@@ -36,6 +36,9 @@ class _AdvancedIndexOp(Op):
     __props__ = ("entries",)
     infer_shape_needs_values = True
 
+    def shape_value_inputs(self, node):
+        return ()   # the index arrays' values are checked; their shapes make the output's
+
     def __init__(self, entries):
         self.entries = tuple(entries)
         arrays = [k for k, e in enumerate(self.entries) if e == "array"]
@@ -147,6 +150,9 @@ class CheckIndexBounds(Op):
     kind = "view"
     __props__ = ("axis",)
     infer_shape_needs_values = True
+
+    def shape_value_inputs(self, node):
+        return ()   # a check: the output is the input
 
     def __init__(self, axis):
         self.axis = int(axis)

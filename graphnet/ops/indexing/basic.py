@@ -184,6 +184,9 @@ class Subtensor(_BasicIndexOp):
     kind = "view"
     first_scalar = 1
 
+    def shape_value_inputs(self, node):
+        return tuple(range(self.first_scalar, len(node.inputs)))   # the bounds, not the data
+
     def make_node(self, x, *scalars):
         x = as_variable(x)
         scalars = self._check_scalars(scalars)
@@ -220,6 +223,9 @@ class IncSubtensor(_BasicIndexOp):
     """A copy of ``x`` with ``y`` added into ``x[entries]``: Subtensor's gradient."""
 
     first_scalar = 2
+
+    def shape_value_inputs(self, node):
+        return ()   # the output is shaped as ``x``; the bounds are only checked
 
     def make_node(self, x, y, *scalars):
         x = as_variable(x)

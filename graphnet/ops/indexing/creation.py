@@ -81,6 +81,9 @@ class Alloc(Op):
 
     infer_shape_needs_values = True
 
+    def shape_value_inputs(self, node):
+        return tuple(range(1, len(node.inputs)))   # the dimensions, not the fill value
+
     def make_node(self, value, *dims):
         value = as_variable(value)
         if value.ndim != 0:
