@@ -129,6 +129,9 @@ class Scan(Op):
         return node
 
     # ------------------------------------------------------------ shapes
+    def shape_value_inputs(self, node):
+        return (0,)   # n_steps; the body's shapes follow from the inputs' shapes
+
     def infer_shape(self, node, shapes, values=None):
         n = _steps(self, values[0] if values is not None else None)
         seq_shapes, init_shapes, nonseq_shapes = self.split(shapes[1:])
