@@ -23,7 +23,7 @@ import numpy as np
 
 from graphnet.graph.autodiff import vjp
 from graphnet.graph.fgraph import FunctionGraph
-from graphnet.graph.ir import Constant, Placeholder, clone_replace
+from graphnet.graph.ir import Constant, Placeholder, ancestors_toposort, clone_replace
 from graphnet.ops import elementwise as ew
 from graphnet.ops.indexing import IncSubtensor, static_int
 from graphnet.ops.join import concatenate
@@ -59,9 +59,10 @@ def scan_grad(op, inputs, outputs, output_grads):
         stop = ew.add(n, offset) if offset else n
         return var[start:stop]
 
-    # The backward body's inputs: a copy of the forward body's, plus cotangents and carried state.
-    copies = {v: Placeholder(v.name, v.type.shape, v.dtype) for v in op.body.inputs}
-    forward = clone_replace(list(op.body.outputs), copies)
+    # The backward body reads the forward body's inputs (one more program over the same
+    # placeholders), plus cotangents and carried state.
+    copies = {v: v for v in op.body.inputs}
+    forward = list(op.body.outputs)
     bw_seqs, outer_seqs = [copies[v] for v in inner_seqs], [window(s, 0) for s in seqs]
     for j, (taps, tap_values) in enumerate(zip(inner_taps, op.state_taps)):
         for var, tap in zip(taps, tap_values):
@@ -122,6 +123,9 @@ def scan_grad(op, inputs, outputs, output_grads):
         g = pulled.get(copies[inner_seqs[i]])
         seq_grads.append(g if g is not None else ew.zeros_like(copies[inner_seqs[i]]))
 
+    roots, saved, saved_outer = _read_saved_values(op, inputs, outputs, new_state_values + seq_grads, window)
+    new_state_values, seq_grads = roots[:len(new_state_values)], roots[len(new_state_values):]
+    bw_seqs, outer_seqs = bw_seqs + saved, outer_seqs + saved_outer
     carried = [p for j in states for p in windows[j]] + [sums[i] for i in grad_nonseqs]
     body = FunctionGraph(tuple(bw_seqs + carried + [copies[v] for v in inner_nonseqs]),
                          tuple(new_state_values + seq_grads))
@@ -151,6 +155,41 @@ def scan_grad(op, inputs, outputs, output_grads):
     for i, stack in zip(grad_seqs, seq_stacks):
         grads[1 + i] = _pad(stack, seqs[i], begin, n)
     return grads
+
+
+def _read_saved_values(op, inputs, outputs, roots, window):
+    """The backward body with the forward values it reads (a gate's sigmoid, a state) read from
+    stacks the forward loop wrote, instead of recomputed: (roots, their placeholders, outer stacks).
+
+    A state or stacked output is already stacked by the forward loop; any other value is
+    added to it as a stacked output: the gradient extends the forward loop (``Scan.with_saved``),
+    and the ``share_loops`` pass makes the loop the user built that extended one, so it runs once.
+    """
+    forward_nodes = {id(n) for n in op.body.nodes()}
+    produced = {v for n in op.body.nodes() for v in n.outputs}
+    needed = {v: None for v in roots if v in produced}
+    for node in ancestors_toposort(roots):
+        if id(node) not in forward_nodes:
+            needed.update((v, None) for v in node.inputs if v in produced)
+    if not needed:
+        return roots, [], []
+    k, body_outputs = op.n_states, list(op.body.outputs)
+    replace, placeholders, outer, extra = {}, [], [], []
+    for var in needed:
+        replace[var] = Placeholder(f"saved {var.describe()}", var.type.shape, var.dtype)
+        placeholders.append(replace[var])
+        position = next((i for i, out in enumerate(body_outputs) if out is var), None)
+        if position is not None and position < k:
+            outer.append(window(outputs[position], op.lags[position]))
+        elif position is not None:
+            outer.append(window(outputs[position], 0))
+        else:
+            outer.append(len(extra))
+            extra.append(var)
+    if extra:
+        extended = op.with_saved(extra).make_node(*inputs).outputs[k + op.n_stacked:]
+        outer = [window(extended[o], 0) if isinstance(o, int) else o for o in outer]
+    return clone_replace(roots, replace), placeholders, outer
 
 
 def _steps_back(n, truncate):

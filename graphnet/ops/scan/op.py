@@ -35,6 +35,7 @@ import copy
 import numpy as np
 
 from graphnet.errors import DTypeError, GradientError, GraphnetError, ShapeError
+from graphnet.graph.fgraph import FunctionGraph
 from graphnet.graph.ir import Apply, Op, TensorType, as_variable, shape_str
 from graphnet.ops.indexing import static_int
 
@@ -66,6 +67,8 @@ class Scan(Op):
         self.output_names = tuple(output_names) or tuple(f"output {i}" for i in range(len(body.outputs)))
         self._reference = None
         self.built_at = "?"
+        #: the scan this one extends with more stacked outputs (its gradient's saved values), or None
+        self.base = None
         expected = n_seqs + sum(len(t) for t in self.state_taps) + n_nonseqs
         if len(body.inputs) != expected or len(body.outputs) != len(self.state_taps) + n_stacked:
             raise GraphnetError(f"internal: scan {self.scan_name!r} body has {len(body.inputs)} inputs and "
@@ -147,6 +150,15 @@ class Scan(Op):
             self._reference = ReferenceProgram(self.body)
         program = self._reference
         return run_loop(self, inputs, lambda feeds: program.run(feeds)[0])
+
+    def with_saved(self, values):
+        """This loop with ``values`` of its body (intermediates its gradient reads) also stacked."""
+        body = FunctionGraph(self.body.inputs, tuple(self.body.outputs) + tuple(values))
+        extended = Scan(body, self.n_seqs, self.state_taps, self.n_stacked + len(values), self.n_nonseqs,
+                        self.scan_name, self.truncate_gradient, self.reverse,
+                        self.output_names + tuple(f"saved {v.describe()}" for v in values), self.last_only)
+        extended.base = self
+        return extended
 
     def in_float64(self):
         from graphnet.graph.gradcheck import float64_function_graph
