@@ -27,7 +27,9 @@ from graphnet.graph.ir import Constant, Placeholder, ancestors_toposort, clone_r
 from graphnet.ops import elementwise as ew
 from graphnet.ops.indexing import IncSubtensor, static_int
 from graphnet.ops.join import concatenate
-from graphnet.ops.shape import expand_dims
+from graphnet.ops.linalg import Dot
+from graphnet.ops.reduce import Sum
+from graphnet.ops.shape import Transpose, expand_dims, reshape, transpose
 
 
 def _floating(var):
@@ -113,29 +115,47 @@ def scan_grad(op, inputs, outputs, output_grads):
                 g if g is not None else previous if previous is not None else ew.zeros_like(pending[0])
             new_state_values.append(value)
             state_inits.append(ew.zeros_like(inits[j][:1]))
-    for i in grad_nonseqs:
-        g = pulled.get(copies[inner_nonseqs[i]])
-        new_state_values.append(ew.add(sums[i], g) if g is not None else sums[i])
-        state_inits.append(ew.zeros_like(expand_dims(nonseqs[i], 0)))
+    step_grads = [pulled.get(copies[inner_nonseqs[i]]) for i in grad_nonseqs]
     grad_seqs = [i for i, v in enumerate(inner_seqs) if _floating(v)]
     seq_grads = []
     for i in grad_seqs:
         g = pulled.get(copies[inner_seqs[i]])
         seq_grads.append(g if g is not None else ew.zeros_like(copies[inner_seqs[i]]))
 
-    roots, saved, saved_outer = _read_saved_values(op, inputs, outputs, new_state_values + seq_grads, window)
-    new_state_values, seq_grads = roots[:len(new_state_values)], roots[len(new_state_values):]
+    n_windows = len(new_state_values)
+    roots, saved, saved_outer = _read_saved_values(op, inputs, outputs,
+                                                   new_state_values + seq_grads + step_grads, window)
+    new_state_values = roots[:n_windows]
+    seq_grads = roots[n_windows:n_windows + len(seq_grads)]
+    step_grads = roots[n_windows + len(seq_grads):]
     bw_seqs, outer_seqs = bw_seqs + saved, outer_seqs + saved_outer
-    carried = [p for j in states for p in windows[j]] + [sums[i] for i in grad_nonseqs]
+
+    # A weight's gradient summed over the steps: a product or a sum of per-step values is
+    # taken once over all steps after the loop (one GEMM of n * B rows); anything else is a
+    # sum the loop carries.
+    outer_of = dict(zip(bw_seqs, outer_seqs))
+    stacked_values, after_loop, summed = [], {}, []
+    for i, g in zip(grad_nonseqs, step_grads):
+        plan = _sum_over_steps(g, outer_of, stacked_values) if g is not None else None
+        if plan is not None:
+            after_loop[i] = plan
+        else:
+            summed.append(i)
+            new_state_values.append(ew.add(sums[i], g) if g is not None else sums[i])
+            state_inits.append(ew.zeros_like(expand_dims(nonseqs[i], 0)))
+
+    carried = [p for j in states for p in windows[j]] + [sums[i] for i in summed]
     body = FunctionGraph(tuple(bw_seqs + carried + [copies[v] for v in inner_nonseqs]),
-                         tuple(new_state_values + seq_grads))
-    names = [f"pending {c.name}" for c in carried] + [f"d{inner_seqs[i].name}" for i in grad_seqs]
-    backward = Scan(body, len(bw_seqs), [(-1,)] * len(carried), len(seq_grads), len(nonseqs),
+                         tuple(new_state_values + seq_grads + stacked_values))
+    names = [f"pending {c.name}" for c in carried] + [f"d{inner_seqs[i].name}" for i in grad_seqs] + \
+        [f"step value {v.describe()}" for v in stacked_values]
+    backward = Scan(body, len(bw_seqs), [(-1,)] * len(carried), len(seq_grads) + len(stacked_values), len(nonseqs),
                     name=f"grad of {op.scan_name}", reverse=True, output_names=names,
                     last_only=[True] * len(carried))   # only the sums after the last step are read
     results = backward.make_node(n_back, *outer_seqs, *state_inits, *nonseqs).outputs
     finals = [r[-1] for r in results[:len(carried)]]
-    seq_stacks = results[len(carried):]
+    seq_stacks = results[len(carried):len(carried) + len(seq_grads)]
+    value_stacks = results[len(carried) + len(seq_grads):]
 
     grads = [None] * len(inputs)
     position = 0
@@ -149,12 +169,46 @@ def scan_grad(op, inputs, outputs, output_grads):
         if j in buffer_cots:
             g_init = ew.add(g_init, g_buffers[j][:lag])
         grads[1 + op.n_seqs + j] = _pad(g_init, inits[j], 0, lag)
-    for i in grad_nonseqs:
+    for i in summed:
         grads[1 + op.n_seqs + k + i] = finals[position]
         position += 1
+    for i, finish in after_loop.items():
+        grads[1 + op.n_seqs + k + i] = ew.cast(finish(value_stacks), nonseqs[i].dtype)
     for i, stack in zip(grad_seqs, seq_stacks):
         grads[1 + i] = _pad(stack, seqs[i], begin, n)
     return grads
+
+
+def _sum_over_steps(g, outer_of, stacked_values):
+    """How to take ``sum over steps of g`` after the loop, or None: ``g = dot(a.T, b)`` (a weight's
+    gradient) becomes ``dot(A.T, B)`` over the steps' rows, ``g = sum(b, axes)`` (a bias's) a sum of
+    the stack. Operands the loop does not read as sequences are appended to ``stacked_values``
+    (the loop stacks them); returns a function of those stacks."""
+    def stack_of(var):
+        if var in outer_of:
+            return lambda stacks: outer_of[var]
+        if var not in stacked_values:
+            stacked_values.append(var)
+        position = stacked_values.index(var)
+        return lambda stacks: stacks[position]
+
+    node = g.owner
+    if node is None:
+        return None
+    if isinstance(node.op, Dot) and node.inputs[0].owner is not None and \
+            isinstance(node.inputs[0].owner.op, Transpose) and node.inputs[0].ndim == 2 and node.inputs[1].ndim == 2:
+        a, b = node.inputs[0].owner.inputs[0], node.inputs[1]
+        if a.type.shape[1] is None or b.type.shape[1] is None:
+            return None
+        left, right = stack_of(a), stack_of(b)
+        return lambda stacks: Dot()(transpose(reshape(left(stacks), (-1, a.type.shape[1]))),
+                                    reshape(right(stacks), (-1, b.type.shape[1])))
+    if isinstance(node.op, Sum) and not node.op.keepdims:
+        x = node.inputs[0]
+        values = stack_of(x)
+        axes = (0,) + tuple(a + 1 for a in node.op.axis)
+        return lambda stacks: Sum(axes)(values(stacks))
+    return None
 
 
 def _read_saved_values(op, inputs, outputs, roots, window):

@@ -121,3 +121,17 @@ def test_an_sgd_step_through_scan_lowers_the_loss():
     step = gn.function([SEQ, H0], cost, updates=[(w, w - 0.5 * gn.grad(cost, w))], backend="reference")
     losses = [float(step(FEED[SEQ], FEED[H0])) for _ in range(5)]
     assert losses[-1] < losses[0]
+
+
+def test_the_backward_loop_recomputes_nothing_and_sums_weight_gradients_after_the_loop(compiled):
+    from graphnet.ops.elementwise import Tanh
+    from graphnet.ops.linalg import Dot
+    from graphnet.ops.scan import Scan
+    fn = compiled([COST] + GRADS, [SEQ, H0], "cpu")
+    loops = [n for n in fn.fgraph.nodes() if isinstance(n.op, Scan)]
+    assert len(loops) == 2, "one forward loop (the extended one its gradient reads) and one backward"
+    forward, backward = sorted(loops, key=lambda n: n.op.reverse)
+    body_ops = [type(n.op) for n in backward.op.body.nodes()]
+    assert Tanh not in body_ops, "tanh(...) of each step is read from the forward loop's stack"
+    assert body_ops.count(Dot) == 1, "per step only dh @ Wh.T; dWx, dWh are one product each after the loop"
+    assert backward.op.n_states == 1, "the only carried state is the pending dh, not the weights' sums"
