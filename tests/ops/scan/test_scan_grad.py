@@ -135,3 +135,18 @@ def test_the_backward_loop_recomputes_nothing_and_sums_weight_gradients_after_th
     assert Tanh not in body_ops, "tanh(...) of each step is read from the forward loop's stack"
     assert body_ops.count(Dot) == 1, "per step only dh @ Wh.T; dWx, dWh are one product each after the loop"
     assert backward.op.n_states == 1, "the only carried state is the pending dh, not the weights' sums"
+
+
+def test_saved_forward_values_and_share_loops(run):
+    from graphnet.ops.scan import Scan
+    hs, _ = gn.scan(lambda x_t, h: gn.sigmoid(gn.dot(h, WH)) * gn.tanh(gn.dot(x_t, WX)) + 0.5 * h,
+                    sequences=SEQ, outputs_info=H0, name="gated")
+    cost = gn.sum(hs ** 2)
+    outputs = [cost] + gn.grad(cost, [SEQ, H0, WX, WH])
+    want = run(outputs, FEED, "reference")
+    for disabled, loops in (([], 2), (["share_loops"], 3)):
+        fn = gn.function([SEQ, H0], outputs, disable_passes=disabled)
+        assert sum(isinstance(n.op, Scan) for n in fn.fgraph.nodes()) == loops, \
+            "the gate values the gradient reads come from one forward loop, unless share_loops is off"
+        for got, expected in zip(fn(FEED[SEQ], FEED[H0]), want):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
