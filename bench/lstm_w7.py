@@ -11,7 +11,7 @@ see DESIGN.md) from the same initial weights and data; each reports:
 - ``first_loss``: the loss of the first step, which must agree across frameworks (same
   weights, same data: a check that all three compute the same step).
 
-    python -m bench.lstm_w7 [--steps 20] [--repeats 5] [--threads 2] [--cold]
+    python -m bench.lstm_w7 [--steps 20] [--repeats 5] [--threads 2] [--cold] [--quick]
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 
-T, B, I, H, C, LR = 50, 32, 64, 128, 64, 0.1
+SHAPE = (50, 32, 64, 128, 64, 0.1)   # sequence, batch, inputs, hidden, classes, learning rate
+QUICK_SHAPE = (5, 4, 8, 16, 8, 0.1)   # python -m bench --quick: the smoke test
 
 COMMON = r'''
 import json, sys, time
@@ -49,10 +50,10 @@ def report(cold, step, first_loss, last_loss):
     times.sort()
     print(json.dumps({"cold_s": cold, "step_ms": 1e3 * times[len(times) // 2], "first_loss": first_loss,
                       "last_loss": float(last_loss)}))
-''' % {"shape": (T, B, I, H, C, LR)}
+'''
 
 SCRIPTS = {
-    "graphnet": COMMON + r'''
+    "graphnet": r'''
 start = time.perf_counter()
 import graphnet as gn
 x, y = gn.placeholder("x", (T, B, I)), gn.placeholder("y", (T, B), "int64")
@@ -76,7 +77,7 @@ first = float(train(X, Y))
 cold = time.perf_counter() - start
 report(cold, lambda: train(X, Y), first, first)
 ''',
-    "pytorch": COMMON + r'''
+    "pytorch": r'''
 start = time.perf_counter()
 import torch
 torch.set_num_threads(int(sys.argv[3]))
@@ -102,7 +103,7 @@ first = step()
 cold = time.perf_counter() - start
 report(cold, step, first, first)
 ''',
-    "jax": COMMON + r'''
+    "jax": r'''
 start = time.perf_counter()
 import jax, jax.numpy as jnp
 
@@ -143,14 +144,14 @@ report(cold, step, first, first)
 }
 
 
-def run(steps=20, repeats=5, threads=2, cold=False):
+def run(steps=20, repeats=5, threads=2, cold=False, shape=SHAPE):
     """{framework: its JSON report, or {"error": ...}}, and graphnet's ratio to the faster peer."""
     results = {}
     with tempfile.TemporaryDirectory() as work:
         for name, body in SCRIPTS.items():
             path = os.path.join(work, f"w7_{name}.py")
             with open(path, "w") as file:
-                file.write(body)
+                file.write(COMMON % {"shape": tuple(shape)} + body)
             env = dict(os.environ, GRAPHNET_QUIET="1", OMP_NUM_THREADS=str(threads),
                        OPENBLAS_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads),
                        XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
@@ -179,8 +180,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cold", action="store_true", help="graphnet on an empty kernel cache")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes (a smoke test)")
     args = parser.parse_args(argv)
-    results = run(args.steps, args.repeats, args.threads, args.cold)
+    results = run(args.steps, args.repeats, args.threads, args.cold, QUICK_SHAPE if args.quick else SHAPE)
     for name, r in results.items():
         print(f"{name:9s} {r}")
 
