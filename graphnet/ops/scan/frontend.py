@@ -51,10 +51,10 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
     """
     label = name or "scan"
     hint = f" (scan {label!r}, built at {ir.user_source_line()})"
-    seqs = [_sequence(s, go_backwards, label, hint) for s in _as_list(sequences)]
-    states_info = [_output_info(o, label, hint, i) for i, o in enumerate(_as_list(outputs_info, keep_none=True))]
+    seqs = [_sequence(s, go_backwards, hint) for s in _as_list(sequences)]
+    states_info = [_output_info(o, hint, i) for i, o in enumerate(_as_list(outputs_info))]
     non_sequences = [as_variable(v) for v in _as_list(non_sequences)]
-    n_steps = _n_steps(n_steps, seqs, label, hint)
+    n_steps = _n_steps(n_steps, seqs, hint)
     if not isinstance(truncate_gradient, (int, np.integer)) or truncate_gradient == 0 or truncate_gradient < -1:
         raise GraphnetError(f"scan: truncate_gradient must be -1 (all steps) or a positive int, got "
                             f"{truncate_gradient!r}{hint}")
@@ -72,7 +72,7 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
         raise GraphnetError(f"scan: fn returned {len(outputs)} output(s) but outputs_info describes "
                             f"{len(states_info)}{hint}")
 
-    state_outs, stacked_outs, names = [], [], []
+    state_outs, names = [], []
     fed = iter(state_args)
     inits, taps_of, dummies = [], [], []
     for i, (out, info) in enumerate(zip(outputs, states_info)):
@@ -145,7 +145,7 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
     return values, updates
 
 
-def _as_list(value, keep_none=False):
+def _as_list(value):
     if value is None:
         return []
     if isinstance(value, (list, tuple)):
@@ -153,7 +153,7 @@ def _as_list(value, keep_none=False):
     return [value]
 
 
-def _sequence(entry, go_backwards, label, hint):
+def _sequence(entry, go_backwards, hint):
     """(variable, taps, steps it offers, its name) of one ``sequences`` entry."""
     if isinstance(entry, dict):
         unknown = set(entry) - {"input", "taps"}
@@ -188,7 +188,7 @@ def _taps(taps, what, hint):
     return tuple(sorted(int(t) for t in taps))
 
 
-def _output_info(entry, label, hint, index):
+def _output_info(entry, hint, index):
     """(initial buffer, taps) of one ``outputs_info`` entry, or None for an output not fed back."""
     if entry is None:
         return None
@@ -214,7 +214,7 @@ def _output_info(entry, label, hint, index):
     return init[:lag], taps
 
 
-def _n_steps(n_steps, seqs, label, hint):
+def _n_steps(n_steps, seqs, hint):
     if n_steps is not None:
         value = as_variable(n_steps)
         if value.ndim != 0 or value.dtype.kind not in "iu":
