@@ -63,12 +63,11 @@ def scan_grad(op, inputs, outputs, output_grads):
 
     # The backward body reads the forward body's inputs (one more program over the same
     # placeholders), plus cotangents and carried state.
-    copies = {v: v for v in op.body.inputs}
     forward = list(op.body.outputs)
-    bw_seqs, outer_seqs = [copies[v] for v in inner_seqs], [window(s, 0) for s in seqs]
+    bw_seqs, outer_seqs = [v for v in inner_seqs], [window(s, 0) for s in seqs]
     for j, (taps, tap_values) in enumerate(zip(inner_taps, op.state_taps)):
         for var, tap in zip(taps, tap_values):
-            bw_seqs.append(copies[var])
+            bw_seqs.append(var)
             outer_seqs.append(window(buffers[j], op.lags[j] + tap))
     stack_cots = {}
     for i in live_stacks:
@@ -99,7 +98,7 @@ def scan_grad(op, inputs, outputs, output_grads):
     for i in live_stacks:
         cot_outputs.append(forward[k + i])
         cots.append(stack_cots[i])
-    wrt = [copies[v] for v in op.body.inputs if _floating(v)]
+    wrt = [v for v in op.body.inputs if _floating(v)]
     pulled = dict(zip(wrt, vjp(cot_outputs, cots, wrt)))
 
     new_state_values, state_inits = [], []
@@ -109,18 +108,18 @@ def scan_grad(op, inputs, outputs, output_grads):
         pending = windows[j]
         for m in range(lag):
             tap_var = taps_of.get(m - lag)
-            g = pulled.get(copies[tap_var]) if tap_var is not None else None
+            g = pulled.get(tap_var) if tap_var is not None else None
             previous = pending[m - 1] if m > 0 else None
             value = ew.add(previous, g) if previous is not None and g is not None else \
                 g if g is not None else previous if previous is not None else ew.zeros_like(pending[0])
             new_state_values.append(value)
             state_inits.append(ew.zeros_like(inits[j][:1]))
-    step_grads = [pulled.get(copies[inner_nonseqs[i]]) for i in grad_nonseqs]
+    step_grads = [pulled.get(inner_nonseqs[i]) for i in grad_nonseqs]
     grad_seqs = [i for i, v in enumerate(inner_seqs) if _floating(v)]
     seq_grads = []
     for i in grad_seqs:
-        g = pulled.get(copies[inner_seqs[i]])
-        seq_grads.append(g if g is not None else ew.zeros_like(copies[inner_seqs[i]]))
+        g = pulled.get(inner_seqs[i])
+        seq_grads.append(g if g is not None else ew.zeros_like(inner_seqs[i]))
 
     n_windows = len(new_state_values)
     roots, saved, saved_outer = _read_saved_values(op, inputs, outputs,
@@ -145,7 +144,7 @@ def scan_grad(op, inputs, outputs, output_grads):
             state_inits.append(ew.zeros_like(expand_dims(nonseqs[i], 0)))
 
     carried = [p for j in states for p in windows[j]] + [sums[i] for i in summed]
-    body = FunctionGraph(tuple(bw_seqs + carried + [copies[v] for v in inner_nonseqs]),
+    body = FunctionGraph(tuple(bw_seqs + carried + [v for v in inner_nonseqs]),
                          tuple(new_state_values + seq_grads + stacked_values))
     names = [f"pending {c.name}" for c in carried] + [f"d{inner_seqs[i].name}" for i in grad_seqs] + \
         [f"step value {v.describe()}" for v in stacked_values]
