@@ -57,7 +57,7 @@ def scan_grad(op, inputs, outputs, output_grads):
 
     def window(var, offset):
         """``var[offset + begin : offset + n]``: what the backward loop reads at its steps."""
-        start = offset if isinstance(begin, int) else ew.add(begin, offset)
+        start = offset + begin if isinstance(begin, int) else ew.add(begin, offset)
         stop = ew.add(n, offset) if offset else n
         return var[start:stop]
 

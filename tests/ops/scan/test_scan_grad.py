@@ -92,11 +92,16 @@ def numpy_truncated_bptt(x, h0, wx, wh, b, truncate):
     return dx, dh0, dwx, dwh
 
 
+STATIC_SEQ = gn.placeholder("static_seq", (5, 2, 3))
+
+
 @pytest.mark.parametrize("truncate", [2, 5, 9])
-def test_truncate_gradient_backpropagates_that_many_steps(run, backend, truncate):
-    hs, _ = gn.scan(elman_step, sequences=SEQ, outputs_info=H0, truncate_gradient=truncate)
-    grads = gn.grad(gn.sum(hs ** 2), [SEQ, H0, WX, WH])
-    got = run(grads, FEED, backend)
+@pytest.mark.parametrize("length", ["symbolic", "static"])
+def test_truncate_gradient_backpropagates_that_many_steps(run, backend, truncate, length):
+    seq = SEQ if length == "symbolic" else STATIC_SEQ
+    hs, _ = gn.scan(elman_step, sequences=seq, outputs_info=H0, truncate_gradient=truncate)
+    grads = gn.grad(gn.sum(hs ** 2), [seq, H0, WX, WH])
+    got = run(grads, {seq: FEED[SEQ], H0: FEED[H0]}, backend)
     want = numpy_truncated_bptt(FEED[SEQ], FEED[H0], WX.get_value(), WH.get_value(), B.get_value(), truncate)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
