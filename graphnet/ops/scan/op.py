@@ -102,12 +102,17 @@ class Scan(Op):
             rest = rest[len(state):]
         return seqs, taps, rest
 
+    def _outer_slots(self):
+        """For each outer input after n_steps, a body placeholder of its dtype (a state's first tap)."""
+        seqs, taps, nonseqs = self.inner_inputs()
+        return seqs + [t[0] for t in taps] + nonseqs
+
     def make_node(self, n_steps, *inputs):
         n_steps = as_variable(n_steps)
         if n_steps.ndim != 0 or n_steps.dtype.kind not in "iu":
             raise DTypeError(f"scan {self.scan_name!r}: n_steps must be an integer scalar, got "
                              f"{n_steps.type}{self.error_hint()}")
-        inputs = [as_variable(v) for v in inputs]
+        inputs = [_matching_float(as_variable(v), inner) for v, inner in zip(inputs, self._outer_slots())]
         seqs, inits, nonseqs = self.split(inputs)
         n = static_int(n_steps)
         inner_seqs, inner_taps, inner_nonseqs = self.inner_inputs()
@@ -174,6 +179,15 @@ class Scan(Op):
         return scan_grad(self, inputs, outputs, output_grads)
 
 
+def _matching_float(outer, inner):
+    """``outer`` cast to ``inner``'s float dtype when both are floats of another precision: the
+    float64 copy of a graph that ``check_grad`` makes widens the body, not every outer constant."""
+    if inner is not None and outer.dtype != inner.dtype and outer.dtype.kind == "f" and inner.dtype.kind == "f":
+        from graphnet.ops.elementwise import cast
+        return cast(outer, inner.dtype)
+    return outer
+
+
 def _check_inner(op, outer_type, expected, inner, what):
     if inner.dtype != expected.dtype or inner.ndim != expected.ndim:
         raise DTypeError(f"internal: scan {op.scan_name!r} {what} {inner.describe()} is {inner.type}, "
@@ -217,16 +231,22 @@ def body_output_shapes(op, seq_shapes, init_shapes, nonseq_shapes):
     for var in op.body.variables():
         if var not in shapes:
             shapes[var] = np.shape(var.data) if hasattr(var, "data") else tuple(var.shape)
+    # Values known without running a step (constants and small arithmetic on them, such as
+    # a nested loop's bounds) are followed; others get zero stand-ins: a body whose shapes
+    # depend on step values is checked step by step by run_loop.
+    known = {v: v.data for v in op.body.variables() if hasattr(v, "data")}
     for node in op.body.nodes():
         args = [shapes[v] for v in node.inputs]
         if node.op.infer_shape_needs_values:
-            # Zero stand-ins: a body whose shapes depend on values is checked step by step by run_loop.
-            stand_ins = [v.data if hasattr(v, "data") else np.zeros(shapes[v], v.dtype) for v in node.inputs]
+            stand_ins = [known[v] if v in known else np.zeros(shapes[v], v.dtype) for v in node.inputs]
             out = node.op.infer_shape(node, args, values=stand_ins)
         else:
             out = node.op.infer_shape(node, args)
         for var, shape in zip(node.outputs, out):
             shapes[var] = tuple(int(d) for d in shape)
+        if all(v in known for v in node.inputs) and all(np.prod(shapes[v]) <= 16 for v in node.outputs):
+            with np.errstate(all="ignore"):
+                known.update(zip(node.outputs, node.op.perform([known[v] for v in node.inputs])))
     return [shapes[v] for v in op.body.outputs]
 
 

@@ -155,3 +155,25 @@ def test_saved_forward_values_and_share_loops(run):
             "the gate values the gradient reads come from one forward loop, unless share_loops is off"
         for got, expected in zip(fn(FEED[SEQ], FEED[H0]), want):
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_scan_inside_a_scan_and_its_gradient(run, backend):
+    x = gn.placeholder("x3", (3, 4, 2))
+
+    def outer(x_t, acc):
+        inner, _ = gn.scan(lambda r, a: gn.tanh(a + r * 2), sequences=x_t, outputs_info=acc * 0, name="inner")
+        return acc + inner[-1]
+
+    out, _ = gn.scan(outer, sequences=x, outputs_info=gn.constant(np.zeros(2, "float32")), name="outer")
+    cost = gn.sum(out ** 2)
+    value = f32(3, 4, 2)
+    want, a = [], np.zeros(2, "float32")
+    for x_t in value:
+        h = np.zeros(2, "float32")
+        for r in x_t:
+            h = np.tanh(h + 2 * r)
+        a = a + h
+        want.append(a)
+    np.testing.assert_allclose(run(out, {x: value}, backend), want, rtol=1e-5, atol=1e-6)
+    if backend == "reference":
+        assert_gradients_pass(cost, [x], {x: value})
