@@ -2,7 +2,7 @@
 
 ``UnsupportedTheanoFeature`` names the Theano feature and the script line that
 used it; ``python -m graphnet theano`` prints it as one line. The compat
-modules raise it from a module ``__getattr__`` (``theano.foldl``), and the import hook
+modules raise it from a module ``__getattr__`` (``theano.clone``), and the import hook
 raises it for a submodule that does not exist (``theano.sparse``).
 """
 from __future__ import annotations

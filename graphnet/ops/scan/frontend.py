@@ -145,6 +145,30 @@ def scan(fn, sequences=None, outputs_info=None, non_sequences=None, n_steps=None
     return values, updates
 
 
+def scan_map(fn, sequences, non_sequences=None, truncate_gradient=-1, go_backwards=False, mode=None, name=None):
+    """Theano's ``map``: ``fn`` applied to every step of ``sequences``, nothing fed back."""
+    return scan(fn, sequences=sequences, non_sequences=non_sequences, truncate_gradient=truncate_gradient,
+                go_backwards=go_backwards, name=name)
+
+
+def scan_reduce(fn, sequences, outputs_info, non_sequences=None, go_backwards=False, mode=None, name=None):
+    """Theano's ``reduce``: a scan whose outputs are only their values after the last step."""
+    outputs, updates = scan(fn, sequences=sequences, outputs_info=outputs_info, non_sequences=non_sequences,
+                            go_backwards=go_backwards, name=name, return_list=True)
+    last = [out[-1] for out in outputs]
+    return (last[0] if len(last) == 1 else last), updates
+
+
+def foldl(fn, sequences, outputs_info, non_sequences=None, mode=None, name=None):
+    """Theano's ``foldl``: ``reduce`` from the first step."""
+    return scan_reduce(fn, sequences, outputs_info, non_sequences, go_backwards=False, name=name)
+
+
+def foldr(fn, sequences, outputs_info, non_sequences=None, mode=None, name=None):
+    """Theano's ``foldr``: ``reduce`` from the last step."""
+    return scan_reduce(fn, sequences, outputs_info, non_sequences, go_backwards=True, name=name)
+
+
 def _as_list(value):
     if value is None:
         return []

@@ -174,3 +174,23 @@ def test_outputs_not_fed_back_are_stacked_and_n_steps_takes_a_prefix(run, backen
     got_states, got_stacked = run(MIXED, {X: x}, backend)
     np.testing.assert_allclose(got_states, states, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got_stacked, stacked, rtol=1e-5, atol=1e-6)
+
+
+def test_theanos_map_reduce_and_folds_are_scans():
+    from graphnet.compat import theano
+    x = gn.placeholder("x_fold", (4, 3))
+    doubled, _ = theano.map(lambda r: r * 2, sequences=x)
+    total, _ = theano.reduce(lambda r, acc: acc + r, sequences=x, outputs_info=x[0] * 0)
+    left, _ = theano.foldl(lambda r, acc: acc * 0.5 + r, sequences=x, outputs_info=x[0] * 0)
+    right, _ = theano.foldr(lambda r, acc: acc * 0.5 + r, sequences=x, outputs_info=x[0] * 0)
+    value = RNG.standard_normal((4, 3)).astype("float32")
+    got = gn.function([x], [doubled, total, left, right], backend="reference")(value)
+
+    def fold(rows):
+        acc = np.zeros(3, "float32")
+        for r in rows:
+            acc = acc * 0.5 + r
+        return acc
+
+    for g, want in zip(got, [2 * value, value.sum(0), fold(value), fold(value[::-1])]):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
