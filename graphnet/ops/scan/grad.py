@@ -25,10 +25,10 @@ from graphnet.graph.autodiff import vjp
 from graphnet.graph.fgraph import FunctionGraph
 from graphnet.graph.ir import Constant, Placeholder, ancestors_toposort, clone_replace
 from graphnet.ops import elementwise as ew
-from graphnet.ops.indexing import IncSubtensor, static_int
+from graphnet.ops.indexing import IncSubtensor, alloc, static_int
 from graphnet.ops.join import concatenate
 from graphnet.ops.linalg import Dot
-from graphnet.ops.reduce import Sum
+from graphnet.ops.reduce import Sum, size_of
 from graphnet.ops.shape import Transpose, expand_dims, reshape, transpose
 
 
@@ -79,7 +79,8 @@ def scan_grad(op, inputs, outputs, output_grads):
     for j in live_buffers:
         buffer_cots[j] = Placeholder(f"d{op.output_names[j]}[t]", forward[j].type.shape, forward[j].dtype)
         bw_seqs.append(buffer_cots[j])
-        outer_seqs.append(window(g_buffers[j], op.lags[j]))
+        steps_part = _steps_part(g_buffers[j], op.lags[j])
+        outer_seqs.append(window(steps_part, 0) if steps_part is not None else window(g_buffers[j], op.lags[j]))
 
     windows = {j: [Placeholder(f"pending d{op.output_names[j]}[t-{op.lags[j] - 1 - m}]", forward[j].type.shape,
                                forward[j].dtype) for m in range(op.lags[j])] for j in states}
@@ -113,7 +114,7 @@ def scan_grad(op, inputs, outputs, output_grads):
             value = ew.add(previous, g) if previous is not None and g is not None else \
                 g if g is not None else previous if previous is not None else ew.zeros_like(pending[0])
             new_state_values.append(value)
-            state_inits.append(ew.zeros_like(inits[j][:1]))
+            state_inits.append(_zeros_buffer(inits[j], 1))
     step_grads = [pulled.get(inner_nonseqs[i]) for i in grad_nonseqs]
     grad_seqs = [i for i, v in enumerate(inner_seqs) if _floating(v)]
     seq_grads = []
@@ -141,7 +142,7 @@ def scan_grad(op, inputs, outputs, output_grads):
         else:
             summed.append(i)
             new_state_values.append(ew.add(sums[i], g) if g is not None else sums[i])
-            state_inits.append(ew.zeros_like(expand_dims(nonseqs[i], 0)))
+            state_inits.append(_zeros_buffer(nonseqs[i], 0))
 
     carried = [p for j in states for p in windows[j]] + [sums[i] for i in summed]
     body = FunctionGraph(tuple(bw_seqs + carried + [v for v in inner_nonseqs]),
@@ -165,7 +166,7 @@ def scan_grad(op, inputs, outputs, output_grads):
         g_init = expand_dims(entries[0], 0) if lag == 1 else concatenate([expand_dims(e, 0) for e in entries])
         if whole is not True:   # the initial state is further back than the truncated loop reaches
             g_init = ew.zeros_like(g_init) if whole is False else ew.where(whole, g_init, ew.zeros_like(g_init))
-        if j in buffer_cots:
+        if j in buffer_cots and _steps_part(g_buffers[j], lag) is None:   # else the steps' part is all there is
             g_init = ew.add(g_init, g_buffers[j][:lag])
         grads[1 + op.n_seqs + j] = _pad(g_init, inits[j], 0, lag)
     for i in summed:
@@ -243,6 +244,29 @@ def _read_saved_values(op, inputs, outputs, roots, window):
         extended = op.with_saved(extra).make_node(*inputs).outputs[k + op.n_stacked:]
         outer = [window(extended[o], 0) if isinstance(o, int) else o for o in outer]
     return clone_replace(roots, replace), placeholders, outer
+
+
+def _steps_part(g_buffer, lag):
+    """``g`` when a state buffer's gradient is ``zeros`` with ``g`` added at ``[lag:]`` (the gradient
+    of the steps' values ``buffer[lag:]``, what scan returns): the loop reads ``g`` itself, not a
+    slice of a zero-padded copy. Else None."""
+    node = g_buffer.owner
+    if node is None or type(node.op) is not IncSubtensor or node.op.entries != (("slice", lag, None, None),):
+        return None
+    base = node.inputs[0]
+    zeros = base.owner is not None and isinstance(base.owner.op, ew.Second) and \
+        isinstance(base.owner.inputs[1], Constant) and not base.owner.inputs[1].data.any()
+    g, rows = node.inputs[1], g_buffer.type.shape[0]
+    # g must be the slice's full value, not a value broadcast into it.
+    full = g.ndim == g_buffer.ndim and (g.type.shape[0] == rows - lag if rows is not None else g.type.shape[0] != 1)
+    return g if zeros and full else None
+
+
+def _zeros_buffer(like, skip):
+    """Zeros of shape ``(1,) + like.shape[skip:]``: a carried state's first value. Made by NumPy
+    (``alloc``), not by a generated kernel: it runs once per call and need not be compiled."""
+    dims = [like.type.shape[a] if like.type.shape[a] is not None else size_of(like, a) for a in range(skip, like.ndim)]
+    return alloc(np.zeros((), like.dtype), 1, *dims)
 
 
 def _steps_back(n, truncate):
