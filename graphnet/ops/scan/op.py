@@ -165,6 +165,16 @@ class Scan(Op):
         extended.base = self
         return extended
 
+    def pruned(self, stacked, last_only):
+        """This loop with only the stacked outputs at positions ``stacked`` and the states'
+        ``last_only`` flags given (what the ``prune_loops`` pass decides from the graph)."""
+        k = self.n_states
+        outputs = tuple(self.body.outputs[:k]) + tuple(self.body.outputs[k + i] for i in stacked)
+        names = self.output_names[:k] + tuple(self.output_names[k + i] for i in stacked)
+        body = FunctionGraph(self.body.inputs, outputs)
+        return Scan(body, self.n_seqs, self.state_taps, len(stacked), self.n_nonseqs, self.scan_name,
+                    self.truncate_gradient, self.reverse, names, last_only)
+
     def in_float64(self):
         from graphnet.graph.gradcheck import float64_function_graph
         widened = copy.copy(self)

@@ -194,3 +194,17 @@ def test_theanos_map_reduce_and_folds_are_scans():
 
     for g, want in zip(got, [2 * value, value.sum(0), fold(value), fold(value[::-1])]):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+
+
+def test_unread_outputs_are_dropped_and_a_state_read_at_its_end_keeps_only_its_last_value(run):
+    from graphnet.ops.scan import Scan
+    (states, unread, kept), _ = gn.scan(lambda x_t, h: [gn.tanh(h + x_t), h * 3, h + 1], sequences=X,
+                                        outputs_info=[X[0] * 0, None, None], name="pruned")
+    outputs = [states[-1], kept]
+    fn = gn.function([X], outputs)
+    loop = next(n for n in fn.fgraph.nodes() if isinstance(n.op, Scan))
+    assert loop.op.n_stacked == 1, "h * 3 is read by nothing: not computed"
+    assert loop.op.last_only == (True,), "only the final state is read: a window, not every step"
+    x = RNG.standard_normal((5, 3)).astype("float32")
+    for got, want in zip(fn(x), run(outputs, {X: x}, "reference")):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
