@@ -35,13 +35,14 @@ def prune_loops(fgraph):
     whose values are read only at the end (``buffer[-1]``, or ``outputs[-1]`` of what scan
     returned, ``buffer[L:]``) or not at all: its buffer becomes a window of ``L + 1`` slots
     instead of ``L + n_steps`` (``Scan.last_only``), and those reads read the window's end."""
+    loops = [n for n in fgraph.nodes() if isinstance(n.op, Scan)]
+    if not loops:
+        return fgraph
     clients = fgraph.clients()
     roots = {id(v) for v in fgraph.roots}
     mapping = {}
-    for node in fgraph.nodes():
+    for node in loops:
         op = node.op
-        if not isinstance(op, Scan):
-            continue
         k = op.n_states
         keep = [i for i in range(op.n_stacked) if id(node.outputs[k + i]) in roots or clients.get(node.outputs[k + i])]
         ends = [_end_reads(node.outputs[j], op.lags[j], clients, roots) for j in range(k)]
