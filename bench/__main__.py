@@ -24,7 +24,9 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench import call_overhead, compile_time, lstm_w7, peers, probes, report, theano_mlp  # noqa: E402
+from bench import (  # noqa: E402
+    call_overhead, compile_time, hand_kernels, isolated, lstm_w7, peers, probes, report, theano_mlp,
+)
 from bench.env import machine_description  # noqa: E402
 from bench.timing import interleaved  # noqa: E402
 from bench.workloads import GraphnetRunner, all_cases, make_problem  # noqa: E402
@@ -84,7 +86,10 @@ def run_case(case, builders, settings, log):
     for name, build in builders.items():
         try:
             start = time.perf_counter()
-            runners[name] = build(case, problem)
+            runner = build(case, problem)
+            if runner is None:
+                continue   # this variant has nothing for the case (hand-written kernels: some tasks)
+            runners[name] = runner
             first_calls[name] = time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - one variant's failure must not stop the others
             note = f"{name} skipped: could not build ({type(exc).__name__}: {exc})"
@@ -189,6 +194,8 @@ def main(argv=None):
     if "graphnet unfused" in wanted:
         builders["graphnet unfused"] = lambda c, p: GraphnetRunner(c, p, fuse=False)
     builders.update(peer_builders)
+    if hand_kernels.NAME in wanted:
+        builders[hand_kernels.NAME] = hand_kernels.build_hand
     results["versions"] = dict(peers.versions(peer_builders), graphnet=graphnet.__version__,
                                numba=__import__("numba").__version__)
 
@@ -221,6 +228,13 @@ def main(argv=None):
             line += f"; graphnet/PyTensor {w6['ratio']:.2f}x (target <= 0.8x)"
         results["notes"].append(line)
         log(f"  {line}")
+        if {"pytorch", "jax"} & set(peer_builders):
+            log("W1, each framework in its own process (and graphnet beside PyTorch and JAX in one)")
+            results["isolated"] = isolated.run(rounds=1 if args.quick else 2, threads=args.threads,
+                                               blocks=3 if args.quick else 9, quick=args.quick)
+            for line in isolated.lines(results["isolated"]):
+                results["notes"].append(line)
+                log(f"  {line}")
 
         log("W7: one SGD step of an LSTM (seq 50, batch 32, in 64, hidden 128, readout 64), each framework in its process")
         w7 = results["w7"] = lstm_w7.run(steps=2 if args.quick else 20, repeats=2 if args.quick else 5,

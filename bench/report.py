@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-VARIANT_ORDER = ("graphnet fused", "graphnet unfused", "numpy", "pytorch", "jax")
+VARIANT_ORDER = ("graphnet fused", "graphnet unfused", "numpy", "pytorch", "jax", "hand numba")
 PEER_NAMES = ("numpy", "pytorch", "jax")
 
 
@@ -86,6 +86,27 @@ def evaluate_targets(results):
         speedup = ratio(rows[case_id], "graphnet unfused")
         add("3+6" if "4096x4096" in case_id else "6", f"{case_id} fused >= 2x unfused",
             f"{speedup:.2f}x" if speedup else "n/a", speedup is not None and speedup >= 2.0)
+    for task, limit in (("bn_relu_fwd", 1.2), ("bn_relu_bwd", 1.5)):
+        case_id = find(task, rows=4096, cols=4096)
+        row = rows.get(case_id)
+        hand = ratio(row, "hand numba") if row else None
+        value = 1.0 / hand if hand else None
+        add("16", f"{case_id} fused <= {limit}x the hand-written Numba kernels",
+            f"{value:.2f}x" if value else "n/a", value is not None and value <= limit)
+        percent = row.get("rate", {}).get("graphnet fused", {}).get("percent_of_ceiling") if row else None
+        add("16", f"{case_id} fused >= 50% of copy bandwidth", f"{percent:.0f}%" if percent else "n/a",
+            percent is not None and percent >= 50)
+    row = rows.get(find("bias_relu_bwd", rows=4096, cols=4096))
+    percent = row.get("rate", {}).get("graphnet fused", {}).get("percent_of_ceiling") if row else None
+    add("16", "bias+ReLU backward 4096x4096 fused >= 60% of copy bandwidth", f"{percent:.0f}%" if percent else "n/a",
+        percent is not None and percent >= 60)
+    row = rows.get(find("softmax_xent", cols=1024))
+    if row:
+        best, name = best_peer(row)
+        value = median(row, "graphnet fused") / best if best and median(row, "graphnet fused") else None
+        add("16", "softmax-xent fwd+grad <= 0.8x the fastest of NumPy, PyTorch, JAX",
+            f"{value:.2f}x {name}" if value else "n/a", value is not None and value <= 0.8)
+    _runtime_targets(results, add)
     row = rows.get(find("mlp_infer", batch=1))
     value = median(row, "graphnet fused") if row else None
     add("6", "W4 B=1 inference <= 95 µs", _fmt_time(value), value is not None and value <= 95e-6)
@@ -98,6 +119,32 @@ def evaluate_targets(results):
     add("6", "graphnet fused beats every peer on every case", f"slower on {len(beaten)}: " + "; ".join(beaten)
         if beaten else "faster everywhere", not beaten)
     return targets
+
+
+def _runtime_targets(results, add):
+    """The runtime issue's (15) targets: per call, W1 against each peer in its own process,
+    W6 against PyTensor, beside a co-tenant, and beside PyTorch and JAX in one process."""
+    overhead = results.get("call_overhead", {})
+    per_call, cotenant = overhead.get("per_call"), overhead.get("cotenant")
+    if per_call:
+        value = per_call["x_plus_1_vs_numpy"]
+        add("15", "x + 1 per call <= 4x NumPy", f"{value:.1f}x", value <= 4.0)
+        value = per_call["step_vs_numpy"]
+        add("15", "4x10 CE+SGD step <= 0.5x hand NumPy", f"{value:.2f}x", value <= 0.5)
+    for case_id, row in results.get("isolated", {}).items():
+        versus = row.get("vs_best_peer")
+        add("15", f"{case_id} <= 0.9x the faster of PyTorch and JAX (own processes)",
+            f"{versus['ratio']:.2f}x {versus['peer']}" if versus else "n/a (no peer)",
+            versus is not None and versus["ratio"] <= 0.9)
+        beside = row.get("beside_peers_vs_alone")
+        if beside is not None:
+            add("15", f"{case_id} with PyTorch and JAX in its process <= 1.1x alone", f"{beside:.2f}x", beside <= 1.1)
+    w6 = results.get("w6", {})
+    if "ratio" in w6:
+        add("15", "W6 Theano MLP loop <= 0.8x PyTensor", f"{w6['ratio']:.2f}x", w6["ratio"] <= 0.8)
+    if cotenant:
+        value = cotenant["slowdown"]
+        add("15", "W1 B=16 beside a 2-thread GEMM process <= 2.5x quiet", f"{value:.1f}x", value <= 2.5)
 
 
 # ---------------------------------------------------------------------------- output

@@ -105,7 +105,7 @@ class Function:
         self._locks = [self._lock] + self._state_locks
         # What a feed must be to go straight through (the common case): an array of
         # exactly the placeholder's dtype, C-contiguous, of a shape it accepts.
-        self._exact = [(p, p.dtype.numpy, p.shape) for p in self.inputs]
+        self._exact_feeds = write_exact_feeds(self.inputs)
         self._updated = [shared for shared, _ in self.fgraph.updates]
 
     # --- introspection, delegated to the backend's program
@@ -158,23 +158,15 @@ class Function:
             for lock in reversed(locks):
                 lock.release()
 
-    def _exact_feeds(self, args):
-        """{placeholder: array} when every argument already is what ``coerce_feed`` would make, else None."""
-        if len(args) != len(self._exact):
-            return None
-        feeds = {}
-        for (placeholder, dtype, shape), value in zip(self._exact, args):
-            if type(value) is not np.ndarray or value.dtype != dtype or not value.flags.c_contiguous \
-                    or len(value.shape) != len(shape):
-                return None
-            for static, dim in zip(shape, value.shape):
-                if static is not None and static != dim:
-                    return None
-            feeds[placeholder] = value
-        return feeds
-
     def _run(self, feeds):
         outputs, new_values = self.program.run(feeds)
+        if getattr(self.program, "owns_updates", False):
+            # Fresh arrays of the variables' dtypes, of shapes the program checked before it
+            # ran, or the variables' own arrays written in place: nothing to check, nothing to copy.
+            for shared, value in zip(self._updated, new_values):
+                shared._value = value
+                shared.version += 1
+            return outputs[0] if self._single_output else outputs
         # Validate every update before committing any: all or nothing.
         # (A value written in place is the variable's own array: nothing to check.)
         checked = [(shared, value if value is shared._value else shared._validated(value, copy=False))
@@ -206,6 +198,25 @@ class Function:
         if missing:
             raise FeedError(f"{self.name}: missing input(s) {', '.join(missing)}")
         return {p: coerce_feed(p, v, self.allow_input_downcast) for p, v in values.items()}
+
+
+def write_exact_feeds(inputs):
+    """``exact(args)``: {placeholder: array} when every argument already is what ``coerce_feed``
+    would make of it (an array of exactly the placeholder's dtype, C-contiguous, of a shape it
+    accepts), else None. Generated, one line per input: it runs on every call."""
+    names = {"ndarray": np.ndarray}
+    lines = [f"    if len(args) != {len(inputs)}:", "        return None"]
+    arrays = [f"a{k}" for k in range(len(inputs))]
+    if inputs:
+        lines.append(f"    {', '.join(arrays)}, = args")
+    for k, p in enumerate(inputs):
+        a, names[f"d{k}"], names[f"p{k}"] = arrays[k], p.dtype.numpy, p
+        dims = "".join(f" or {a}.shape[{axis}] != {d}" for axis, d in enumerate(p.shape) if d is not None)
+        lines += [f"    if type({a}) is not ndarray or ({a}.dtype is not d{k} and {a}.dtype != d{k}) "
+                  f"or not {a}.flags.c_contiguous or {a}.ndim != {len(p.shape)}{dims}:", "        return None"]
+    lines.append("    return {" + ", ".join(f"p{k}: {a}" for k, a in enumerate(arrays)) + "}")
+    exec(compile("def exact(args):\n" + "\n".join(lines) + "\n", "<graphnet feeds>", "exec"), names)  # noqa: S102
+    return names["exact"]
 
 
 _shared_locks = weakref.WeakKeyDictionary()

@@ -54,6 +54,13 @@ def test_both_graphnet_variants_and_numpy_are_checked_and_timed(quick_run):
             assert timing and timing["blocks"] > 0 and timing["error"] is None, (row["case"]["id"], variant)
 
 
+def test_the_hand_written_numba_kernels_are_checked_and_timed_where_they_exist(quick_run):
+    _, _, results = quick_run
+    data = json.loads(results[0].read_text())
+    tasks = {row["case"]["task"] for row in data["rows"] if "hand numba" in row["timings"]}
+    assert tasks == {"bn_relu_fwd", "bn_relu_bwd", "bias_relu_bwd", "softmax_xent"}
+
+
 def test_compile_time_is_measured_cold_and_warm_in_new_processes(quick_run):
     _, _, results = quick_run
     data = json.loads(results[0].read_text())
@@ -109,3 +116,29 @@ def test_a_quick_run_ends_by_naming_the_skipped_peers_and_the_command_that_insta
     for name in missing:
         assert f"{name} (" in last
     assert f"install them with: {install_command(missing)} and run python -m bench again" in last
+
+
+def test_the_kernel_variants_script_checks_and_times_each_block_size(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               GRAPHNET_CACHE_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "bench.kernel_variants", "--rows", "9", "--cols", "5",
+                           "--rounds", "1", "--cases", "column_sum"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "column_sum" in proc.stdout and "4 rows:" in proc.stdout
+
+
+def test_the_gemm_strategy_variants_agree_with_numpy_before_they_are_timed():
+    from bench.gemm_strategy import measure
+    medians = measure((70, 33, 300), rounds=1)    # tiles with remainders in m, n and k
+    assert set(medians) == {"blas+pass", "blas only", "tiled numba"} and all(t > 0 for t in medians.values())
+
+
+def test_a_variant_timed_in_a_process_of_its_own_reports_its_median():
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "bench.isolated", "--child", "W1-B16", "graphnet fused",
+                           "--quick", "--blocks", "2", "--block-seconds", "0.005"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert measured["median_s"] > 0 and measured["peers_in_process"] == []

@@ -23,17 +23,21 @@ class Lowerings:
         self._table = {}
 
     def register(self, *classes, entry=None):
-        """``@table.register(A, B)`` on a function, or ``table.register(A, entry=value)``."""
+        """``@table.register(A, B)`` on a function, or ``table.register(A, entry=value)``;
+        a key may be a tuple of classes, ``register((A, B), entry=value)``."""
         def add(value):
             for cls in classes:
                 if cls in self._table:
-                    raise CompileError(f"{self.what}: {cls.__name__} is registered twice")
+                    raise CompileError(f"{self.what}: {key_name(cls)} is registered twice")
                 self._table[cls] = value
             return value
         return add if entry is None else add(entry)
 
     def find(self, cls):
-        """The entry for ``cls`` or its nearest registered base, or None."""
+        """The entry for ``cls`` or its nearest registered base, or None. A tuple of classes
+        (a joined row-wise kernel's op classes) is looked up as it is."""
+        if isinstance(cls, tuple):
+            return self._table.get(cls)
         for base in cls.__mro__:
             if base in self._table:
                 return self._table[base]
@@ -42,9 +46,16 @@ class Lowerings:
     def __getitem__(self, cls):
         entry = self.find(cls)
         if entry is None:
-            raise CompileError(f"{self.what}: nothing is registered for {cls.__name__} "
-                               f"(registered: {', '.join(sorted(c.__name__ for c in self._table))})")
+            raise CompileError(f"{self.what}: nothing is registered for {key_name(cls)} "
+                               f"(registered: {', '.join(sorted(key_name(c) for c in self._table))})")
         return entry
 
     def __contains__(self, cls):
         return self.find(cls) is not None
+
+
+def key_name(key):
+    """``Softmax``, or ``(SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad)`` for a tuple key."""
+    if isinstance(key, tuple):
+        return "(" + ", ".join(c.__name__ for c in key) + ")"
+    return key.__name__

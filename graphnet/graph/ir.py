@@ -452,6 +452,13 @@ class Op:
     checked_inputs = ()
     #: a row-wise op: the input whose (rows, columns) its kernel iterates over
     row_input = 0
+    #: position of an input whose run-time shape is always the output's (cross-entropy's
+    #: labels), or None: an op reading only that output's shape reads the input instead,
+    #: so it need not wait for this node (``canonicalize``)
+    same_shape_input = None
+    #: positions of inputs the op reads for their shape only, never their values, where
+    #: others' values count (``second``'s first); with ``reads_only_shapes``, every input
+    shape_only_inputs = ()
 
     @property
     def name(self):

@@ -98,6 +98,7 @@ class SoftmaxCrossEntropy(Op):
 
     kind = "rowwise"
     checked_inputs = (1,)   # the labels index the logits: range-checked before a kernel reads them
+    same_shape_input = 1    # one loss per label (infer_shape checks that the batches agree)
 
     def rowwise_applies(self, node):
         return True

@@ -57,8 +57,42 @@ def kernel_report(fn, input_shapes=None):
                      read, written, unfused, saved))
     lines = [_title(name, kernels, input_shapes, from_last_call), ""]
     lines += _table(rows, totals)
+    lines += _minimum_traffic(fgraph, sizes, totals)
     lines += [""] + _not_fused(fn, fgraph, kernels)
+    lines += _row_joins(fn)
     return "\n".join(lines) + "\n"
+
+
+def minimum_traffic(fgraph, sizes):
+    """Bytes a call must move at least: each input it reads once, each output and each updated
+    shared variable written once (None when a size is unknown)."""
+    inputs = [v for v in fgraph.variables() if v.owner is None and not isinstance(v, Constant)]
+    return sizes.total(list(dict.fromkeys(inputs)) + list(dict.fromkeys(fgraph.outputs)) +
+                       [shared for shared, _ in fgraph.updates])
+
+
+def _minimum_traffic(fgraph, sizes, totals):
+    least = minimum_traffic(fgraph, sizes)
+    moved = None if None in totals[:2] else totals[0] + totals[1]
+    line = (f"minimum traffic (each input read once, each output and update written once): "
+            f"{format_bytes(least)}; the kernels move {format_bytes(moved)}")
+    if least and moved is not None:
+        line += f" ({moved / least:.2f}x the minimum)"
+    return [line]
+
+
+def _row_joins(fn):
+    """Row-wise pairs over the same rows (the loss and its gradient): one kernel, or why not."""
+    plan = getattr(getattr(fn, "program", None), "plan", None)
+    joins = list(getattr(plan, "row_joins", None) or [])
+    if not joins:
+        return []
+    lines = ["", "row-wise pairs over the same rows:"]
+    for join in joins:
+        what = "one kernel" if join.joined else "two kernels"
+        lines.append(f"  {join.first.outputs[0].describe()} and {join.second.outputs[0].describe()}: "
+                     f"{what}: {join.why}")
+    return lines
 
 
 def last_call_shapes(fn, fgraph=None):

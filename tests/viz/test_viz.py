@@ -485,6 +485,17 @@ def test_the_first_gemm_moves_what_numpy_says_its_operands_and_results_hold(mlp_
 
 
 @pytest.mark.skipif(CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")
+def test_the_report_gives_the_calls_minimum_traffic_and_the_kernels_ratio_to_it(mlp_step_and_batch):
+    step, xb, yb = mlp_step_and_batch
+    step(xb, yb)
+    W = step.program.fgraph.updates[0][0].get_value()
+    least = xb.nbytes + yb.nbytes + W.nbytes + 4 + W.nbytes   # x, y, W read; the loss, W written
+    line = next(l for l in kernel_report(step).splitlines() if l.startswith("minimum traffic"))
+    moved = sum(k.bytes_read + k.bytes_written for k in step.kernels)
+    assert f": {format_bytes(least)}; the kernels move {format_bytes(moved)} ({moved / least:.2f}x" in line
+
+
+@pytest.mark.skipif(CPU_MISSING, reason="cpu backend not built yet: graphnet.compiler.pipeline does not exist")
 def test_input_shapes_given_to_the_report_win_over_the_last_call(mlp_step_and_batch):
     step, xb, yb = mlp_step_and_batch
     step(xb, yb)

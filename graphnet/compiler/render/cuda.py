@@ -452,6 +452,18 @@ ROWWISE_TEMPLATES.register(SoftmaxCrossEntropyGrad, entry=RowTemplate(
         "    if j == label:",
         "        out[base + j] = out[base + j] - g[i]"])))
 
+# The loss and its gradient in one pass (a joined row-wise kernel, ``rowwise_join``).
+ROWWISE_TEMPLATES.register((SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad), entry=RowTemplate(
+    "softmax_cross_entropy_and_grad", _row_kernel("x, labels, g, loss, out", _row_maximum_and_total(True) + [
+        "label = labels[i]",
+        "if lane == 0:",
+        "    loss[i] = m + math.log(total) - x[base + label]",
+        "scale = g[i] / total",
+        "for j in range(lane, C, ROW_THREADS):",
+        "    out[base + j] = out[base + j] * scale",
+        "    if j == label:",
+        "        out[base + j] = out[base + j] - g[i]"])))
+
 #: A transpose that must exist as an array (a GEMM reads transposes in place).
 TRANSPOSE_BODY = """\
 def kernel(R, C, src, dst):

@@ -1,7 +1,8 @@
 """Scalar helpers that generated CPU kernels call (``from ... import *``).
 
 Each is a small ``numba.njit`` function inlined by LLVM; op ``scalar``
-expressions name them. ``keep_mask`` is the counter-based RNG of
+expressions name them; the row-wise templates call the vectorizable row
+arithmetic of :mod:`.row_math`. ``keep_mask`` is the counter-based RNG of
 ``graphnet.ops.rng``, shared with the NumPy reference and the CUDA backend.
 """
 import math
@@ -9,6 +10,7 @@ import math
 import numba
 import numpy as np
 
+from graphnet.compiler.render.row_math import cast_like, row_max_exp_sum, vexp  # noqa: F401
 from graphnet.ops.rng import keep_mask_nb as keep_mask  # noqa: F401
 
 
@@ -52,27 +54,5 @@ def nan_min(a, b):
     return a if a <= b or a != a else b
 
 
-@numba.njit(cache=True, error_model="numpy")
-def row_max(xr):
-    """The largest entry of a row: softmax's shift, so that no exp overflows."""
-    m = -np.inf
-    for j in range(xr.shape[0]):
-        m = max(m, xr[j])
-    return m
-
-
-@numba.njit(cache=True, error_model="numpy")
-def row_exp_sum(xr, m, out):
-    """``sum(exp(xr - m))``, storing each term in ``out`` unless ``out`` is empty."""
-    total = 0.0
-    store = out.shape[0] > 0
-    for j in range(xr.shape[0]):
-        e = math.exp(xr[j] - m)
-        if store:
-            out[j] = e
-        total += e
-    return total
-
-
 __all__ = ["math", "np", "numba", "keep_mask", "sigmoid", "softplus", "safe_log", "safe_sqrt", "nan_max",
-           "nan_min", "row_max", "row_exp_sum"]
+           "nan_min", "vexp", "cast_like", "row_max_exp_sum"]

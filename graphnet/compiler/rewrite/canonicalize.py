@@ -1,7 +1,9 @@
 """Algebraic canonicalization: drop work that cannot change a value.
 
 ``x + 0``, ``x - 0``, ``x * 1``, ``x / 1`` -> ``x``; ``-(-x)`` -> ``x``;
-``second(a, b)`` -> ``b`` when ``b`` already has the full shape; ``0 * x`` and
+``second(a, b)`` -> ``b`` when ``b`` already has the full shape, and
+``second(a, b)`` -> ``second(s, b)`` (and ``size_of``) when ``a``'s op declares an
+input ``s`` of its shape (``Op.same_shape_input``); ``0 * x`` and
 ``x + zeros`` where the zeros come from gradients of unused branches. Each rule
 fires only when the result keeps the node's dtype and static shape.
 """
@@ -55,6 +57,25 @@ def _redundant_broadcast(node):
     if isinstance(node.op, ew.Second) and _fits(node.inputs[1], node):
         return [node.inputs[1]]
     return None
+
+
+def _shape_from_shape_source(node):
+    """An op reading only the shape of ``a`` (``second(a, b)``, ``size_of(a)``) reads the input
+    of ``a``'s op that has ``a``'s shape instead (``Op.same_shape_input``: the loss's labels),
+    so it need not wait for ``a``: the gradient's seed ``ones_like(loss) / n`` no longer
+    depends on the loss, which can then be computed in one kernel with its gradient
+    (``rowwise_join``)."""
+    inputs = list(node.inputs)
+    shape_only = range(len(inputs)) if node.op.reads_only_shapes else node.op.shape_only_inputs
+    for position in shape_only:
+        a = inputs[position]
+        source = a.owner.op.same_shape_input if a.owner is not None else None
+        if source is not None and a.owner.inputs[source].shape == a.shape:
+            inputs[position] = a.owner.inputs[source]
+    if inputs == list(node.inputs):
+        return None
+    replacement = node.op(*inputs)
+    return [replacement] if _fits(replacement, node) else None
 
 
 def _where_of_zeros(node):
@@ -124,7 +145,7 @@ def _gradient_zeros_propagate(node):
 
 def canonicalize(fgraph: FunctionGraph) -> FunctionGraph:
     rules = [_gradient_zeros_propagate, _identity_operand, _double_negation, _redundant_broadcast,
-             _where_of_zeros, _cast_of_constant_dtype]
+             _shape_from_shape_source, _where_of_zeros, _cast_of_constant_dtype]
     return apply_local_rules(fgraph, rules)
 
 

@@ -16,15 +16,15 @@ import numpy as np
 from numba.core.errors import NumbaError
 
 from graphnet.compiler.render import cpu as render
-from graphnet.compiler.runtime import cache
+from graphnet.compiler.runtime import cache, driver, threads
 from graphnet.compiler.runtime.entry import write_entry
 from graphnet.compiler.runtime.program import DEBUG, SMALL_VALUE, CompiledProgram, describe_nodes
 from graphnet.compiler.runtime.provenance import node_error
 from graphnet.compiler.runtime import scan_steps  # noqa: F401 - registers the lowering of loops (scan)
 from graphnet.compiler.runtime.steps import CPU_LOWERINGS, non_finite
 from graphnet.compiler.schedule.memory import plan_buffers
-from graphnet.errors import CompileError, GraphnetError, NumericsError
-from graphnet.graph.ir import Constant, SharedVariable
+from graphnet.errors import CompileError, GraphnetError, NumericsError, ShapeError
+from graphnet.graph.ir import Constant, SharedVariable, shape_str
 
 
 class CpuProgram(CompiledProgram):
@@ -53,7 +53,14 @@ class CpuProgram(CompiledProgram):
     def load(body):
         return cache.load_module(render.module_source(body), name_hint="k")
 
+    #: run() hands back updates as fresh arrays or the variables' own, of checked shapes
+    owns_updates = True
+
     def make_frame(self, shapes, shape_values):
+        for shared, expr in self.fgraph.updates:   # before any kernel: a call that fails changes nothing
+            if not shared.type.accepts_shape(shapes[expr]):
+                raise ShapeError(f"shared {shared.describe()}: new value has shape {shapes[expr]}, "
+                                 f"expected {shape_str(shared.shape)}")
         buffers = plan_buffers(self.steps, shapes, self.fgraph.roots, self.in_place)
         return CpuFrame(self, shapes, buffers, shape_values)
 
@@ -62,9 +69,14 @@ class CpuProgram(CompiledProgram):
         signature = self._signature(feeds)
         found = self._frames.get(signature)
         if found is not None and found[0].entry is not None:
+            frame = found[0]
             if found[1] is not self._shown_traffic:
                 self.show(found)
-            return found[0].entry(feeds)
+            if frame.until_driver:
+                frame.until_driver -= 1
+                if not frame.until_driver:
+                    self._upgrade(frame)
+            return frame.entry(feeds)
         env = dict(feeds)
         env.update(self._constants)
         for var in self._shared:
@@ -110,6 +122,8 @@ class CpuProgram(CompiledProgram):
             frame.compiling = 0.0
         if not self.step_by_step and frame.entry is None:   # kernels loaded: later calls take the entry
             frame.entry = write_entry(self, frame)
+            if frame.entry is not None and driver.wants_driver(self, self._frames[signature][1]):
+                frame.until_driver = driver.DRIVER_AFTER
         fresh = self._fresh_outputs
         outputs, handed = [], set()
         for var in self.fgraph.outputs:
@@ -120,6 +134,32 @@ class CpuProgram(CompiledProgram):
         updates = [env[expr] if expr in self.in_place else np.array(env[expr], copy=True)
                    for _, expr in self.fgraph.updates]
         return outputs, updates
+
+    def load_driver(self, source):
+        return cache.load_module(source, name_hint="step")
+
+    def _upgrade(self, frame):
+        """Give ``frame`` the whole step as one compiled driver (``driver.py``), when it can have one."""
+        start = time.perf_counter()
+        known = cache.compile_stats()
+        try:
+            entry = driver.write_driver_entry(self, frame)
+        except GraphnetError as exc:   # the Python entry keeps working; say why under GRAPHNET_DEBUG
+            if DEBUG:
+                print(f"[graphnet] {self.name}: no compiled driver ({exc})", file=sys.stderr)
+            return
+        if entry is None:
+            return
+        entry.driver_load_seconds = time.perf_counter() - start
+        frame.driver_entry = entry
+        # One launch into compiled code against one per kernel from Python: measured, since
+        # the driver's arguments cost too (a one-kernel step gains nothing); load does not
+        # change which wins, so the first choice is kept.
+        frame.entry = threads.MeasuredChoice([frame.entry, entry], settle=lambda chosen: setattr(frame, "entry", chosen))
+        if DEBUG:
+            fresh = cache.compile_stats() != known
+            print(f"[graphnet] {self.name}: the step runs as one compiled driver from now on "
+                  f"({'written and ' if fresh else ''}loaded in {entry.driver_load_seconds:.2f} s)", file=sys.stderr)
 
     def _check_simplified_roots(self, env):
         for before, after in self.simplified_roots:
@@ -192,6 +232,10 @@ class CpuFrame:
         self.compiling = None
         #: the generated call path (entry.py), made by the first call
         self.entry = None
+        #: calls left before the frame's entry becomes a compiled driver (driver.py); 0: never
+        self.until_driver = 0
+        #: the entry calling that driver, once made (measured against the Python entry)
+        self.driver_entry = None
 
     def arguments(self, wanted):
         """For ``wanted`` (variable, shape or None) pairs: the argument list, with the arrays fixed

@@ -223,22 +223,23 @@ class RowwiseStep(CudaStep):
     def __init__(self, planned, module, kernel):
         super().__init__(planned, kernel)
         self.node, self.function = planned.node, module.kernel
+        #: a joined kernel (the loss and its gradient) writes the outputs of all its nodes
+        self.results = [v for n in planned.nodes for v in n.outputs]
 
     def signatures(self):
-        return [(self.function.py_func, int_types(2) + [array_type(v) for v in self.node.inputs] +
-                 [array_type(self.node.outputs[0])])]
+        return [(self.function.py_func, int_types(2) + [array_type(v) for v in self.planned.arguments])]
 
     def run(self, env, buffers, shapes, rt):
-        node = self.node
         rows, cols = shapes[self.planned.rows_var]
         if self.may_fail:   # values the graph computed (fed ones were checked up front)
-            node.op.check_values(node, {i: rt.host_value(env, node.inputs[i], shapes) for i in node.op.checked_inputs},
-                                 [shapes[v] for v in node.inputs])
-        out = buffers[node.outputs[0]]
-        env[node.outputs[0]] = out
+            for node in self.nodes:
+                node.op.check_values(node, {i: rt.host_value(env, node.inputs[i], shapes)
+                                            for i in node.op.checked_inputs}, [shapes[v] for v in node.inputs])
+        for var in self.results:
+            env[var] = buffers[var]
         launch = rt.row_launch(rows) if cols else None
         if launch is not None:
-            self.function[launch](rows, cols, *[env[v] for v in node.inputs], out)
+            self.function[launch](rows, cols, *[env[v] for v in self.planned.arguments])
 
 
 class TransposeStep(CudaStep):
@@ -351,7 +352,7 @@ def _template_step(planned, program, name, kind, body, make_step):
 
 @CUDA_LOWERINGS.register(RowwiseKernel)
 def lower_rowwise(planned, program, index):
-    template = kernels.ROWWISE_TEMPLATES[type(planned.node.op)]
+    template = kernels.ROWWISE_TEMPLATES[planned.template_key]
     return _template_step(planned, program, f"k{index}_{template.name}", "rowwise", template.body, RowwiseStep)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba.core.dispatcher import Dispatcher
 from numba.core.errors import NumbaError
 
 from graphnet.compiler.runtime.provenance import node_error
@@ -46,12 +47,20 @@ class Call:
     """``results = fn(*args)`` of one step, for the generated entry.
 
     ``args`` are :class:`Ref` (a variable's value) or plain values fixed for the
-    frame; ``results`` are the variables ``fn`` returns (a tuple), if any.
+    frame; ``results`` are the variables ``fn`` returns (a tuple), if any; ``compiled``
+    is what a compiled driver calls instead (``driver.py``): ``fn`` itself when it is a
+    Numba dispatcher, ``np.dot`` for a product on one BLAS thread, None where only
+    Python can run it (a NumPy fallback, a measured thread choice, a check).
     """
 
     fn: object
     args: list
     results: tuple = ()
+    compiled: object = "fn"
+
+    def __post_init__(self):
+        if self.compiled == "fn":
+            self.compiled = self.fn if isinstance(self.fn, Dispatcher) else None
 
 
 class NotExpressible(Exception):
@@ -117,10 +126,9 @@ class EntryWriter:
         self.lines.append(f"        failed({guard}, exc)")
 
 
-def write_entry(program, frame):
-    """The entry ``run(feeds) -> (outputs, updates)`` of ``frame``, or None when a
-    step cannot be expressed as calls (it then keeps the step-by-step path)."""
-    writer = EntryWriter(frame)
+def head_lines(program, frame, writer):
+    """The entry's first lines: the feeds and shared values as locals, the checks of fed
+    values (index bounds, labels), fresh output arrays, updates written in place."""
     head = []
     for var in program.fed_inputs:
         head.append(f"    {writer.local(var)} = feeds[{writer.constant(var)}]")
@@ -140,26 +148,38 @@ def write_entry(program, frame):
     for expr, shared in program.in_place.items():
         source = writer.locals.get(shared)
         head.append(f"    {writer.local(expr)} = " + (source or f"{writer.constant(shared)}._value"))
-    writer.lines.extend(head)
+    return head
+
+
+def define(writer, name):
+    """The function ``run(feeds)`` of the writer's lines; its text is ``run.source``."""
+    source = "def run(feeds):\n" + "\n".join(writer.lines) + "\n"
+    namespace = dict(writer.names)
+    exec(compile(source, f"<graphnet entry of {name}>", "exec"), namespace)  # noqa: S102 - our own text
+    run = namespace["run"]
+    run.source = source
+    return run
+
+
+def write_entry(program, frame):
+    """The entry ``run(feeds) -> (outputs, updates)`` of ``frame``, or None when a
+    step cannot be expressed as calls (it then keeps the step-by-step path)."""
+    writer = EntryWriter(frame)
+    writer.lines.extend(head_lines(program, frame, writer))
     try:
         for index, step in enumerate(program.steps):
             calls = step.calls(frame)
             if calls is None:
                 return None
             writer.step(index, step, calls)
-        returned = _returned(program, writer)
+        returned = return_line(program, writer)
     except NotExpressible:
         return None
     writer.lines.append(returned)
-    source = "def run(feeds):\n" + "\n".join(writer.lines) + "\n"
-    namespace = dict(writer.names)
-    exec(compile(source, f"<graphnet entry of {program.name}>", "exec"), namespace)  # noqa: S102 - our own text
-    run = namespace["run"]
-    run.source = source
-    return run
+    return define(writer, program.name)
 
 
-def _returned(program, writer):
+def return_line(program, writer):
     """The entry's return line: outputs (fresh arrays handed over, the rest copied) and updates."""
     outputs, handed = [], set()
     for var in program.fgraph.outputs:

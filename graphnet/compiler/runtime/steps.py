@@ -72,9 +72,9 @@ def _helper_dispatchers():
     """The njit helpers generated kernels call (scalar prelude, counter-based RNG)."""
     import numba
 
-    from graphnet.compiler.render import scalar_prelude
+    from graphnet.compiler.render import row_math, scalar_prelude
     from graphnet.ops import rng
-    return [f for module in (scalar_prelude, rng) for f in vars(module).values()
+    return [f for module in (scalar_prelude, row_math, rng) for f in vars(module).values()
             if isinstance(f, numba.core.dispatcher.Dispatcher)]
 
 
@@ -116,8 +116,9 @@ def named_source(body, source):
         renames[positional] = name
     if not renames:
         return body
-    # in0 and its row slice in0_r, as whole words: x0 (a value) and in10 stay as they are.
-    pattern = re.compile(r"\b(" + "|".join(sorted(renames, key=len, reverse=True)) + r")(_r)?\b")
+    # in0 and its row slices in0_r, in0_r_1 (a register block's second row), as whole words:
+    # x0 (a value) and in10 stay as they are.
+    pattern = re.compile(r"\b(" + "|".join(sorted(renames, key=len, reverse=True)) + r")(_r(?:_\d+)?)?\b")
     return pattern.sub(lambda m: renames[m.group(1)] + (m.group(2) or ""), body)
 
 
@@ -154,6 +155,11 @@ class Step:
         """What this step runs on ``frame``, as :class:`~graphnet.compiler.runtime.entry.Call` s
         for the frame's generated entry (None: it has none, and the program keeps ``bind``)."""
         return None
+
+    def compiled_step(self, program):
+        """This step as a compiled kernel, for a driver (``driver.py``): itself, except a
+        NumPy step over 0-d values, whose kernel is compiled only now (when it is worth it)."""
+        return self
 
     def check_numerics(self, env):
         """Raise NumericsError naming the first node of this step whose output holds NaN or Inf."""
@@ -307,7 +313,10 @@ class GemmStep(Step):
             if epilogue is None:
                 return None
         operands = [Ref(p.a, transpose=p.trans_a), Ref(p.b, transpose=p.trans_b), Ref(p.product)]
-        return [Call(threads.measured_blas(*self.dims(frame), np.dot if p.blas_ready else dot_into), operands)] + epilogue
+        launch = threads.measured_blas(*self.dims(frame), np.dot if p.blas_ready else dot_into)
+        # Inside a compiled driver: np.dot on SciPy's BLAS, for products too small to thread.
+        inside = np.dot if p.blas_ready and getattr(launch, "single_thread", False) else None
+        return [Call(launch, operands, compiled=inside)] + epilogue
 
     def bind(self, frame):
         p = self.planned
@@ -360,7 +369,8 @@ def lower_gemm(planned, program, index):
 
 # -------------------------------------------------------------------- row-wise
 class RowwiseStep(Step):
-    """A row-wise template (softmax, log-softmax, cross-entropy, ...) over the rows of a matrix."""
+    """A row-wise template (softmax, log-softmax, cross-entropy, ...) over the rows of a matrix,
+    or the template of a joined pair (the loss and its gradient in one pass)."""
 
     kind = "rowwise"
 
@@ -370,39 +380,46 @@ class RowwiseStep(Step):
         self.serial, self.parallel = module.kernel_serial, module.kernel_parallel
 
     def calls(self, frame):
-        node, shapes = self.node, frame.shapes
+        shapes = frame.shapes
         rows, cols = shapes[self.planned.rows_var]
         launch, head = threads.measured_kernel(self.serial, self.parallel, rows, cols, self.ran)
-        run = [Call(launch, head + [Ref(v) for v in node.inputs] + [Ref(node.outputs[0])])]
-        checked = node.op.checked_inputs if self.may_fail else ()
-        if not checked:
-            return run
-        input_shapes = [shapes[v] for v in node.inputs]
+        run = [Call(launch, head + [Ref(v) for v in self.planned.arguments])]
+        checks = []
+        for node in self.nodes if self.may_fail else ():   # a joined kernel: each node's labels
+            checked = node.op.checked_inputs
+            if checked:
+                checks.append(Call(self._check_of(node, checked, [shapes[v] for v in node.inputs]),
+                                   [Ref(node.inputs[i]) for i in checked]))
+        return checks + run
 
+    @staticmethod
+    def _check_of(node, checked, input_shapes):
         def check(*values):   # values the graph computed (fed ones were checked up front)
             node.op.check_values(node, dict(zip(checked, values)), input_shapes)
-        return [Call(check, [Ref(node.inputs[i]) for i in checked])] + run
+        return check
 
     def bind(self, frame):
-        node, shapes = self.node, frame.shapes
+        shapes = frame.shapes
         rows, cols = shapes[self.planned.rows_var]
-        input_shapes = [shapes[v] for v in node.inputs]
-        checked = node.op.checked_inputs if self.may_fail else ()
-        args, changing = frame.arguments([(v, None) for v in node.inputs] + [(node.outputs[0], None)])
+        arguments = self.planned.arguments
+        # values the graph computed are checked here (fed ones were checked up front)
+        checks = [(node, {i: arguments.index(node.inputs[i]) for i in node.op.checked_inputs},
+                   [shapes[v] for v in node.inputs]) for node in self.nodes] if self.may_fail else []
+        args, changing = frame.arguments([(v, None) for v in arguments])
         kernel, head = self.variant(rows, cols)
 
         def call(env):
             for i, var, _ in changing:
                 args[i] = env[var]
-            if checked:   # values the graph computed (fed ones were checked up front)
-                node.op.check_values(node, {i: args[i] for i in checked}, input_shapes)
+            for node, positions, input_shapes in checks:
+                node.op.check_values(node, {i: args[k] for i, k in positions.items()}, input_shapes)
             call_kernel(kernel, *head, *args)
         return call
 
 
 @CPU_LOWERINGS.register(RowwiseKernel)
 def lower_rowwise(planned, program, index):
-    template = render.ROWWISE_TEMPLATES[type(planned.node.op)]
+    template = render.ROWWISE_TEMPLATES[planned.template_key]
     module = program.load(template.body)
     kernel = kernel_record(planned, f"k{index}_{template.name}", source=annotate(template.body, planned.nodes),
                            compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel, kind="rowwise")
@@ -424,6 +441,7 @@ class HostStep(Step):
     def __init__(self, planned, kernel, kind="host"):
         super().__init__(planned, kernel)
         self.kind = kind
+        self._compiled = None   # the compiled kernel of a 0-d group, made for a driver
 
     def run(self, env, buffers, shapes):
         for node in self.nodes:
@@ -432,6 +450,13 @@ class HostStep(Step):
 
     def calls(self, frame):
         return [Call(_performer(node), [Ref(v) for v in node.inputs], tuple(node.outputs)) for node in self.nodes]
+
+    def compiled_step(self, program):
+        if not (isinstance(self.planned, LoopKernel) and self.planned.domain == ()):
+            return self
+        if self._compiled is None:
+            self._compiled = fused_step(self.planned, program, self.kernel.name + "_compiled")
+        return self._compiled
 
 
 def perform(node, values):

@@ -105,7 +105,8 @@ def blas_threads(m, n, k):
 
 # ------------------------------------------------------- choosing by measurement
 class MeasuredChoice:
-    """Runs one of ``variants`` (callables taking the same arguments): the one measured fastest.
+    """Runs one of ``variants`` (callables taking the same arguments, giving the same result):
+    the one measured fastest.
 
     The thresholds above say which kernels and products *may* use every core; whether it
     pays depends on the machine's other work. So for those, the first calls alternate the
@@ -116,10 +117,12 @@ class MeasuredChoice:
     each choice (``fn.kernels`` shows which variant ran).
     """
 
-    SAMPLES, JUMP, JUMPS, RECHECK = 3, 1.8, 3, 1000
+    SAMPLES, JUMP, JUMPS, RECHECK = 5, 1.8, 3, 1000
 
-    def __init__(self, variants, on_choice=None):
-        self.variants, self.on_choice = variants, on_choice
+    def __init__(self, variants, on_choice=None, settle=None):
+        #: ``settle(variant)``, when given, is told the first choice instead of timing every
+        #: call after it (for a choice that load does not change: the caller keeps the variant)
+        self.variants, self.on_choice, self.settle = variants, on_choice, settle
         self._measure()
 
     def _measure(self):
@@ -133,23 +136,28 @@ class MeasuredChoice:
 
     def __call__(self, *args):
         start = perf_counter()
-        self.variants[self.current](*args)
+        result = self.variants[self.current](*args)
         elapsed = perf_counter() - start
         if self.chosen is None:
             samples = self.times[self.current]
             samples.append(elapsed)
             if all(len(t) > self.SAMPLES for t in self.times):   # the first of each: a warm-up
-                best = [min(t[1:]) for t in self.times]
+                # Medians, not minima: beside other work, two threads now and then get a lucky
+                # call while most of theirs wait (seen: 2-thread GEMM min 1.5 ms, median 46 ms).
+                best = [sorted(t[1:])[len(t[1:]) // 2] for t in self.times]
                 self.chosen = best.index(min(best))
                 self.baseline, self.slow = best[self.chosen], 0
                 self._choose(self.chosen)
+                if self.settle is not None:
+                    self.settle(self.variants[self.chosen])
             else:
                 self._choose(min(range(len(self.times)), key=lambda i: len(self.times[i])))
-            return
+            return result
         self.calls += 1
         self.slow = self.slow + 1 if elapsed > self.JUMP * self.baseline else 0
         if self.slow >= self.JUMPS or self.calls >= self.RECHECK:
             self._measure()
+        return result
 
 
 def measured_kernel(serial, parallel, rows, cols, on_choice):
@@ -171,6 +179,7 @@ def measured_blas(m, n, k, dot):
         def single(*args):
             _numpy_blas().use(1)
             dot(*args)
+        single.single_thread = True
         return single
 
     def on(count):

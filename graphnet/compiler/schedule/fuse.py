@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from graphnet.compiler.schedule.rowwise_join import join_rowwise_groups
 from graphnet.graph.fgraph import FunctionGraph
 from graphnet.graph.ir import shape_str
 from graphnet.ops.reduce import Max, Moments, Sum
@@ -110,6 +111,7 @@ class FusionPlan:
     groups: list                   # in execution order
     refusals: list                 # (producer variable, consumer node, reason)
     scores: dict = field(default_factory=dict)  # (producer group id, node) -> bytes saved
+    row_joins: list = field(default_factory=list)  # RowwiseJoin: row-wise pairs joined or refused
 
 
 def kind_of(node):
@@ -275,7 +277,8 @@ def plan_fusion(fgraph: FunctionGraph, fuse=True, precomputed=frozenset()) -> Fu
                 group.reductions.append(node)
             groups.append(group)
             group_of[node] = group
-    return FusionPlan(_schedule(groups, group_of), refusals, scores)
+    joins = join_rowwise_groups(groups, group_of, reaches, fuse)
+    return FusionPlan(_schedule(groups, group_of), refusals, scores, joins)
 
 
 def _add(group, node):
@@ -287,11 +290,28 @@ def _add(group, node):
         group.reductions.append(node)
 
 
+def _same_main_loop(a, b):
+    """Whether ``a`` and ``b`` iterate over the same full domain and, where both reduce, reduce
+    alike: their per-element work then shares one loop, their reductions and their epilogues
+    (over the same reduced shape) follow it. (Weight decay's ``sum(W ** 2)`` and its gradient
+    ``2 * W`` read ``W`` once, beside the L1 term's ``sum(abs(W))`` and ``sign(W)``.)"""
+    if a.domain != b.domain:
+        return False
+    if any(g.reductions and g.reduced_domain == strip_leading_ones(g.domain) for g in (a, b)):
+        return False   # a reduction over axes of length 1: per-element and reduced work look alike
+    if a.reductions and b.reductions:
+        return a.reduce_kind == b.reduce_kind and a.reduced_domain == b.reduced_domain
+    return not (a.epilogue and not a.reductions) and not (b.epilogue and not b.reductions)
+
+
 def _may_merge(a, b, reaches):
     """Whether producer kernel ``b`` may merge into ``a`` (which a node just joined)."""
     if b.kind != "fused" or b.reductions and a.reductions and a.reduce_kind != b.reduce_kind:
         return False
-    if a.epilogue or b.epilogue:
+    main_loop = bool(a.epilogue or b.epilogue) and _same_main_loop(a, b)
+    if main_loop:
+        pass
+    elif a.epilogue or b.epilogue:
         # Only plain elementwise work over the reduced shape can join an epilogue.
         host, guest = (a, b) if a.epilogue else (b, a)
         if guest.reductions or guest.epilogue or strip_leading_ones(guest.domain) != host.reduced_domain:
@@ -301,17 +321,19 @@ def _may_merge(a, b, reaches):
             return False
     elif b.domain != a.domain:
         return False
-    if not _stages_consistent(a, b):
+    if not _stages_consistent(a, b, main_loop):
         return False
     # A path a -> other -> b (or back) would make the merged kernel wait on itself.
     return not _depends_via_other(a, b, reaches) and not _depends_via_other(b, a, reaches)
 
 
-def _stages_consistent(a, b):
-    """After merging, per-element work must not read reduced values (rule 2)."""
+def _stages_consistent(a, b, main_loop=False):
+    """After merging, per-element work must not read reduced values (rule 2). With
+    ``main_loop`` both keep their stages (see ``_same_main_loop``); else a plain group merged
+    with one that has an epilogue becomes epilogue work."""
     host, guest = (a, b) if a.epilogue else (b, a)
-    reduced_stage = set(a.reductions) | set(b.reductions) | set(host.epilogue)
-    if host.epilogue:
+    reduced_stage = set(a.reductions) | set(b.reductions) | set(a.epilogue) | set(b.epilogue)
+    if host.epilogue and not main_loop:
         reduced_stage |= set(guest.nodes)   # the guest becomes epilogue work
     for group in (a, b):
         for node in group.nodes:
@@ -336,7 +358,9 @@ def _depends_via_other(src, dst, reaches):
 def _merge(into, other, group_of, groups):
     for n in other.nodes:
         group_of[n] = into
-    if into.epilogue and not other.epilogue:
+    if (into.epilogue or other.epilogue) and _same_main_loop(into, other):
+        into.epilogue.extend(other.epilogue)   # each node keeps its stage
+    elif into.epilogue and not other.epilogue:
         into.epilogue.extend(other.nodes)   # elementwise work over the reduced shape
     elif other.epilogue and not into.epilogue:
         into.epilogue.extend(into.nodes)

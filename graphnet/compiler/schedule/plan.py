@@ -27,6 +27,7 @@ from graphnet.compiler.schedule.fuse import (
     PRODUCER_REASONS, consumer_reason, input_pattern, plan_fusion,
 )
 from graphnet.compiler.schedule.memory import in_place_updates
+from graphnet.compiler.schedule.rowwise_join import in_pair_order
 from graphnet.graph.ir import Constant
 from graphnet.ops.linalg import Dot
 from graphnet.ops.reduce import SizeOf
@@ -164,13 +165,28 @@ class GemmKernel(PlannedKernel):
 
 @dataclass(eq=False)
 class RowwiseKernel(PlannedKernel):
-    """A row-wise op (softmax, log-softmax, cross-entropy and its gradient) over a matrix's rows."""
+    """A row-wise op (softmax, log-softmax, cross-entropy and its gradient) over a matrix's rows,
+    or a joined pair of them over the same rows (``rowwise_join``: the loss and its gradient)."""
 
     label = "rowwise"
 
     @property
     def node(self):
         return self.nodes[0]
+
+    @property
+    def template_key(self):
+        """What a backend's row-wise template table is looked up with: the op class, or the
+        tuple of op classes of a joined kernel."""
+        return type(self.node.op) if len(self.nodes) == 1 else tuple(type(n.op) for n in self.nodes)
+
+    @property
+    def arguments(self):
+        """The template's array arguments after ``R, C, n_chunks``: a node's inputs then its
+        output; for a joined kernel, its nodes' inputs each once, then their outputs."""
+        if len(self.nodes) == 1:
+            return list(self.node.inputs) + list(self.node.outputs)
+        return list(dict.fromkeys(v for n in self.nodes for v in n.inputs)) + [v for n in self.nodes for v in n.outputs]
 
     @property
     def rows_var(self):
@@ -232,6 +248,8 @@ class KernelPlan:
     value_checks: list
     value_dependent: bool
     fuse: bool = True
+    #: row-wise pairs over the same rows (``rowwise_join.RowwiseJoin``): joined into one kernel, or why not
+    row_joins: list = field(default_factory=list)
 
 
 def plan_kernels(fgraph, fuse=True, check_numerics=False):
@@ -247,7 +265,8 @@ def plan_kernels(fgraph, fuse=True, check_numerics=False):
     value_checks = [(n, n.inputs[i]) for n in fgraph.nodes() for i in n.op.checked_inputs
                     if n.inputs[i].owner is None]
     return KernelPlan(kernels, refusals, builder.fusions, shape_nodes, in_place, value_checks,
-                      value_dependent=any(n.op.infer_shape_needs_values for n in fgraph.nodes()), fuse=fuse)
+                      value_dependent=any(n.op.infer_shape_needs_values for n in fgraph.nodes()), fuse=fuse,
+                      row_joins=fusion.row_joins)
 
 
 def shape_arithmetic(fgraph):
@@ -354,11 +373,12 @@ class _PlanBuilder:
         return self._gemm(group, None) if isinstance(group.nodes[0].op, Dot) else None
 
     def _rowwise(self, group):
-        node = group.nodes[0]
-        if not node.op.rowwise_applies(node):
+        nodes = in_pair_order(group.nodes)
+        if not all(node.op.rowwise_applies(node) for node in nodes):
             return None   # this shape has no row kernel: NumPy runs it
-        return RowwiseKernel([node], list(node.inputs), list(node.outputs),
-                             may_fail=any(node.inputs[i].owner is not None for i in node.op.checked_inputs))
+        return RowwiseKernel(nodes, list(dict.fromkeys(v for n in nodes for v in n.inputs)),
+                             [v for n in nodes for v in n.outputs],
+                             may_fail=any(n.inputs[i].owner is not None for n in nodes for i in n.op.checked_inputs))
 
     def _view(self, group):
         node = group.nodes[0]

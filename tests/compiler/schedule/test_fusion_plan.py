@@ -86,3 +86,23 @@ def test_structurally_identical_kernels_share_one_compiled_function():
     fn = gn.function([x1, x2], [gn.tanh(x1 * 2.0 + a), gn.tanh(x2 * 2.0 + c)], backend="cpu")
     compiled = [k.compiled for k in non_blas(fn)]
     assert len(compiled) == 2 and compiled[0] is compiled[1]
+
+
+def test_weight_decay_reads_each_weight_once_for_both_penalties_and_their_gradients():
+    # The Theano MLP tutorial's cost: L1 and L2 of two weight matrices. Each matrix's two sums
+    # and the gradient terms sign(W) and 2 W share one loop over W; the per-matrix sums'
+    # additions are that kernel's epilogue.
+    rng = np.random.default_rng(1)
+    x = gn.placeholder("x_decay", (None, 6))
+    W1 = gn.shared(rng.standard_normal((6, 7)).astype("float32"), name="W1_decay")
+    W2 = gn.shared(rng.standard_normal((7, 3)).astype("float32"), name="W2_decay")
+    cost = gn.sum(gn.tanh(gn.dot(gn.tanh(gn.dot(x, W1)), W2))) \
+        + 0.01 * (gn.sum(abs(W1)) + gn.sum(abs(W2))) + 0.001 * (gn.sum(W1 ** 2) + gn.sum(W2 ** 2))
+    grads = gn.grad(cost, [W1, W2])
+    fn = gn.function([x], [cost, *grads], backend="cpu")
+    reference = gn.function([x], [cost, *grads], backend="reference")
+    readers = [k for k in non_blas(fn) if any(v is W1 for v in k.inputs)]
+    assert len(readers) == 1 and {"abs", "sign", "pow"} <= set(readers[0].ops)
+    xb = rng.standard_normal((4, 6)).astype("float32")
+    for got, want in zip(fn(xb), reference(xb)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -22,8 +22,18 @@ def test_cross_entropy_and_its_gradient_match_reference(matches_reference):
     loss = gn.nn.cross_entropy(x, y)
     fn = matches_reference([loss, gn.grad(loss, x)], {x: logits(5, 6), y: RNG.integers(0, 6, 5)}, rtol=1e-5)
     names = [k.name for k in fn.kernels]
-    assert any(n.endswith("softmax_cross_entropy") for n in names)
-    assert any(n.endswith("softmax_cross_entropy_grad") for n in names)
+    # one kernel computes both (rowwise_join): each row's max and exponentials once
+    assert any(n.endswith("softmax_cross_entropy_and_grad") for n in names)
+
+
+def test_cross_entropy_alone_and_its_gradient_alone_run_their_own_templates(matches_reference):
+    x, y = gn.placeholder("x", (None, 6)), gn.placeholder("y", (None,), "int64")
+    loss = gn.nn.cross_entropy(x, y)
+    feeds = {x: logits(5, 6), y: RNG.integers(0, 6, 5)}
+    alone = matches_reference([loss], feeds, rtol=1e-5)
+    assert any(k.name.endswith("_softmax_cross_entropy") for k in alone.kernels)
+    grad_only = matches_reference([gn.grad(gn.sum(loss), x)], feeds, rtol=1e-5)
+    assert any(k.name.endswith("_softmax_cross_entropy_grad") for k in grad_only.kernels)
 
 
 def test_softmax_over_the_first_axis_falls_back_to_the_host(matches_reference):

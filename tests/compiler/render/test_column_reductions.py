@@ -1,0 +1,51 @@
+"""Column reductions (register-blocked, float64 partials) against float64 NumPy on adversarial
+columns: large means, cancellation, a row count that leaves a remainder after the blocks."""
+import numpy as np
+import pytest
+
+import graphnet as gn
+from graphnet.compiler.render.cpu import COLUMN_BLOCK_ROWS
+
+ROWS = 16 * COLUMN_BLOCK_ROWS + 3      # blocks of rows and a remainder read one at a time
+EPS32 = np.finfo(np.float32).eps
+
+
+@pytest.fixture(scope="module")
+def column_sum():
+    x = gn.placeholder("x", (None, None))
+    return gn.function([x], gn.sum(x, axis=0))
+
+
+@pytest.fixture(scope="module")
+def column_moments():
+    x = gn.placeholder("x", (None, None))
+    return gn.function([x], list(gn.moments(x, axis=0)))
+
+
+def test_a_column_sum_reads_its_rows_in_register_blocks(column_sum):
+    column_sum(np.ones((ROWS, 3), np.float32))
+    [kernel] = column_sum.kernels
+    assert f"range(start, blocked_stop, {COLUMN_BLOCK_ROWS})" in kernel.source
+
+
+def test_a_column_sum_with_a_large_mean_is_the_float64_sum_rounded_once(column_sum):
+    x = (1e4 + np.random.default_rng(0).standard_normal((ROWS, 8))).astype(np.float32)
+    exact = x.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(column_sum(x), exact, rtol=EPS32)   # float32 output: one rounding
+
+
+def test_a_column_sum_that_cancels_keeps_the_small_terms(column_sum):
+    # +1e8, 1, -1e8, 1, ...: a float32 running sum loses every 1 (1e8 + 1 == 1e8 in float32)
+    x = np.tile(np.array([[1e8], [1.0], [-1e8], [1.0]], np.float32), (ROWS // 4 + 1, 5))[:ROWS]
+    exact = x.astype(np.float64).sum(axis=0)
+    np.testing.assert_array_equal(column_sum(x), exact.astype(np.float32))
+
+
+@pytest.mark.parametrize("mean", [0.0, 1e3])
+def test_moments_of_columns_with_a_large_mean_match_float64(column_moments, mean):
+    x = (mean + np.random.default_rng(1).standard_normal((ROWS, 6))).astype(np.float32)
+    x64 = x.astype(np.float64)
+    got_mean, got_var = column_moments(x)
+    np.testing.assert_allclose(got_mean, x64.mean(axis=0), rtol=EPS32, atol=EPS32)
+    # E[x^2] - mean^2 in float64: the cancellation costs ~2^-52 (mean / std)^2 of the variance
+    np.testing.assert_allclose(got_var, x64.var(axis=0), rtol=EPS32 + 8 * 2.0**-52 * (1 + mean) ** 2)
