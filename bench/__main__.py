@@ -24,7 +24,9 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench import call_overhead, compile_time, convnet, hand_kernels, isolated, peers, probes, report, theano_mlp  # noqa: E402
+from bench import (  # noqa: E402
+    call_overhead, compile_time, convnet, hand_kernels, isolated, lstm_w7, peers, probes, report, theano_mlp,
+)
 from bench.env import machine_description  # noqa: E402
 from bench.timing import interleaved  # noqa: E402
 from bench.workloads import GraphnetRunner, all_cases, make_problem  # noqa: E402
@@ -240,6 +242,18 @@ def main(argv=None):
         for line in convnet.lines(w8):
             results["notes"].append(line)
             log(f"  {line}")
+
+        log("W7: one SGD step of an LSTM (seq 50, batch 32, in 64, hidden 128, readout 64), each framework in its process")
+        w7 = results["w7"] = lstm_w7.run(steps=2 if args.quick else 20, repeats=2 if args.quick else 5,
+                                         threads=args.threads,
+                                         shape=lstm_w7.QUICK_SHAPE if args.quick else lstm_w7.SHAPE)
+        line = "W7 LSTM step: " + ", ".join(
+            f"{name} {r['step_ms']:.1f} ms (cold {r['cold_s']:.1f} s, first loss {r['first_loss']:.5f})"
+            if "step_ms" in r else f"{name}: {r}" for name, r in w7.items() if name != "ratio")
+        if "ratio" in w7:
+            line += f"; graphnet / the faster peer {w7['ratio']:.2f}x (target <= 1.0x)"
+        results["notes"].append(line)
+        log(f"  {line}")
 
     if not args.no_compile:
         results["compile"] = {}

@@ -25,6 +25,7 @@ from graphnet.ops import (  # noqa: F401
 from graphnet.graph.autodiff import grad  # noqa: F401
 from graphnet.ops.rounding import ceil, expm1, floor, log1p  # noqa: F401
 from graphnet.ops.stop_gradient import stop_gradient  # noqa: F401
+from graphnet.ops.scan import scan  # noqa: F401
 from graphnet.function import Function, In, function  # noqa: F401
 from graphnet.session import Session  # noqa: F401
 from graphnet import nn  # noqa: F401

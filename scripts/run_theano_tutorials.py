@@ -2,7 +2,7 @@
 
     python scripts/run_theano_tutorials.py TUTORIALS_GIT_DIR WORKDIR [--pytensor PYTHON] [--only NAME ...]
 
-Takes ``code/{logistic_sgd,mlp,dA,SdA,utils}.py`` from the tutorials' git
+Takes ``code/{logistic_sgd,mlp,dA,SdA,convolutional_mlp,rbm,utils}.py`` from the tutorials' git
 repository (lisa-lab/DeepLearningTutorials) into ``WORKDIR/code``, changes only
 their batch sizes and epoch counts for the small stand-in data (``EDITS``),
 writes the MNIST-format stand-in to ``WORKDIR/data/mnist.pkl.gz`` (where the
@@ -30,7 +30,7 @@ sys.path.insert(0, HERE)
 
 from make_mnist_standin import write_mnist_standin  # noqa: E402
 
-SCRIPTS = ("logistic_sgd", "mlp", "dA", "SdA", "convolutional_mlp")
+SCRIPTS = ("logistic_sgd", "mlp", "dA", "SdA", "convolutional_mlp", "rbm")
 #: The only changes to the tutorials: (old, new) text in the default arguments.
 EDITS = {
     "logistic_sgd": [("n_epochs=1000,", "n_epochs=100,"), ("batch_size=600):", "batch_size=50):")],
@@ -39,6 +39,7 @@ EDITS = {
     "SdA": [("pretraining_epochs=15,", "pretraining_epochs=2,"), ("training_epochs=1000,", "training_epochs=5,"),
             ("batch_size=1):", "batch_size=20):")],
     "convolutional_mlp": [("n_epochs=200,", "n_epochs=2,"), ("batch_size=500):", "batch_size=50):")],
+    "rbm": [("training_epochs=15,", "training_epochs=2,")],
 }
 #: PyTensor only, in a separate copy: what SdA.py needs there (PyTensor refuses bool(variable) and In defaults).
 PYTENSOR_EDITS = {
@@ -51,7 +52,7 @@ PYTENSOR_EDITS = {
 }
 #: What each script prints that we report.
 REPORTED = re.compile(r"(test performance [0-9.]+ %|test performance of\s+[0-9.]+ ?%|"
-                      r"Training epoch \d+, cost\s+[0-9.]+|ran for [0-9.]+m|ran for [0-9.]+s)")
+                      r"Training epoch \d+, cost(?: is)?\s+-?[0-9.]+|ran for [0-9.]+m|ran for [0-9.]+s)")
 
 PYTENSOR_SHIM = {
     "theano/__init__.py": """

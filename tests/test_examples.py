@@ -27,3 +27,13 @@ def test_mlp_layers_writes_no_checkpoint_unless_asked(tmp_path):
     assert "--checkpoint best.npz would save its parameters" in out
     assert out.strip().splitlines()[-1].startswith("test accuracy: ")
 
+
+
+def test_char_rnn_trains_a_scan_lstm_and_its_loss_falls(tmp_path):
+    out, in_work, in_tmp = run_example("char_rnn.py", "--steps", "40", "--hidden", "16", "--plot", "",
+                                       tmp_path=tmp_path)
+    assert in_work == [] and in_tmp == []
+    line = next(l for l in out.splitlines() if l.startswith("loss: first"))
+    first, last = float(line.split()[2]), float(line.split()[-1])
+    assert last < first - 0.2, line
+    assert out.strip().splitlines()[-1].startswith("sample: T")

@@ -8,7 +8,7 @@ is installed, so a real Theano elsewhere is never shadowed. The script runs as
 import as they would under ``python SCRIPT.py``).
 
 An unsupported Theano feature ends the run with exit status 2 and one line:
-``SCRIPT.py:LINE: theano.scan is not supported by graphnet's Theano stand-in (...)``.
+``SCRIPT.py:LINE: theano.clone is not supported by graphnet's Theano stand-in (...)``.
 """
 from __future__ import annotations
 

@@ -21,12 +21,15 @@ from __future__ import annotations
 from graphnet.compiler.rewrite.canonicalize import canonicalize
 from graphnet.compiler.rewrite.cse import merge_equal_nodes
 from graphnet.compiler.rewrite.fold import fold_constants
+from graphnet.compiler.rewrite.scan import prune_loops, share_loops
 from graphnet.compiler.rewrite.stabilize import stabilize
 from graphnet.compiler.rewrite.stabilize_nll import stabilize_nll_idiom
 from graphnet.compiler.schedule.plan import plan_kernels
 from graphnet.errors import CompileError, GraphnetError
 
 PASSES = [
+    ("share_loops", share_loops, "a forward scan its gradient extended with saved values runs once"),
+    ("prune_loops", prune_loops, "drop a scan's unread stacked outputs; keep only the last value of a state read at [-1]"),
     ("merge", merge_equal_nodes, "merge equal nodes (common subexpressions)"),
     ("canonicalize", canonicalize, "drop x + 0, x * 1, -(-x), redundant broadcasts"),
     ("fold", fold_constants, "fold constants and statically known sizes"),

@@ -47,13 +47,29 @@ def grad(cost, wrt, known_grads=None, consider_constant=None):
     with graph.provenance(role="backward"):   # what the sweep builds is the backward graph
         seeds = {cost: ew.ones_like(cost)}
         seeds.update(known_grads or {})
-        grads = _backward_sweep(cost, wrt_list, seeds, {id(c) for c in constants})
+        grads = _backward_sweep([cost], wrt_list, seeds, {id(c) for c in constants})
         results = [grads.get(w) if w in grads else ew.gradient_zeros(w) for w in wrt_list]
     return results[0] if single else results
 
 
-def _backward_sweep(cost, wrt, seeds, constant_ids=frozenset()):
-    nodes = ancestors_toposort([cost])
+def vjp(outputs, cotangents, wrt):
+    """Gradients w.r.t. ``wrt`` of ``sum(<outputs[i], cotangents[i]>)``: the pullback of several outputs
+    at once, without building that scalar (what the backward loop of ``scan`` computes at each step).
+
+    A ``wrt`` variable the outputs do not depend on gets None.
+    """
+    seeds = {}
+    for out, cot in zip(outputs, cotangents):
+        cot = as_variable(cot, like=out)
+        cot = ew.cast(cot, out.dtype) if cot.dtype != out.dtype else cot
+        seeds[out] = ew.add(seeds[out], cot) if out in seeds else cot
+    with graph.provenance(role="backward"):
+        grads = _backward_sweep(list(seeds), list(wrt), seeds)
+    return [grads.get(w) for w in wrt]
+
+
+def _backward_sweep(roots, wrt, seeds, constant_ids=frozenset()):
+    nodes = ancestors_toposort(roots)
     relevant = _on_path(nodes, wrt, seeds, constant_ids)
     grads = dict(seeds)
     for node in reversed(nodes):

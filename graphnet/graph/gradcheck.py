@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphnet.errors import FeedError, GradientError, GraphnetError
+from graphnet.graph.fgraph import FunctionGraph
 from graphnet.graph.ir import (
     Constant, Placeholder, SharedVariable, Variable, ancestors_toposort, as_variable, graph_inputs,
 )
@@ -231,7 +232,19 @@ def _float64_copy(cost, values):
             substitutes[var] = mapping[var] = new
         elif isinstance(var, SharedVariable):
             mapping[var] = Constant(value, name=var.name)
-    for node in ancestors_toposort([cost]):
+    return substitutes, _rebuild_in_float64([cost], mapping)[0]
+
+
+def float64_function_graph(fgraph):
+    """``fgraph`` computing in float64 (its float placeholders and casts widened): an inner graph's copy."""
+    mapping = {v: Placeholder(v.name, v.type.shape, "float64") for v in fgraph.inputs if v.dtype.kind == "f"}
+    outputs = _rebuild_in_float64(list(fgraph.outputs), mapping)
+    return FunctionGraph(tuple(mapping.get(v, v) for v in fgraph.inputs), tuple(outputs))
+
+
+def _rebuild_in_float64(roots, mapping):
+    """``roots`` rebuilt on the inputs ``mapping`` substitutes, every op widened to float64."""
+    for node in ancestors_toposort(roots):
         new_inputs = [mapping.get(v, v) for v in node.inputs]
         op = _in_float64(node.op)
         if op is node.op and all(a is b for a, b in zip(new_inputs, node.inputs)):
@@ -245,10 +258,13 @@ def _float64_copy(cost, values):
         for old, new in zip(node.outputs, new_node.outputs):
             new.name, new.source = old.name, old.source
             mapping[old] = new
-    return substitutes, mapping.get(cost, cost)
+    return [mapping.get(r, r) for r in roots]
 
 
 def _in_float64(op):
+    widened_body = op.in_float64()
+    if widened_body is not op:
+        return widened_body
     dtype = getattr(op, "dtype", None)
     if "dtype" not in getattr(op, "__props__", ()) or dtype is None or np.dtype(dtype).kind != "f":
         return op

@@ -523,6 +523,11 @@ class Op:
         """For a row-wise op: whether its row kernel computes ``node`` (else NumPy runs it)."""
         return False
 
+    def in_float64(self):
+        """For an op holding an inner graph (scan's body): a copy computing it in float64, the form
+        the gradient check differentiates; other ops are widened through their ``dtype`` parameter."""
+        return self
+
     def error_hint(self):
         """`` (built at file.py:LINE)`` for the node being made."""
         return f" (built at {user_source_line()})"

@@ -29,6 +29,7 @@ from graphnet.graph.ir import Placeholder, Variable, as_variable
 from graphnet.ops.indexing import (  # noqa: F401
     AdvancedIncSubtensor, AdvancedSubtensor, IncSubtensor, Subtensor, alloc, arange, dimshuffle,
 )
+from graphnet.ops.scan import scan  # noqa: F401 - theano.scan, also reachable as T.scan
 from graphnet.tensor import nnet, signal  # noqa: F401
 
 # --------------------------------------------------------------- constructors

@@ -51,7 +51,7 @@ def test_theano_names_map_onto_graphnet_only_for_the_run(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("line, feature", [
-    ("theano.scan(lambda v: v, sequences=[x])", "theano.scan"),
+    ("theano.clone(x)", "theano.clone"),
     ("import theano.sparse", "theano.sparse"),
     ("T.nnet.conv3d(x, x)", "theano.tensor.nnet.conv3d"),
     ("theano.config.nonexistent_flag", "theano.config.nonexistent_flag"),

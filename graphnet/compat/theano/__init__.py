@@ -1,6 +1,7 @@
 """``theano`` for ``python -m graphnet theano SCRIPT.py``: Theano's top-level names on graphnet.
 
-``theano.function``, ``theano.shared``, ``theano.In``, ``theano.grad``,
+``theano.function``, ``theano.shared``, ``theano.In``, ``theano.grad``, ``theano.scan`` (and
+``map``, ``reduce``, ``foldl``, ``foldr``),
 ``theano.config``, and the submodules ``tensor`` (with ``nnet`` and
 ``shared_randomstreams``), ``sandbox.rng_mrg``, ``gradient`` and ``printing``.
 A name that is not here raises :class:`UnsupportedTheanoFeature`, naming it
@@ -19,6 +20,8 @@ from graphnet.function import In
 __version__ = f"graphnet-{_gn.__version__}"
 Param = In   # Theano's old name for In
 grad = tensor.grad
+scan = _gn.scan
+from graphnet.ops.scan import foldl, foldr, scan_map as map, scan_reduce as reduce  # noqa: E402,F401,A001
 pp = printing.pp
 
 #: The backend theano.function compiles for: ``--backend`` of the command, or GRAPHNET_THEANO_BACKEND.

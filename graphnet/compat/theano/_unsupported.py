@@ -2,8 +2,8 @@
 
 ``UnsupportedTheanoFeature`` names the Theano feature and the script line that
 used it; ``python -m graphnet theano`` prints it as one line. The compat
-modules raise it from a module ``__getattr__`` (``T.scan``), and the import hook
-raises it for a submodule that does not exist (``theano.tensor.signal.pool``).
+modules raise it from a module ``__getattr__`` (``theano.clone``), and the import hook
+raises it for a submodule that does not exist (``theano.sparse``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ _GRAPHNET_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 
 #: Features known to be missing, with where they are planned.
 PLANNED = {
-    "theano.scan": "scan is planned (issue 19)",
     "theano.tensor.nnet.conv2d": "convolutions are planned (issue 20)",
     "theano.tensor.nnet.conv": "convolutions are planned (issue 20)",
     "theano.tensor.signal": "pooling is planned (issue 20)",

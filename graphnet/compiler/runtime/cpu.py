@@ -20,6 +20,7 @@ from graphnet.compiler.runtime import cache, driver, threads, tiered
 from graphnet.compiler.runtime.entry import write_entry
 from graphnet.compiler.runtime.program import DEBUG, SMALL_VALUE, CompiledProgram, describe_nodes
 from graphnet.compiler.runtime.provenance import node_error
+from graphnet.compiler.runtime import scan_steps  # noqa: F401 - registers the lowering of loops (scan)
 from graphnet.compiler.runtime.steps import CPU_LOWERINGS, non_finite
 from graphnet.compiler.schedule.memory import plan_buffers
 from graphnet.errors import CompileError, GraphnetError, NumericsError, ShapeError

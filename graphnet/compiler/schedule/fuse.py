@@ -163,7 +163,7 @@ def kind_of(node):
         return "host"   # a broadcast the 2-D kernel cannot index: NumPy runs it
     if is_channel_reduction(node):
         return "channel_reduce"
-    return {"blas": "blas", "rowwise": "rowwise", "view": "view", "conv": "conv", "pool": "pool"}.get(
+    return {"blas": "blas", "rowwise": "rowwise", "view": "view", "conv": "conv", "pool": "pool", "loop": "loop"}.get(
         node.op.kind, "host")
 
 
@@ -178,6 +178,7 @@ PRODUCER_REASONS = {
     "pool": "the producer is a pooling kernel, which takes no epilogue",
     "channel_reduce": "the producer is a per-channel reduction kernel, which takes no epilogue",
     "host": "the producer runs on the host (NumPy)",
+    "loop": "the producer is a loop (scan), whose body runs as kernels of its own at every step",
 }
 
 
@@ -196,6 +197,8 @@ def consumer_reason(node):
     if kind == "channel_reduce":
         return (f"{node.op.name} is a per-channel reduction kernel (over images and pixels), "
                 "which reads its input from memory")
+    if kind == "loop":
+        return f"{node.op} is a loop (scan), which reads its inputs from memory at every step"
     if is_elementwise(node) or isinstance(node.op, FUSABLE_REDUCTIONS):
         return f"{node.op.name} broadcasts or reduces in a way the 2-D kernel cannot index, so NumPy runs it"
     return f"{node.op.name} has no kernel template, so NumPy runs it"

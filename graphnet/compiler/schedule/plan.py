@@ -281,6 +281,18 @@ class HostKernel(PlannedKernel):
     label = "host"
 
 
+@dataclass(eq=False)
+class ScanKernel(HostKernel):
+    """A loop (``scan``): its body is a graph of its own, planned and lowered as a program
+    (the CPU backend compiles it; a backend without a lowering runs the NumPy reference loop)."""
+
+    label = "loop"
+
+    @property
+    def node(self):
+        return self.nodes[0]
+
+
 # -------------------------------------------------------------------- plan
 @dataclass
 class KernelPlan:
@@ -486,8 +498,12 @@ class _PlanBuilder:
         return ChannelReduceKernel([node], [node.inputs[0]], list(node.outputs))
 
     #: the planned kernel of each fusion-group kind; a maker may decline (None): NumPy runs the group
+    def _scan(self, group):
+        node = group.nodes[0]
+        return ScanKernel([node], list(dict.fromkeys(node.inputs)), list(node.outputs), may_fail=True)
+
     KERNEL_OF_GROUP = {"fused": _loop, "blas": _product, "rowwise": _rowwise, "view": _view,
-                       "conv": _conv_alone, "pool": _pool, "channel_reduce": _channel_reduce}
+                       "conv": _conv_alone, "pool": _pool, "channel_reduce": _channel_reduce, "loop": _scan}
 
     def _leaves(self, group):
         """Values of ``group`` that leave it: roots and what other groups read."""
@@ -582,10 +598,11 @@ class _PlanBuilder:
         producer = kernel_of.get(var.owner)
         if isinstance(producer, (GemmKernel, ConvKernel)):
             return self._product_refusal(var, node)
-        kinds = {RowwiseKernel: "rowwise", ViewKernel: "view", HostKernel: "host", PoolKernel: "pool",
-                 ChannelReduceKernel: "channel_reduce"}
+        kinds = {PoolKernel: "pool", ChannelReduceKernel: "channel_reduce"}
         if type(producer) in kinds:
             return PRODUCER_REASONS[kinds[type(producer)]]
+        if isinstance(producer, (RowwiseKernel, ViewKernel, HostKernel)):
+            return PRODUCER_REASONS.get(producer.label, PRODUCER_REASONS["host"])
         return consumer_reason(node)
 
     def _product_refusal(self, product, node):

@@ -111,10 +111,15 @@ class _BasicIndexOp(Op):
     """Shared by Subtensor and IncSubtensor: ``entries`` plus symbolic bounds as inputs."""
 
     __props__ = ("entries",)
-    infer_shape_needs_values = True
 
     def __init__(self, entries):
         self.entries = tuple(tuple(e) for e in entries)
+
+    @property
+    def infer_shape_needs_values(self):
+        """Only symbolic bounds need values: constant ones (``z[:, :H]``) are checked against the
+        shapes alone, once per shape signature, not on every call (a loop body calls thousands)."""
+        return self.n_symbolic > 0
 
     @property
     def n_symbolic(self):
