@@ -125,14 +125,16 @@ class MeasuredChoice:
 
     The thresholds above say which kernels and products *may* use every core; whether it
     pays depends on the machine's other work. So for those, the first calls alternate the
-    serial and the parallel variant (``SAMPLES`` each) and keep the faster; the chosen one is
-    timed on every call (two ``perf_counter`` reads, nothing beside a kernel this large) and
-    measured again when ``JUMP`` times slower than when chosen on ``JUMPS`` calls in a row (a
-    co-tenant started), and every ``RECHECK`` calls (it stopped). ``on_choice(index)`` is told
+    serial and the parallel variant (``SAMPLES`` each) and keep the parallel one only where it
+    is faster by more than ``1 - MARGIN`` (15%); the chosen one is
+    timed on every call (two ``perf_counter`` reads, nothing beside a kernel this large) and,
+    when parallel, measured again when ``JUMP`` times slower than when chosen on ``JUMPS``
+    calls in a row (a co-tenant started); either is measured again every ``RECHECK`` calls
+    (the co-tenant stopped). ``on_choice(index)`` is told
     each choice (``fn.kernels`` shows which variant ran).
     """
 
-    SAMPLES, JUMP, JUMPS, RECHECK = 5, 1.8, 3, 1000
+    SAMPLES, JUMP, JUMPS, RECHECK, MARGIN = 5, 1.8, 3, 1000, 0.85
 
     def __init__(self, variants, on_choice=None, settle=None):
         #: ``settle(variant)``, when given, is told the first choice instead of timing every
@@ -160,7 +162,10 @@ class MeasuredChoice:
                 # Medians, not minima: beside other work, two threads now and then get a lucky
                 # call while most of theirs wait (seen: 2-thread GEMM min 1.5 ms, median 46 ms).
                 best = [sorted(t[1:])[len(t[1:]) // 2] for t in self.times]
-                self.chosen = best.index(min(best))
+                # The first variant (serial) unless another is clearly faster: threads that
+                # barely pay on a quiet machine are the first to collapse beside a busy one.
+                fastest = best.index(min(best))
+                self.chosen = fastest if best[fastest] < self.MARGIN * best[0] else 0
                 self.baseline, self.slow = best[self.chosen], 0
                 self._choose(self.chosen)
                 if self.settle is not None:
@@ -169,7 +174,11 @@ class MeasuredChoice:
                 self._choose(min(range(len(self.times)), key=lambda i: len(self.times[i])))
             return result
         self.calls += 1
-        self.slow = self.slow + 1 if elapsed > self.JUMP * self.baseline else 0
+        # Only a parallel choice is measured again when it slows down: a serial variant slowed
+        # by other work would not run faster on threads the other work is using (and timing
+        # the parallel variant there costs the most); the periodic check finds a quiet machine.
+        if self.current:
+            self.slow = self.slow + 1 if elapsed > self.JUMP * self.baseline else 0
         if self.slow >= self.JUMPS or self.calls >= self.RECHECK:
             self._measure()
         return result

@@ -42,3 +42,27 @@ def test_every_variant_gets_its_own_warm_up_call_before_it_is_timed():
     for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
         choice(None)
     assert ran.count(0) == ran.count(1) == MeasuredChoice.SAMPLES + 1
+
+
+def test_a_serial_choice_that_slows_down_is_not_measured_again_until_the_periodic_check():
+    slow = [False, True]
+    variants, ran = _variants(slow)
+    choice = MeasuredChoice(variants)
+    for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
+        choice(None)
+    assert choice.chosen == 0
+    slow[:] = [True, True]     # other work slows everything: threads would not help
+    del ran[:]
+    for _ in range(MeasuredChoice.JUMPS + 3):
+        choice(None)
+    assert ran == [0] * (MeasuredChoice.JUMPS + 3)
+
+
+def test_a_parallel_variant_barely_faster_is_not_chosen():
+    times = iter([0.0] * 100)
+    variants = [lambda x: None, lambda x: None]
+    choice = MeasuredChoice(variants)
+    # Both as fast: the serial one is kept (threads that do not pay are left idle).
+    for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
+        choice(next(times))
+    assert choice.chosen == 0
