@@ -4,7 +4,8 @@
 ``second(a, b)`` -> ``b`` when ``b`` already has the full shape, and
 ``second(a, b)`` -> ``second(s, b)`` (and ``size_of``) when ``a``'s op declares an
 input ``s`` of its shape (``Op.shape_source``); ``0 * x`` and
-``x + zeros`` where the zeros come from gradients of unused branches. Each rule
+``x + zeros`` where the zeros come from gradients of unused branches; ``x ** 1`` -> ``x``,
+``x ** 2`` -> ``x * x``. Each rule
 fires only when the result keeps the node's dtype and static shape.
 """
 from __future__ import annotations
@@ -42,6 +43,20 @@ def _identity_operand(node):
             return [a]
         if isinstance(op, (ew.Add, ew.Mul)) and constant_value(a) == neutral and _fits(b, node):
             return [b]
+    return None
+
+
+def _small_integer_power(node):
+    """``x ** 1`` -> ``x`` and ``x ** 2`` -> ``x * x``: both exact (one rounding, as ``pow``'s
+    correctly rounded result), where ``pow`` is a libm call per element that keeps a loop
+    from vectorizing (weight decay's ``W ** 2`` and its gradient's ``2 * W ** 1``)."""
+    if isinstance(node.op, ew.Pow):
+        x, exponent = node.inputs
+        value = constant_value(exponent)
+        if value == 1 and _fits(x, node):
+            return [x]
+        if value == 2 and x.dtype.kind == "f":
+            return [ew.mul(x, x)]
     return None
 
 
@@ -145,7 +160,7 @@ def _gradient_zeros_propagate(node):
 
 
 def canonicalize(fgraph: FunctionGraph) -> FunctionGraph:
-    rules = [_gradient_zeros_propagate, _identity_operand, _double_negation, _redundant_broadcast,
+    rules = [_gradient_zeros_propagate, _identity_operand, _small_integer_power, _double_negation, _redundant_broadcast,
              _shape_from_shape_source, _where_of_zeros, _cast_of_constant_dtype]
     return apply_local_rules(fgraph, rules)
 
