@@ -166,13 +166,7 @@ def _numpy_mlp(case, problem):
 
     def step(masks):
         logits, saved = forward(masks)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        total = exp.sum(axis=1, keepdims=True)
-        loss = np.mean(np.log(total[:, 0]) - shifted[rows, y])
-        dz = exp / total
-        dz[rows, y] -= 1
-        dz /= x.shape[0]
+        loss, dz = numpy_softmax_xent(logits, y, rows)
         grads = {}
         for layer in reversed(range(layers)):
             cache = saved[layer]

@@ -13,17 +13,15 @@ import sys
 import time
 
 import numpy as np
-from numba.core.errors import NumbaError
 
 from graphnet.compiler.render import cpu as render
 from graphnet.compiler.runtime import cache, driver, threads, tiered
-from graphnet.compiler.runtime.entry import write_entry
-from graphnet.compiler.runtime.program import DEBUG, SMALL_VALUE, CompiledProgram, describe_nodes
-from graphnet.compiler.runtime.provenance import node_error
+from graphnet.compiler.runtime.entry import failed, write_entry
+from graphnet.compiler.runtime.program import DEBUG, SMALL_VALUE, CompiledProgram
 from graphnet.compiler.runtime import scan_steps  # noqa: F401 - registers the lowering of loops (scan)
 from graphnet.compiler.runtime.steps import CPU_LOWERINGS, non_finite
 from graphnet.compiler.schedule.memory import plan_buffers
-from graphnet.errors import CompileError, GraphnetError, NumericsError, ShapeError
+from graphnet.errors import GraphnetError, NumericsError, ShapeError
 from graphnet.graph.ir import Constant, SharedVariable, shape_str
 
 
@@ -35,16 +33,13 @@ class CpuProgram(CompiledProgram):
         inputs = fgraph.variables()
         # Writable copies: a read-only array is another type to Numba, and another compile.
         self._constants = {v: np.array(v.data) for v in inputs if isinstance(v, Constant)}
-        self._shared = [v for v in inputs if isinstance(v, SharedVariable)]
+        self.shared_inputs = [v for v in inputs if isinstance(v, SharedVariable)]
         # Outputs a kernel writes get a fresh array on every call, handed to the
         # caller as is: no copy out of a pooled buffer.
         written = {v for step in self.steps if step.needs_buffers for v in step.writes}
-        self._fresh_outputs = {v: None for v in fgraph.outputs if v in written and v not in self.in_place}
-        # What a frame's generated entry reads (see entry.py).
+        self.fresh_outputs = {v: None for v in fgraph.outputs if v in written and v not in self.in_place}
+        # What a frame's generated entry reads (see entry.py), with shared_inputs and fresh_outputs.
         self.fed_inputs = [v for v in self._signature_inputs if not isinstance(v, SharedVariable)]
-        self.shared_inputs = self._shared
-        self.fresh_outputs = self._fresh_outputs
-        self.distinct_value_checks = self._distinct_value_checks
         self._signature = write_signature(self)
         #: the step-by-step path on every call (GRAPHNET_DEBUG=2 timing, check_numerics)
         self.step_by_step = DEBUG >= 2 or check_numerics
@@ -84,7 +79,7 @@ class CpuProgram(CompiledProgram):
             return frame.entry(feeds)
         env = dict(feeds)
         env.update(self._constants)
-        for var in self._shared:
+        for var in self.shared_inputs:
             env[var] = var.get_value(copy=False)
         frame = self.frame(env, signature)
         if frame.compiling is None:
@@ -104,13 +99,8 @@ class CpuProgram(CompiledProgram):
                 start = time.perf_counter()
             try:
                 call(env)
-            except GraphnetError:
-                raise
-            except NumbaError as exc:  # compiled lazily, on the first call: still a compile error
-                raise CompileError(f"Numba could not compile kernel {step.kernel.name} "
-                                   f"({describe_nodes(step.nodes)}): {exc}") from exc
-            except Exception as exc:  # noqa: BLE001 - re-raised with the node's provenance
-                node_error(step.nodes[-1], exc)
+            except Exception as exc:  # noqa: BLE001 - re-raised as the entry reports it (entry.failed)
+                failed(step, exc)
             if timing:
                 print_step_time(step.kernel, time.perf_counter() - start)
             if check:
@@ -127,7 +117,7 @@ class CpuProgram(CompiledProgram):
             frame.no_entry = frame.entry is None   # a step without Calls (a convolution): keep binding
             if frame.entry is not None and driver.wants_driver(self, self._frames[signature][1]):
                 frame.until_driver = driver.DRIVER_AFTER
-        fresh = self._fresh_outputs
+        fresh = self.fresh_outputs
         outputs, handed = [], set()
         for var in self.fgraph.outputs:
             outputs.append(env[var] if var in fresh and id(var) not in handed else np.array(env[var], copy=True))
@@ -232,11 +222,11 @@ class CpuFrame:
 
     def __init__(self, program, shapes, buffers, shape_values):
         self.shapes = shapes
-        changing = set(program._fresh_outputs) | set(program.in_place)
+        changing = set(program.fresh_outputs) | set(program.in_place)
         self.env = {v: b for v, b in buffers.items() if v not in changing}
         self.env.update(program._constants)
         self.env.update(shape_values)
-        self.fresh = [(v, shapes[v]) for v in program._fresh_outputs]
+        self.fresh = [(v, shapes[v]) for v in program.fresh_outputs]
         #: the value rules to run again on every call (see CompiledProgram.index_checks)
         self.index_checks = program.index_checks(shapes)
         self.calls = [step.bind(self) for step in program.steps]

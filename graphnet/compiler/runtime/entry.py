@@ -30,6 +30,7 @@ import numpy as np
 from numba.core.dispatcher import Dispatcher
 from numba.core.errors import NumbaError
 
+from graphnet.compiler.runtime.program import describe_nodes
 from graphnet.compiler.runtime.provenance import node_error
 from graphnet.errors import CompileError, GraphnetError
 
@@ -73,7 +74,6 @@ def failed(step, exc):
     if isinstance(exc, GraphnetError):
         raise exc
     if isinstance(exc, NumbaError):
-        from graphnet.compiler.runtime.program import describe_nodes
         raise CompileError(f"Numba could not compile kernel {step.kernel.name} "
                            f"({describe_nodes(step.nodes)}): {exc}") from exc
     node_error(step.nodes[-1], exc)

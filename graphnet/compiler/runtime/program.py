@@ -94,7 +94,7 @@ class CompiledProgram:
         for node, var in plan.value_checks:
             checked = tuple(node.inputs[i] for i in node.op.checked_inputs)
             distinct.setdefault((checked, node.inputs[node.op.row_input]), (node, var))
-        self._distinct_value_checks = list(distinct.values())
+        self.distinct_value_checks = list(distinct.values())
         self._signature_inputs = [v for v in fgraph.variables() if not isinstance(v, Constant)]
         # Of those, the ones whose small values may decide a shape (a fed minibatch index, not a
         # bias the step updates): only these values belong to the signature.
@@ -198,7 +198,7 @@ class CompiledProgram:
 
     def check_fed_values(self, host, shapes):
         """Ops' checks of fed values (labels in range), before any kernel runs."""
-        for node, _ in self._distinct_value_checks:
+        for node, _ in self.distinct_value_checks:
             checked = {i: host[node.inputs[i]] for i in node.op.checked_inputs if node.inputs[i] in host}
             node.op.check_values(node, checked, [shapes[v] for v in node.inputs])
 

@@ -141,8 +141,19 @@ class ImageLoopKernel(LoopKernel):
     """
 
 
+class WithEpilogue:
+    """A product (GEMM, convolution) whose elementwise writes are its epilogue's, if any."""
+
+    @property
+    def elementwise_writes(self):
+        return self.epilogue.elementwise_writes if self.epilogue else ()
+
+    def pattern_of(self, var):
+        return self.epilogue.pattern_of(var) if self.epilogue else None
+
+
 @dataclass(eq=False)
-class GemmKernel(PlannedKernel):
+class GemmKernel(WithEpilogue, PlannedKernel):
     """A matrix product, with its elementwise consumer as the epilogue when it has one.
 
     ``a`` and ``b`` are the arrays read: when ``trans_a`` (``trans_b``), ``a``
@@ -169,16 +180,9 @@ class GemmKernel(PlannedKernel):
     def product(self):
         return self.dot.outputs[0]
 
-    @property
-    def elementwise_writes(self):
-        return self.epilogue.elementwise_writes if self.epilogue else ()
-
-    def pattern_of(self, var):
-        return self.epilogue.pattern_of(var) if self.epilogue else None
-
 
 @dataclass(eq=False)
-class ConvKernel(PlannedKernel):
+class ConvKernel(WithEpilogue, PlannedKernel):
     """A convolution op (forward, input gradient or filter gradient), with an epilogue when it has one.
 
     Lowered as im2col (or col2im) per image and one GEMM per image; the
@@ -199,13 +203,6 @@ class ConvKernel(PlannedKernel):
     @property
     def product(self):
         return self.node.outputs[0]
-
-    @property
-    def elementwise_writes(self):
-        return self.epilogue.elementwise_writes if self.epilogue else ()
-
-    def pattern_of(self, var):
-        return self.epilogue.pattern_of(var) if self.epilogue else None
 
 
 @dataclass(eq=False)
