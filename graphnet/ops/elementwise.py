@@ -270,7 +270,7 @@ class Compare(Elemwise):
 # ------------------------------------------------------------- math functions
 class Exp(UnaryFloat):
     def impl(self, a): return np.exp(a)
-    def scalar(self, args, dtype): return f"math.exp({args[0]})"
+    def scalar(self, args, dtype): return f"vexp({args[0]})"
     def grad(self, inputs, outputs, g): return [mul(g[0], outputs[0])]
 
 
@@ -296,7 +296,7 @@ class Sigmoid(UnaryFloat):
         # Two branches so neither exp overflows.
         e = np.exp(-np.abs(a))
         return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
-    def scalar(self, args, dtype): return f"sigmoid({args[0]})"
+    def scalar(self, args, dtype): return f"vsigmoid({args[0]})"
     def grad(self, inputs, outputs, g):
         s = outputs[0]
         return [mul(g[0], mul(s, sub(1, s)))]
@@ -304,7 +304,7 @@ class Sigmoid(UnaryFloat):
 
 class Tanh(UnaryFloat):
     def impl(self, a): return np.tanh(a)
-    def scalar(self, args, dtype): return f"math.tanh({args[0]})"
+    def scalar(self, args, dtype): return f"vtanh({args[0]})"
     def grad(self, inputs, outputs, g):
         t = outputs[0]
         return [mul(g[0], sub(1, mul(t, t)))]

@@ -108,7 +108,28 @@ def device_prelude():
         lines = inspect.getsource(helper.py_func).splitlines()
         chunks.append("\n".join([DEVICE] + [line for line in lines if not line.startswith("@")]) + "\n")
     chunks.append(rng.scalar_source(decorator=DEVICE))
+    chunks.append(DEVICE_VECTOR_MATH)
     return "\n\n".join(chunks)
+
+
+#: The CPU's vectorizable transcendentals (``render/vector_math.py``) by their names in op
+#: scalar expressions: on the GPU each thread computes one element, and the libm calls are
+#: already the fast path.
+DEVICE_VECTOR_MATH = f"""\
+{DEVICE}
+def vexp(x):
+    return math.exp(x)
+
+
+{DEVICE}
+def vtanh(x):
+    return math.tanh(x)
+
+
+{DEVICE}
+def vsigmoid(x):
+    return sigmoid(x)
+"""
 
 
 def module_source(body, tuning, header=""):
@@ -180,13 +201,13 @@ class CudaFusedKernelSource(FusedKernelSource):
         body = list(loads)
         if any(n.op.uses_element_index for n in inner_nodes):
             body.append("index = flat")
-        out_slot = {v: k for k, v in enumerate(self.outputs)}
+        stores = {v: f"out{k}[flat]" for k, v in enumerate(self.outputs)}
         self.accumulators = []   # (name, dtype, is_max, value text, reduction node)
         for t, node in enumerate(group.nodes):
             if node in group.reductions:
                 body += self._accumulate(node, names)
             elif node not in group.epilogue:
-                body += render_elementwise(node, f"t{t}", names, out_slot, "out{}[flat]")
+                body += render_elementwise(node, f"t{t}", names, stores)
         signature = f"def kernel({', '.join(self.argument_names())}):"
         if self.template == "map":
             lines = self._map_body(hoisted, body, needs_rows or needs_cols)
@@ -272,10 +293,10 @@ class CudaFusedKernelSource(FusedKernelSource):
     def _epilogue(self, index):
         """Elementwise work on the reduced values, read back as stored (as on the CPU)."""
         names = self.epilogue_names(index)
-        slots = {v: k for k, v in enumerate(self.epilogue_outputs)}
+        stores = {v: f"epi{k}[{index}]" for k, v in enumerate(self.epilogue_outputs)}
         lines = []
         for t, node in enumerate(self.group.epilogue):
-            lines += render_elementwise(node, f"e{t}", names, slots, f"epi{{}}[{index}]")
+            lines += render_elementwise(node, f"e{t}", names, stores)
         return lines
 
 
@@ -383,9 +404,9 @@ class GemmKernelSource:
     def _render_epilogue(self, names):
         lines = []
         if self.epilogue is not None:
-            slots = {v: k for k, v in enumerate(self.outputs)}
+            stores = {v: f"out{k}[flat]" for k, v in enumerate(self.outputs)}
             for t, node in enumerate(self.epilogue.group.nodes):
-                lines += render_elementwise(node, f"t{t}", names, slots, "out{}[flat]")
+                lines += render_elementwise(node, f"t{t}", names, stores)
         if self.write_product:
             lines.append("prod[flat] = z")
         return lines

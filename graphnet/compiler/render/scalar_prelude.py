@@ -10,17 +10,9 @@ import math
 import numba
 import numpy as np
 
-from graphnet.compiler.render.row_math import cast_like, row_max_exp_sum, vexp  # noqa: F401
+from graphnet.compiler.render.row_math import cast_like, row_max_exp_sum, scratch_sum  # noqa: F401
+from graphnet.compiler.render.vector_math import sigmoid, vexp, vsigmoid, vtanh  # noqa: F401
 from graphnet.ops.rng import keep_mask_nb as keep_mask  # noqa: F401
-
-
-@numba.njit(cache=True, error_model="numpy")
-def sigmoid(x):
-    # Two branches so that exp never overflows.
-    if x >= 0:
-        return 1 / (1 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1 + e)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -55,4 +47,4 @@ def nan_min(a, b):
 
 
 __all__ = ["math", "np", "numba", "keep_mask", "sigmoid", "softplus", "safe_log", "safe_sqrt", "nan_max",
-           "nan_min", "vexp", "cast_like", "row_max_exp_sum"]
+           "nan_min", "vexp", "vtanh", "vsigmoid", "cast_like", "row_max_exp_sum", "scratch_sum"]

@@ -126,7 +126,8 @@ def graphnet_version():
 
 #: the njit helpers' files that generated kernels call: Numba inlines them into each kernel's
 #: cached code, so an edit of one must give every kernel a new cache entry
-HELPER_FILES = ("compiler/render/scalar_prelude.py", "compiler/render/row_math.py", "ops/rng.py")
+HELPER_FILES = ("compiler/render/scalar_prelude.py", "compiler/render/row_math.py",
+                "compiler/render/vector_math.py", "ops/rng.py")
 _helpers_digest = None
 
 
@@ -264,9 +265,9 @@ def repair_numba_cache(*dispatchers):
 
 def kernel_helpers():
     """The njit helpers generated kernels call (scalar prelude, row-wise math, counter-based RNG)."""
-    from graphnet.compiler.render import row_math, scalar_prelude
+    from graphnet.compiler.render import row_math, scalar_prelude, vector_math
     from graphnet.ops import rng
-    return [f for module in (scalar_prelude, row_math, rng) for f in vars(module).values()
+    return [f for module in (scalar_prelude, row_math, vector_math, rng) for f in vars(module).values()
             if isinstance(f, numba.core.dispatcher.Dispatcher)]
 
 

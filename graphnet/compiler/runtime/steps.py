@@ -305,7 +305,8 @@ class FusedStep(Step):
 def fused_step(planned, program, name, step_class=None):
     """A loop kernel's step (``step_class``, a :class:`FusedStep` by default): its source
     generated, loaded from the cache or compiled."""
-    source = render.FusedKernelSource(planned, check_numerics=program.check_numerics)
+    source = render.FusedKernelSource(planned, check_numerics=program.check_numerics,
+                                      in_place=[v for v in planned.outputs if v in program.in_place])
     module = program.load(source.body)
     kernel = kernel_record(planned, name, source=annotate(named_source(source.body, source), planned.nodes),
                            compiled=module.kernel_serial, compiled_parallel=module.kernel_parallel)

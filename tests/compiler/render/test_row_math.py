@@ -1,61 +1,13 @@
 """The vectorizable row arithmetic of the softmax family (render/row_math.py), against float64 NumPy."""
-import re
 
 import numba
 import numpy as np
 import pytest
 
-from graphnet.compiler.render.row_math import ROW_BLOCK, row_max_exp_sum, vexp
+from graphnet.compiler.render.row_math import ROW_BLOCK, row_max_exp_sum, scratch_sum
 
 ULP32 = np.finfo(np.float32).eps     # 2^-23: one unit in the last place at 1.0
 SMALLEST_NORMAL32 = np.finfo(np.float32).tiny
-
-
-@numba.njit(error_model="numpy")
-def exp_loop(x, out):
-    for j in range(x.shape[0]):
-        out[j] = vexp(x[j])
-
-
-@pytest.fixture(scope="module")
-def exps():
-    def run(x):
-        out = np.empty_like(x)
-        exp_loop(x, out)
-        return out
-    return run
-
-
-def test_float32_exp_is_within_one_ulp_of_the_exact_value_over_its_normal_range(exps):
-    x = np.linspace(-87.3, 88.7, 1_000_001).astype(np.float32)
-    exact = np.exp(x.astype(np.float64))
-    relative = np.abs(exps(x).astype(np.float64) - exact) / exact
-    assert relative.max() <= ULP32
-
-
-def test_float32_exp_flushes_results_below_the_smallest_normal_to_zero(exps):
-    x = np.linspace(-104.0, -87.34, 10_001).astype(np.float32)
-    got = exps(x)
-    assert np.all(np.abs(got.astype(np.float64) - np.exp(x.astype(np.float64))) < SMALLEST_NORMAL32)
-
-
-def test_float32_exp_of_nan_and_infinities_is_as_numpy(exps):
-    special = np.array([np.nan, -np.inf, np.inf, 89.0, -200.0, 0.0], np.float32)
-    with np.errstate(over="ignore"):
-        np.testing.assert_array_equal(exps(special), np.exp(special))
-
-
-def test_float64_exp_is_math_exp_within_two_ulp_of_numpy(exps):
-    x = np.linspace(-700, 700, 10_001)
-    np.testing.assert_allclose(exps(x), np.exp(x), rtol=2 * np.finfo(np.float64).eps)
-
-
-def test_a_loop_of_float32_exp_compiles_to_packed_vector_instructions(exps):
-    exps(np.zeros(16, np.float32))
-    signature = next(s for s in exp_loop.signatures if s[0].dtype == numba.float32)
-    asm = exp_loop.inspect_asm(signature)
-    packed = re.findall(r"\bv(?:fmadd\d+|mul|add|rndscale)ps\s[^\n]*%[yz]mm", asm)
-    assert len(packed) >= 8, "the float32 exp loop did not vectorize (math.exp runs as scalar calls)"
 
 
 @numba.njit(error_model="numpy")
@@ -115,3 +67,16 @@ def test_a_nan_anywhere_makes_the_total_nan_as_in_numpy(where):
 def test_an_empty_row_has_no_maximum_and_a_zero_total():
     m, total, _ = max_and_total(np.zeros(0, np.float32), True)
     assert m == -np.inf and total == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_a_scratch_row_sums_to_its_exact_total(dtype):
+    row = np.arange(1, 1001).astype(dtype)
+    assert scratch_sum(row, 1000) == 500500
+    assert scratch_sum(row, 10) == 55
+
+
+def test_a_scratch_sum_of_float32_terms_in_float64_is_as_accurate_as_numpy_in_float64():
+    rng = np.random.default_rng(0)
+    terms = (1e4 + rng.standard_normal(4099)).astype(np.float32).astype(np.float64)  # large mean
+    np.testing.assert_allclose(scratch_sum(terms, terms.shape[0]), np.sum(terms), rtol=1e-14)
