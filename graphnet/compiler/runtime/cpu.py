@@ -148,7 +148,8 @@ class CpuProgram(CompiledProgram):
         # One launch into compiled code against one per kernel from Python: measured, since
         # the driver's arguments cost too (a one-kernel step gains nothing); load does not
         # change which wins, so the first choice is kept.
-        frame.entry = threads.MeasuredChoice([frame.entry, entry], settle=lambda chosen: setattr(frame, "entry", chosen))
+        frame.entry = threads.MeasuredChoice([frame.entry, entry], settle=lambda chosen: setattr(frame, "entry", chosen),
+                                             threads=False)
         if DEBUG:
             fresh = cache.compile_stats() != known
             print(f"[graphnet] {self.name}: the step runs as one compiled driver from now on "

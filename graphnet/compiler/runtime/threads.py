@@ -118,6 +118,62 @@ def blas_threads(m, n, k):
     _numpy_blas().use(blas_budget() if m * n * k >= BLAS_PARALLEL_MIN_MACS else 1)
 
 
+# ------------------------------------------------------------ other processes
+class Neighbours:
+    """Whether other processes kept more than ``BUSY_CORES`` of the machine busy lately.
+
+    Threads that wait on each other (a parallel kernel's row blocks, OpenBLAS's
+    spinning workers) collapse when another process takes their cores: a 2-thread
+    GEMM beside one measured a median 46 ms against 1.5 ms alone, while a single
+    thread only shares its core. The machine's busy time (``/proc/stat``) minus
+    this process's CPU time (every thread of ours, PyTorch's pools included) over
+    the last ``INTERVAL`` seconds is the other processes' share; it is read at most
+    once per interval, from the call path (one small ``/proc`` read, ~20 us).
+    Where ``/proc/stat`` is absent the machine counts as quiet (the thresholds and
+    measured choices alone decide). ``GRAPHNET_NEIGHBOUR_CORES`` moves the threshold
+    (a large value turns the check off).
+    """
+
+    INTERVAL = 0.5
+    BUSY_CORES = float(os.environ.get("GRAPHNET_NEIGHBOUR_CORES", 0.5))
+
+    def __init__(self):
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.busy, self.at, self.last = False, perf_counter(), self._read()
+
+    def _read(self):
+        """(seconds the whole machine was busy, seconds this process ran) since boot, or None."""
+        try:
+            with open("/proc/stat", "rb") as stat:
+                fields = stat.readline().split()[1:]
+        except OSError:
+            return None
+        # user nice system idle iowait irq softirq steal: all but idle and iowait are work
+        jiffies = [int(f) for f in fields[:8]]
+        times = os.times()
+        return (sum(jiffies) - jiffies[3] - jiffies[4]) / self.tick, times.user + times.system
+
+    def crowded(self, now):
+        """Whether other processes used more than ``BUSY_CORES`` cores in the last interval."""
+        if now - self.at < self.INTERVAL or self.last is None:
+            return self.busy
+        sample = self._read()
+        others = (sample[0] - self.last[0]) - (sample[1] - self.last[1])
+        self.busy = others / (now - self.at) > self.BUSY_CORES
+        self.at, self.last = now, sample
+        return self.busy
+
+
+_neighbours = None
+
+
+def neighbours():
+    global _neighbours
+    if _neighbours is None:
+        _neighbours = Neighbours()
+    return _neighbours
+
+
 # ------------------------------------------------------- choosing by measurement
 class MeasuredChoice:
     """Runs one of ``variants`` (callables taking the same arguments, giving the same result):
@@ -132,14 +188,20 @@ class MeasuredChoice:
     calls in a row (a co-tenant started); either is measured again every ``RECHECK`` calls
     (the co-tenant stopped). ``on_choice(index)`` is told
     each choice (``fn.kernels`` shows which variant ran).
+
+    A choice of threads (``threads=True``: the first variant serial, the others on
+    more threads) runs the serial variant, unmeasured, while other processes keep
+    the machine busy (:class:`Neighbours`), and is measured afresh once they stop.
     """
 
     SAMPLES, JUMP, JUMPS, RECHECK, MARGIN = 5, 1.8, 3, 1000, 0.85
 
-    def __init__(self, variants, on_choice=None, settle=None):
+    def __init__(self, variants, on_choice=None, settle=None, threads=True):
         #: ``settle(variant)``, when given, is told the first choice instead of timing every
         #: call after it (for a choice that load does not change: the caller keeps the variant)
         self.variants, self.on_choice, self.settle = variants, on_choice, settle
+        self.neighbours = neighbours() if threads else None
+        self.crowded = False
         self._measure()
 
     def _measure(self):
@@ -153,6 +215,16 @@ class MeasuredChoice:
 
     def __call__(self, *args):
         start = perf_counter()
+        if self.neighbours is not None and self.neighbours.crowded(start):
+            # Other processes hold cores: threads would wait on them, and timings taken now
+            # would not hold once they stop.
+            if not self.crowded:
+                self.crowded = True
+                self._choose(0)
+            return self.variants[0](*args)
+        if self.crowded:
+            self.crowded = False
+            self._measure()
         result = self.variants[self.current](*args)
         elapsed = perf_counter() - start
         if self.chosen is None:

@@ -1,7 +1,31 @@
 """The thread owner's measured choice between a serial and a parallel variant."""
+import os
+import subprocess
+import sys
 import time
 
-from graphnet.compiler.runtime.threads import MeasuredChoice
+import pytest
+
+from graphnet.compiler.runtime import threads
+from graphnet.compiler.runtime.threads import MeasuredChoice, Neighbours
+
+
+class FakeNeighbours:
+    """Other processes' work as the test says it is."""
+
+    def __init__(self):
+        self.busy = False
+
+    def crowded(self, now):
+        return self.busy
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """Every test here decides what other processes do (the test machine itself may be busy)."""
+    fake = FakeNeighbours()
+    monkeypatch.setattr(threads, "_neighbours", fake)
+    return fake
 
 
 def _variants(slow):
@@ -66,3 +90,48 @@ def test_a_parallel_variant_barely_faster_is_not_chosen():
     for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
         choice(next(times))
     assert choice.chosen == 0
+
+
+def test_while_other_processes_hold_cores_the_serial_variant_runs_unmeasured(quiet_machine):
+    slow = [True, False]
+    variants, ran = _variants(slow)
+    told = []
+    choice = MeasuredChoice(variants, told.append)
+    for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
+        choice(None)
+    assert choice.chosen == 1
+    quiet_machine.busy = True
+    del ran[:]
+    for _ in range(4):
+        choice(None)
+    assert ran == [0] * 4 and told[-1] == 0
+    # They stopped: both variants are measured afresh, and the faster one kept.
+    quiet_machine.busy = False
+    for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
+        choice(None)
+    assert choice.chosen == 1 and told[-1] == 1
+
+
+def test_a_choice_that_is_not_about_threads_ignores_other_processes(quiet_machine):
+    quiet_machine.busy = True
+    variants, ran = _variants([True, False])
+    choice = MeasuredChoice(variants, threads=False)
+    for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
+        choice(None)
+    assert choice.chosen == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat (Linux)")
+def test_a_process_spinning_beside_us_counts_as_a_crowd():
+    neighbours = Neighbours()
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)
+        start = time.perf_counter()
+        while time.perf_counter() - start < 1.2:
+            busy = neighbours.crowded(time.perf_counter())
+            time.sleep(0.05)
+        assert busy
+    finally:
+        spinner.kill()
+        spinner.wait()
