@@ -228,7 +228,8 @@ class ConvStep(Step):
 
     def _lanes(self, g, macs):
         """(lanes, BLAS shape): images side by side when the work is large enough to share."""
-        lanes = min(threads.num_threads(), g.n) if g.n * g.o * g.l >= LANE_MIN_ELEMENTS else 1
+        large = g.n * g.o * g.l >= LANE_MIN_ELEMENTS
+        lanes = min(threads.num_threads(), g.n) if large and not threads.crowded() else 1
         self.kernel.ran_parallel = lanes > 1
         return lanes, ((1, 1, 1) if lanes > 1 else macs)   # (1, 1, 1): below every threshold, one thread
 

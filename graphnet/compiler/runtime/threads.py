@@ -115,7 +115,7 @@ def blas_budget():
 
 def blas_threads(m, n, k):
     """Set NumPy's BLAS to the thread count graphnet's policy gives an (m x k) @ (k x n) product."""
-    _numpy_blas().use(blas_budget() if m * n * k >= BLAS_PARALLEL_MIN_MACS else 1)
+    _numpy_blas().use(blas_budget() if m * n * k >= BLAS_PARALLEL_MIN_MACS and not crowded() else 1)
 
 
 # ------------------------------------------------------------ other processes
@@ -172,6 +172,11 @@ def neighbours():
     if _neighbours is None:
         _neighbours = Neighbours()
     return _neighbours
+
+
+def crowded():
+    """Whether other processes keep the machine busy now (:class:`Neighbours`): run on one thread."""
+    return neighbours().crowded(perf_counter())
 
 
 # ------------------------------------------------------- choosing by measurement

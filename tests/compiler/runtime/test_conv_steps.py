@@ -195,6 +195,7 @@ def test_images_run_side_by_side_in_lanes_and_give_the_same_values(monkeypatch):
     if threads.num_threads() < 2:
         pytest.skip("one thread: the images run in one lane")
     monkeypatch.setattr(conv_steps, "LANE_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(threads, "crowded", lambda: False)   # the test machine may be busy
     inputs, outputs = conv_layer_graph((5, 3, 6, 5), (4, 3, 3, 3), pool=dict(ws=(2, 2)), border_mode="half")
     x = RNG.normal(size=(5, 3, 6, 5))
     fn, got, want = run_both(inputs, outputs, (x, RNG.normal(size=(5, 4, 3, 2))))
