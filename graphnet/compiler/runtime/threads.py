@@ -108,6 +108,11 @@ def compiling_elsewhere(cores):
     _cores_compiling = max(0, int(cores))
 
 
+def use_one_blas_thread():
+    """Set NumPy's BLAS to one thread (a product run in small panels)."""
+    _numpy_blas().use(1)
+
+
 def blas_budget():
     """BLAS threads a large product may use now: every core but those compiling in the background."""
     return max(1, num_threads() - _cores_compiling)
