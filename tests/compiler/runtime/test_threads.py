@@ -66,3 +66,21 @@ def test_a_parallel_variant_barely_faster_is_not_chosen():
     for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
         choice(next(times))
     assert choice.chosen == 0
+
+
+def test_calls_while_background_compiles_hold_cores_are_not_measured():
+    from graphnet.compiler.runtime import threads
+    slow = [False, True]    # the parallel variant slow: its cores are compiling
+    variants, ran = _variants(slow)
+    choice = MeasuredChoice(variants)
+    threads.compiling_elsewhere(1)
+    try:
+        for _ in range(3 * (MeasuredChoice.SAMPLES + 1)):
+            choice(None)
+        assert choice.chosen is None and choice.times == [[], []]
+    finally:
+        threads.compiling_elsewhere(0)
+    slow[:] = [True, False]  # the compiles ended: the parallel variant is the faster
+    for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
+        choice(None)
+    assert choice.chosen == 1
