@@ -1,7 +1,17 @@
 """The thread owner's measured choice between a serial and a parallel variant."""
 import time
 
+import pytest
+
+from graphnet.compiler.runtime import threads
 from graphnet.compiler.runtime.threads import MeasuredChoice
+
+
+@pytest.fixture(autouse=True)
+def no_background_compiles(monkeypatch):
+    """Calls are measured only while no compile worker holds a core: earlier tests' workers
+    may still be exiting."""
+    monkeypatch.setattr(threads, "_cores_compiling", 0)
 
 
 def _variants(slow):
@@ -69,7 +79,6 @@ def test_a_parallel_variant_barely_faster_is_not_chosen():
 
 
 def test_calls_while_background_compiles_hold_cores_are_not_measured():
-    from graphnet.compiler.runtime import threads
     slow = [False, True]    # the parallel variant slow: its cores are compiling
     variants, ran = _variants(slow)
     choice = MeasuredChoice(variants)
