@@ -15,11 +15,10 @@ never stored.
 Legality (:func:`chain_refusal`) and profitability (:func:`traffic_change`) are
 kept apart, as in :mod:`.fuse`: the chain must be per-element work of its
 kernel (no reduced value, no element index), at most ``MAX_CHAIN_NODES``
-nodes, read nothing a matrix product or convolution produces (their first
-reader is their epilogue), and fit the reader's loop; it must then save bytes
-per element: the reads it removes and the stores nobody needs any more, less
-the reads of full-size inputs the reader did not read yet (and their stores,
-if nothing stored them). Each candidate pair is recorded with a reason when
+nodes, and fit the reader's loop; it must then save bytes per element: the
+reads it removes and the stores nobody needs any more, less the reads of
+full-size inputs the reader did not read yet (and their stores, if nothing
+stored them: a matrix product whose only reader may be its GEMM epilogue). Each candidate pair is recorded with a reason when
 refused.
 
 The recomputed nodes join the reader's ``Group.recomputed`` (and its
@@ -29,13 +28,17 @@ another kernel or an output reads it.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from graphnet.graph.ir import Constant
 
+#: ``GRAPHNET_RECOMPUTE=0`` turns the rule off (to measure what it buys)
+ENABLED = os.environ.get("GRAPHNET_RECOMPUTE", "1") != "0"
+
 #: chains longer than this are not recomputed: a reader doing another kernel's work should stay cheap
 MAX_CHAIN_NODES = 8
-#: producers whose output's first reader becomes their epilogue (plan.py): a chain must not read them
+#: producers whose output's first reader may become their epilogue (plan.py), the output then never stored
 PRODUCT_KINDS = ("blas", "conv")
 
 
@@ -77,7 +80,7 @@ def chain_of(var, producer):
     return sorted(chain, key=lambda n: n.outputs[0].id)
 
 
-def chain_refusal(chain, producer, reader, kind_of_producer):
+def chain_refusal(chain, producer, reader):
     """None if ``chain`` may be recomputed in ``reader``, else why not."""
     from graphnet.compiler.schedule.fuse import input_pattern, per_image_refusal
     if len(chain) > MAX_CHAIN_NODES:
@@ -91,15 +94,12 @@ def chain_refusal(chain, producer, reader, kind_of_producer):
                 continue
             if v.owner is not None and v.owner in producer.nodes:
                 return "its chain reads a reduced value of its kernel"
-            if kind_of_producer(v) in PRODUCT_KINDS:
-                return ("its chain reads a matrix product or convolution, whose first reader is its "
-                        "epilogue and whose output would then have to be stored")
             if input_pattern(v.shape, reader.domain) is None:
                 return f"its chain's input {v.describe()} cannot be indexed in the reader's loop"
     return next((why for why in (per_image_refusal(reader, n) for n in chain) if why), None)
 
 
-def traffic_change(chain, reader, groups, roots):
+def traffic_change(chain, reader, groups, roots, kind_of_var):
     """(bytes per element ``reader`` stops moving, bytes per element it starts moving) when it
     recomputes ``chain``: the values it no longer reads (and stores nobody else needs), against
     the chain's full-size inputs it does not read yet (and their stores, if nothing stored them)."""
@@ -111,6 +111,11 @@ def traffic_change(chain, reader, groups, roots):
         saved += v.dtype.itemsize * (1 if stored_for_others(v, reader, groups, roots) else 2)
     for v in after - before:
         stored = v.owner is None or stored_for_others(v, reader, groups, roots)
+        if stored and kind_of_var(v) in PRODUCT_KINDS:
+            # A product read by one elementwise kernel alone may be its epilogue's scratch, never
+            # stored (plan.py decides): count its store too unless something stores it anyway.
+            others = [g for g in groups if g is not reader and any(v in n.inputs for n in g.nodes)]
+            stored = v in roots or len(others) > 1 or any(g.reductions for g in others)
         added += v.dtype.itemsize * (1 if stored else 2)
     return saved, added
 
@@ -129,6 +134,8 @@ def recompute_cheap_chains(groups, group_of, roots, kind_of_var):
 
     ``kind_of_var(v)``: the kind of the group producing ``v`` (None for inputs)."""
     considered = {}
+    if not ENABLED:
+        return []
     changed = True
     while changed:
         changed = False
@@ -144,10 +151,10 @@ def recompute_cheap_chains(groups, group_of, roots, kind_of_var):
                     continue
                 chain = chain_of(var, producer)
                 node = next(n for n in reader.nodes if var in n.inputs)
-                reason = chain_refusal(chain, producer, reader, kind_of_var)
+                reason = chain_refusal(chain, producer, reader)
                 saved = 0
                 if reason is None:
-                    saved, added = traffic_change(chain, reader, groups, roots)
+                    saved, added = traffic_change(chain, reader, groups, roots, kind_of_var)
                     if saved <= added:
                         reason = (f"recomputing its {len(chain)}-node chain saves {saved} bytes per element but "
                                   f"reads {added} of inputs the reader does not read yet")
