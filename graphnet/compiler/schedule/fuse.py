@@ -342,9 +342,9 @@ def plan_fusion(fgraph: FunctionGraph, fuse=True, precomputed=frozenset()) -> Fu
     recomputes = []
     if fuse:
         _merge_siblings(groups, group_of)
-        recomputes = recompute_cheap_chains(
-            groups, group_of, set(fgraph.roots),
-            lambda v: group_of[v.owner].kind if v.owner is not None and v.owner in group_of else None)
+        def kind_of_var(var):
+            return group_of[var.owner].kind if var.owner in group_of else None
+        recomputes = recompute_cheap_chains(groups, group_of, set(fgraph.roots), kind_of_var)
     return FusionPlan(_schedule(groups, group_of), refusals, scores, joins, recomputes)
 
 

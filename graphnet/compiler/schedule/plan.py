@@ -509,6 +509,10 @@ class _PlanBuilder:
     KERNEL_OF_GROUP = {"fused": _loop, "blas": _product, "rowwise": _rowwise, "view": _view,
                        "conv": _conv_alone, "pool": _pool, "channel_reduce": _channel_reduce, "loop": _scan}
 
+    def _index(self, group):
+        """``group``'s index (its first node may be one it recomputes, whose home is another)."""
+        return next(i for i, g in enumerate(self.groups) if g is group)
+
     def _leaves(self, group):
         """Values of ``group`` that leave it: roots and what other groups read."""
         return {v for n in group.nodes if n not in group.recomputed for v in n.outputs
@@ -524,7 +528,7 @@ class _PlanBuilder:
         epilogue, write_product = None, True
         if consumer is not None:
             epilogue = loop_kernel(consumer, self._leaves(consumer))
-            others = self.readers.get(product, set()) - {self.group_of[consumer.nodes[0]]}
+            others = self.readers.get(product, set()) - {self._index(consumer)}
             write_product = product in self.roots or bool(others)
             for node in consumer.nodes:
                 if product in node.inputs:
@@ -551,7 +555,7 @@ class _PlanBuilder:
                                                       "image while in cache (its statistics epilogue)"))
         elif consumer is not None:
             epilogue = loop_kernel(consumer, self._leaves(consumer), per_image=True)
-            others = self.readers.get(product, set()) - {self.group_of[consumer.nodes[0]]}
+            others = self.readers.get(product, set()) - {self._index(consumer)}
             write_product = product in self.roots or bool(others)
             for n in consumer.nodes:
                 if product in n.inputs:
@@ -569,9 +573,9 @@ class _PlanBuilder:
         self.recomputes = recomputes
         for r in recomputes:
             if r.reason is None:
+                nodes = f"{len(r.chain)} elementwise node" + ("s" if len(r.chain) != 1 else "")
                 self.fusions.append((r.var, r.reader, f"recomputed in the reader's kernel from its inputs "
-                                                      f"({len(r.chain)} elementwise node{'s' if len(r.chain) != 1 else ''}, {r.saved} bytes per "
-                                                      "element saved; rule 8)"))
+                                                      f"({nodes}, {r.saved} bytes per element saved; rule 8)"))
 
     # ---- refusals
     def refusals(self, recorded, fgraph, kernels, shape_nodes):

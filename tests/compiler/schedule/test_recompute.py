@@ -93,3 +93,22 @@ def test_a_chain_reading_a_value_its_kernel_stores_for_another_reader_still_save
     want_t = np.maximum(v - 0.25, 0)
     np.testing.assert_allclose(got_t, want_t, rtol=1e-6)
     np.testing.assert_allclose(got_product, want_t * want_t.sum(0) + v, rtol=1e-5, atol=1e-5)
+
+
+def test_a_gemm_epilogue_recomputing_a_chain_keeps_the_product_unstored():
+    x, a = gn.placeholder("x", (None, 8)), gn.placeholder("a", (None, COLS))
+    W = gn.shared(np.random.default_rng(4).standard_normal((8, COLS)).astype("float32"), name="W")
+    t = a * 2.0 - 1.0
+    s = gn.sum(t, axis=0)
+    out = gn.dot(x, W) * (t + s)    # the product's epilogue recomputes t from a
+    fn = gn.function([x, a], out, backend="cpu")
+    (gemm,) = [k for k in fn.program.plan.kernels if getattr(k, "epilogue", None) is not None]
+    (sums,) = [k for k in fn.program.plan.kernels if "sum" in k.ops]
+    assert not gemm.write_product and a in gemm.reads, (gemm.ops, gemm.reads)
+    assert len(gemm.epilogue.outputs) == 1 and sums.writes == sums.reduced   # t is never stored
+    assert [r.reason for r in fn.program.plan.recomputes] == [None]
+    rng = np.random.default_rng(5)
+    vx, va = rng.standard_normal((ROWS, 8)).astype("float32"), rng.standard_normal((ROWS, COLS)).astype("float32")
+    vt = va * 2 - 1
+    expected = (vx @ W.get_value()) * (vt + vt.sum(0))
+    np.testing.assert_allclose(fn(vx, va), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
