@@ -25,7 +25,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import (  # noqa: E402
-    call_overhead, compile_time, convnet, hand_kernels, isolated, lstm_w7, peers, probes, report, theano_mlp,
+    call_overhead, compile_time, convnet, hand_kernels, isolated, lstm_w7, peers, probes, report, step_breakdown,
+    theano_mlp,
 )
 from bench.env import machine_description  # noqa: E402
 from bench.timing import interleaved  # noqa: E402
@@ -208,6 +209,11 @@ def main(argv=None):
         log(f"{case.id}: {case.title}")
         row = run_case(case, builders, settings, log)
         results["rows"].append(row)
+        gc.collect()
+    if not args.quick and any(c.id == "W1-B128" for c in cases) and "graphnet fused" in builders:
+        log("W1-B128: the GEMM time within a step against the same GEMMs through NumPy (issue 16)")
+        results["w1_gemm_breakdown"] = step_breakdown.measure("W1-B128", args.threads,
+                                                              log=lambda text: log("  " + text.strip()))
         gc.collect()
     results["first_calls"] = {r["case"]["id"]: {k: v for k, v in r.get("first_call_s", {}).items() if k == "jax"}
                               for r in results["rows"] if "jax" in r.get("first_call_s", {})}

@@ -552,8 +552,33 @@ def load_peers(threads, wanted=("numpy", "pytorch", "jax")):
         except ImportError as exc:
             notes[name] = f"{exc.name} is not installed"
             continue
-        builders[name] = PEERS[name]
+        builders[name] = numpy_at(threads, PEERS[name]) if name == "numpy" else PEERS[name]
     return builders, notes
+
+
+def numpy_at(threads, build):
+    """``build`` with every call of its runner made on ``threads`` BLAS threads.
+
+    NumPy's OpenBLAS has one thread count per process, and graphnet sets it per product (one
+    thread for a small one): interleaved with graphnet, the NumPy peer ran its large products on
+    whatever graphnet set last. The count is set through graphnet's own setter, so that its
+    record of the current count stays true."""
+    def built(case, problem):
+        runner = build(case, problem)
+        if runner is None:
+            return None
+        from graphnet.compiler.runtime.threads import _numpy_blas
+        use = _numpy_blas().use
+
+        def run():
+            use(threads)
+            return runner.run()
+
+        def check():
+            use(threads)
+            return runner.check()
+        return Runner(run, check)
+    return built
 
 
 def versions(names):

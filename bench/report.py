@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 
+from bench import step_breakdown
+
 VARIANT_ORDER = ("graphnet fused", "graphnet unfused", "numpy", "pytorch", "jax", "hand numba")
 PEER_NAMES = ("numpy", "pytorch", "jax")
 
@@ -114,6 +116,17 @@ def evaluate_targets(results):
         value = median(row, "graphnet fused") / best if best and median(row, "graphnet fused") else None
         add("16", "softmax-xent fwd+grad <= 0.8x the fastest of NumPy, PyTorch, JAX",
             f"{value:.2f}x {name}" if value else "n/a", value is not None and value <= 0.8)
+    breakdown = results.get("w1_gemm_breakdown")
+    if breakdown:
+        value = breakdown["gemm_vs_numpy"]
+        add("16", f"W1 B=128: GEMM time within a step <= 1.0x the same {breakdown['gemms']} GEMMs through NumPy",
+            f"{value:.2f}x ({1e3 * breakdown['gemm_s']:.2f} vs {1e3 * breakdown['numpy_gemms_s']:.2f} ms, "
+            f"NumPy's faster: {breakdown.get('numpy_threads', '?')} thread(s))",
+            value <= step_breakdown.GEMM_RATIO_TARGET)
+        value = breakdown["non_gemm_share"]
+        add("16", "W1 B=128: non-GEMM time <= 10% of the step",
+            f"{100 * value:.1f}% ({1e3 * breakdown['non_gemm_s']:.2f} of {1e3 * breakdown['step_s']:.2f} ms)",
+            value <= step_breakdown.NON_GEMM_SHARE_TARGET)
     _runtime_targets(results, add)
     row = rows.get(find("mlp_infer", batch=1))
     value = median(row, "graphnet fused") if row else None
@@ -219,7 +232,7 @@ def markdown(results):
                   + "; ".join(f"{case} {v}: {_fmt_time(t)}" for case, d in results["first_calls"].items()
                               for v, t in d.items()) + "."]
     if results.get("targets"):
-        lines += ["", "Targets (issues 3, 6 and 17), from this run:", "", "| issue | target | measured | met |",
+        lines += ["", "Targets (issues 3, 6, 15, 16 and 17), from this run:", "", "| issue | target | measured | met |",
                   "|---|---|---|---|"]
         for t in results["targets"]:
             lines.append(f"| {t['issue']} | {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")

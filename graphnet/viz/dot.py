@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-from graphnet.viz.walk import as_roots, leaf_kind, leaf_label, node_stages, type_str
+from graphnet.viz.walk import as_roots, home_kernels, leaf_kind, leaf_label, node_stages, type_str
 
 FONT = "Helvetica"
 
@@ -85,7 +85,7 @@ def function_to_dot(fn, title=None, rankdir="TB"):
     roots = as_roots(fn)
     stages = node_stages(roots)
     kernels = list(getattr(fn, "kernels", None) or [])
-    kernel_of = {node: i for i, k in enumerate(kernels) for node in k.nodes}
+    kernel_of = home_kernels(kernels)   # a node a later kernel recomputes is drawn in its first one
     written = {id(v) for k in kernels for v in k.outputs}
     refusals = {(id(var), id(node)): reason for var, node, reason in _refusals(fn)}
     name = getattr(fn, "name", "function")
@@ -94,7 +94,7 @@ def function_to_dot(fn, title=None, rankdir="TB"):
     for i, kernel in enumerate(kernels):
         writer.open_cluster(f"cluster_k{i}", _kernel_label(i, kernel), _kernel_style(kernel))
         for node in kernel.nodes:
-            if node in stages:
+            if node in stages and kernel_of[node] == i:
                 writer.op(node, stages[node], buffer=_node_writes(node, written), blas=kernel.is_blas)
         writer.close_cluster()
     for node, stage in stages.items():

@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 
 from graphnet.graph.ir import Constant, Placeholder, SharedVariable, shape_str
-from graphnet.viz.walk import compiled_graph
+from graphnet.viz.walk import compiled_graph, home_kernels
 
 OPS_WIDTH = 34
 
@@ -149,12 +149,14 @@ def _table(rows, totals):
 
 def _not_fused(fn, fgraph, kernels):
     """Every producer/consumer pair in different kernels, with the recorded reason."""
-    kernel_of = {node: i for i, k in enumerate(kernels) for node in k.nodes}
+    kernel_of = home_kernels(kernels)
     program = getattr(fn, "program", None)
     reasons = {}
     for var, node, reason in getattr(program, "refusals", None) or []:
         reasons[(var, node)] = reason
-    pairs, seen = [], set()
+    plan = getattr(program, "plan", None)
+    recomputed = [(var, node, how) for var, node, how in getattr(plan, "fusions", None) or [] if "rule 8" in how]
+    pairs, seen = [], {(var, node) for var, node, _ in recomputed}
     for node in fgraph.nodes():
         for var in node.inputs:
             if var.owner is not None and kernel_of.get(var.owner) != kernel_of.get(node) and (var, node) not in seen:
@@ -173,6 +175,11 @@ def _not_fused(fn, fgraph, kernels):
         reason = reasons.get((var, node), "(the compiler recorded no reason)")
         lines.append(f"  {var.describe()} ({where(var.owner) if var.owner else 'input'}) -> "
                      f"{node.outputs[0].describe()} ({where(node)}): {reason}")
+    if recomputed:
+        lines.append("recomputed by their reader instead of stored and read back (producer (kernel) -> reader (kernel)):")
+        for var, node, how in recomputed:
+            lines.append(f"  {var.describe()} ({where(var.owner)}) -> {node.outputs[0].describe()} "
+                         f"({where(node)}): {how}")
     return lines
 
 

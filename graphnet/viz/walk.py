@@ -135,3 +135,13 @@ def letter_id(index):
         index, rem = divmod(index - 1, 26)
         letters = chr(ord("A") + rem) + letters
     return letters
+
+
+def home_kernels(kernels):
+    """{node: index of its kernel}: the first kernel computing it (a later one may recompute it,
+    fusion rule 8, instead of reading its value)."""
+    kernel_of = {}
+    for i, k in enumerate(kernels):
+        for node in k.nodes:
+            kernel_of.setdefault(node, i)
+    return kernel_of

@@ -238,6 +238,11 @@ class MeasuredChoice:
         result = self.variants[self.current](*args)
         elapsed = perf_counter() - start
         if self.chosen is None:
+            if _cores_compiling:
+                # Background compiles hold cores: the "every core" variant gets fewer and would
+                # lose a choice then kept after they end (W1 B=128's GEMMs stayed on one thread,
+                # 1.8x slower). Measure once the cores are back.
+                return result
             samples = self.times[self.current]
             samples.append(elapsed)
             if all(len(t) > self.SAMPLES for t in self.times):   # the first of each: a warm-up

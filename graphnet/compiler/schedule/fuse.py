@@ -11,6 +11,8 @@
    (:mod:`.plan`) then makes the elementwise group that first reads it (bias,
    activation, an update) its GEMM epilogue, and folds transposes it reads
    into transpose flags.
+8. A cheap elementwise chain another kernel computes is recomputed in the
+   kernel that reads it, when that moves fewer bytes (:mod:`.recompute`).
 
 Legality ("may these fuse?", :func:`fusion_refusal`) is kept apart from
 profitability ("should they?", :func:`bytes_saved`). Every producer/consumer
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from graphnet.compiler.schedule.recompute import recompute_cheap_chains
 from graphnet.compiler.schedule.rowwise_join import join_rowwise_groups
 from graphnet.graph.fgraph import FunctionGraph
 from graphnet.graph.ir import shape_str
@@ -130,6 +133,8 @@ class Group:
     reduce_kind: str = None        # "row", "col" or "all" once a reduction joined
     reductions: list = field(default_factory=list)
     epilogue: list = field(default_factory=list)   # elementwise nodes on reduced values
+    #: nodes of another kernel this one computes again instead of reading their value (rule 8)
+    recomputed: list = field(default_factory=list)
 
     def produces(self, var):
         return var.owner is not None and var.owner in self.nodes
@@ -153,6 +158,7 @@ class FusionPlan:
     refusals: list                 # (producer variable, consumer node, reason)
     scores: dict = field(default_factory=dict)  # (producer group id, node) -> bytes saved
     row_joins: list = field(default_factory=list)  # RowwiseJoin: row-wise pairs joined or refused
+    recomputes: list = field(default_factory=list)  # recompute.Recompute: chains recomputed or refused (rule 8)
 
 
 def kind_of(node):
@@ -333,9 +339,13 @@ def plan_fusion(fgraph: FunctionGraph, fuse=True, precomputed=frozenset()) -> Fu
             groups.append(group)
             group_of[node] = group
     joins = join_rowwise_groups(groups, group_of, reaches, fuse)
+    recomputes = []
     if fuse:
         _merge_siblings(groups, group_of)
-    return FusionPlan(_schedule(groups, group_of), refusals, scores, joins)
+        def kind_of_var(var):
+            return group_of[var.owner].kind if var.owner in group_of else None
+        recomputes = recompute_cheap_chains(groups, group_of, set(fgraph.roots), kind_of_var)
+    return FusionPlan(_schedule(groups, group_of), refusals, scores, joins, recomputes)
 
 
 def _merge_siblings(groups, group_of):

@@ -315,6 +315,8 @@ class KernelPlan:
     fuse: bool = True
     #: row-wise pairs over the same rows (``rowwise_join.RowwiseJoin``): joined into one kernel, or why not
     row_joins: list = field(default_factory=list)
+    #: elementwise chains recomputed in their reader's kernel, or why not (``recompute.Recompute``, rule 8)
+    recomputes: list = field(default_factory=list)
 
 
 def plan_kernels(fgraph, fuse=True, check_numerics=False):
@@ -323,6 +325,7 @@ def plan_kernels(fgraph, fuse=True, check_numerics=False):
     fusion = plan_fusion(fgraph, fuse=fuse, precomputed=set(shape_nodes))
     builder = _PlanBuilder(fgraph, fusion.groups, fuse)
     kernels = builder.kernels()
+    builder.note_recomputes(fusion.recomputes)
     refusals = builder.refusals(fusion.refusals, fgraph, kernels, shape_nodes)
     # check_numerics may stop a call after an update kernel ran: then updates go
     # to fresh buffers, so a failed call leaves every parameter as it was.
@@ -331,7 +334,7 @@ def plan_kernels(fgraph, fuse=True, check_numerics=False):
                     if n.inputs[i].owner is None]
     return KernelPlan(kernels, refusals, builder.fusions, shape_nodes, in_place, value_checks,
                       value_dependent=any(n.op.infer_shape_needs_values for n in fgraph.nodes()), fuse=fuse,
-                      row_joins=fusion.row_joins)
+                      row_joins=fusion.row_joins, recomputes=fusion.recomputes)
 
 
 def shape_arithmetic(fgraph):
@@ -358,16 +361,20 @@ class _PlanBuilder:
     def __init__(self, fgraph, groups, fuse):
         self.groups, self.fuse = groups, fuse
         self.roots = set(fgraph.roots)
-        self.group_of = index = {n: i for i, g in enumerate(groups) for n in g.nodes}
+        # A node's kernel is its home group: a node another group recomputes (rule 8) is not
+        # read from memory there, and is stored by its home only if someone else reads it.
+        self.group_of = {n: i for i, g in enumerate(groups) for n in g.nodes if n not in g.recomputed}
         self.readers = {}   # variable -> indices of the other groups that read it (the least runs first)
         for i, g in enumerate(groups):
+            computed = set(g.nodes)
             for n in g.nodes:
                 for v in n.inputs:
-                    if index.get(v.owner) != i:
+                    if v.owner is None or v.owner not in computed:
                         self.readers.setdefault(v, set()).add(i)
         self.transposed = self._foldable_transposes()
         self.epilogues = self._gemm_epilogues()      # {consumer group index: product group index}
         self.fusions = []
+        self.recomputes = []
 
     # ---- decisions
     @staticmethod
@@ -502,9 +509,13 @@ class _PlanBuilder:
     KERNEL_OF_GROUP = {"fused": _loop, "blas": _product, "rowwise": _rowwise, "view": _view,
                        "conv": _conv_alone, "pool": _pool, "channel_reduce": _channel_reduce, "loop": _scan}
 
+    def _index(self, group):
+        """``group``'s index (its first node may be one it recomputes, whose home is another)."""
+        return next(i for i, g in enumerate(self.groups) if g is group)
+
     def _leaves(self, group):
         """Values of ``group`` that leave it: roots and what other groups read."""
-        return {v for n in group.nodes for v in n.outputs
+        return {v for n in group.nodes if n not in group.recomputed for v in n.outputs
                 if v in self.roots or any(self.groups[i] is not group for i in self.readers.get(v, ()))}
 
     def _gemm(self, dot_group, consumer):
@@ -517,7 +528,7 @@ class _PlanBuilder:
         epilogue, write_product = None, True
         if consumer is not None:
             epilogue = loop_kernel(consumer, self._leaves(consumer))
-            others = self.readers.get(product, set()) - {self.group_of[consumer.nodes[0]]}
+            others = self.readers.get(product, set()) - {self._index(consumer)}
             write_product = product in self.roots or bool(others)
             for node in consumer.nodes:
                 if product in node.inputs:
@@ -544,7 +555,7 @@ class _PlanBuilder:
                                                       "image while in cache (its statistics epilogue)"))
         elif consumer is not None:
             epilogue = loop_kernel(consumer, self._leaves(consumer), per_image=True)
-            others = self.readers.get(product, set()) - {self.group_of[consumer.nodes[0]]}
+            others = self.readers.get(product, set()) - {self._index(consumer)}
             write_product = product in self.roots or bool(others)
             for n in consumer.nodes:
                 if product in n.inputs:
@@ -557,6 +568,15 @@ class _PlanBuilder:
         return ConvKernel([node] + (list(consumer.nodes) if consumer else []), reads, writes, node=node,
                           epilogue=epilogue, statistics=statistics, write_product=write_product)
 
+    def note_recomputes(self, recomputes):
+        """Rule 8's pairs: the recomputed ones among the joined pairs, the others' reasons kept."""
+        self.recomputes = recomputes
+        for r in recomputes:
+            if r.reason is None:
+                nodes = f"{len(r.chain)} elementwise node" + ("s" if len(r.chain) != 1 else "")
+                self.fusions.append((r.var, r.reader, f"recomputed in the reader's kernel from its inputs "
+                                                      f"({nodes}, {r.saved} bytes per element saved; rule 8)"))
+
     # ---- refusals
     def refusals(self, recorded, fgraph, kernels, shape_nodes):
         """Every producer/consumer pair in different kernels, with its reason: the fusion
@@ -564,16 +584,22 @@ class _PlanBuilder:
         joined = {(var, node) for var, node, _ in self.fusions}
         result = []
         folded = {t.owner for t in self.transposed}
+        not_recomputed = {(r.var, r.reader): r.reason for r in self.recomputes if r.reason}
         for var, node, reason in recorded:
             if (var, node) in joined:
                 continue
+            if (var, node) in not_recomputed:
+                reason += f"; not recomputed in the reader (rule 8): {not_recomputed[var, node]}"
             if reason in (PRODUCER_REASONS["blas"], PRODUCER_REASONS["conv"]):
                 reason = self._product_refusal(var, node)
             elif node in folded:
                 reason = "a matrix product reads its operands from memory; this one reads it transposed (a BLAS flag)"
             result.append((var, node, reason))
         known = {(var, node) for var, node, _ in result} | joined
-        kernel_of = {n: k for k in kernels for n in k.nodes}
+        kernel_of = {}
+        for k in kernels:   # a node's first kernel is its home: a reader recomputing it runs later
+            for n in k.nodes:
+                kernel_of.setdefault(n, k)
         static = set(shape_nodes)
         for node in fgraph.nodes():
             for var in node.inputs:

@@ -28,6 +28,13 @@ def quiet_machine(monkeypatch):
     return fake
 
 
+@pytest.fixture(autouse=True)
+def no_background_compiles(monkeypatch):
+    """Calls are measured only while no compile worker holds a core: earlier tests' workers
+    may still be exiting."""
+    monkeypatch.setattr(threads, "_cores_compiling", 0)
+
+
 def _variants(slow):
     """Two variants; ``slow[i]`` says whether variant i sleeps (a loaded or oversubscribed run)."""
     ran = []
@@ -83,12 +90,13 @@ def test_a_serial_choice_that_slows_down_is_not_measured_again_until_the_periodi
 
 
 def test_a_parallel_variant_barely_faster_is_not_chosen():
-    times = iter([0.0] * 100)
-    variants = [lambda x: None, lambda x: None]
+    # 5% faster (sleeps long enough that timer jitter is far below the 15% margin): the serial
+    # one is kept (threads that do not pay are left idle). Two no-op variants, timed, were
+    # once measured 15% apart on a loaded machine.
+    variants = [lambda x: time.sleep(0.010), lambda x: time.sleep(0.0095)]
     choice = MeasuredChoice(variants)
-    # Both as fast: the serial one is kept (threads that do not pay are left idle).
     for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
-        choice(next(times))
+        choice(None)
     assert choice.chosen == 0
 
 
@@ -135,3 +143,20 @@ def test_a_process_spinning_beside_us_counts_as_a_crowd():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_calls_while_background_compiles_hold_cores_are_not_measured():
+    slow = [False, True]    # the parallel variant slow: its cores are compiling
+    variants, ran = _variants(slow)
+    choice = MeasuredChoice(variants)
+    threads.compiling_elsewhere(1)
+    try:
+        for _ in range(3 * (MeasuredChoice.SAMPLES + 1)):
+            choice(None)
+        assert choice.chosen is None and choice.times == [[], []]
+    finally:
+        threads.compiling_elsewhere(0)
+    slow[:] = [True, False]  # the compiles ended: the parallel variant is the faster
+    for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
+        choice(None)
+    assert choice.chosen == 1
