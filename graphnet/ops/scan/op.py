@@ -141,7 +141,7 @@ class Scan(Op):
         return (0,)   # n_steps; the body's shapes follow from the inputs' shapes
 
     def infer_shape(self, node, shapes, values=None):
-        n = _steps(self, values[0] if values is not None else None)
+        n = step_count(self, values[0] if values is not None else None)
         seq_shapes, init_shapes, nonseq_shapes = self.split(shapes[1:])
         check_lengths(self, seq_shapes, init_shapes, n)
         inner = body_output_shapes(self, seq_shapes, init_shapes, nonseq_shapes)
@@ -204,7 +204,8 @@ def _check_inner(op, outer_type, expected, inner, what):
                          f"the outer value gives {expected}")
 
 
-def _steps(op, value):
+def step_count(op, value):
+    """The number of steps ``value`` (n_steps at run time) asks for; a negative count is the user's error."""
     if value is None:
         raise GraphnetError(f"internal: scan {op.scan_name!r} needs the value of n_steps")
     n = int(np.asarray(value))
@@ -267,17 +268,12 @@ def run_loop(op, inputs, run_body):
     stacked outputs are written into one array, allocated at the shapes of
     the first step. Returns the op's outputs.
     """
-    n = _steps(op, inputs[0])
+    n = step_count(op, inputs[0])
     seqs, inits, nonseqs = op.split([np.asarray(a) for a in inputs[1:]])
     check_lengths(op, [s.shape for s in seqs], [b.shape for b in inits], n)
     inner_seqs, inner_taps, inner_nonseqs = op.inner_inputs()
-    states = op.body.outputs[:op.n_states]
-    buffers, slots = [], []
-    for init, lag, out, last in zip(inits, op.lags, states, op.last_only):
-        slots.append(lag + 1 if last else lag + n)   # a window of the values the taps read, or all of them
-        buffer = np.empty((slots[-1],) + init.shape[1:], dtype=out.dtype)
-        buffer[:lag] = init[:lag]
-        buffers.append(buffer)
+    buffers = state_buffers(op, inits, n)
+    slots = [len(b) for b in buffers]
     stacked = [None] * op.n_stacked
     if n == 0:
         shapes = body_output_shapes(op, [s.shape for s in seqs], [b.shape for b in inits],
@@ -311,7 +307,26 @@ def run_loop(op, inputs, run_body):
                                  f"{value.shape} at step {t}, {first} at the first step: an output must keep "
                                  f"its shape from step to step (scan built at {op.built_at})")
             stacked[k][t] = value
-    for j, (lag, size) in enumerate(zip(op.lags, slots)):
-        if op.last_only[j]:   # the last lag values, oldest first: virtual slots n .. n + lag - 1
+    return loop_outputs(op, buffers, stacked, n)
+
+
+def state_buffers(op, inits, n):
+    """One buffer per state, its first ``L`` slots holding the initial values: all ``L + n``
+    values, or a window of ``L + 1`` slots (the values its taps read) for a ``last_only`` state."""
+    buffers = []
+    for init, lag, out, last in zip(inits, op.lags, op.body.outputs, op.last_only):
+        buffer = np.empty((lag + 1 if last else lag + n,) + init.shape[1:], dtype=out.dtype)
+        buffer[:lag] = init[:lag]
+        buffers.append(buffer)
+    return buffers
+
+
+def loop_outputs(op, buffers, stacked, n):
+    """The op's outputs after ``n`` steps: each state's buffer (its last ``L`` values, oldest
+    first, for a ``last_only`` window: virtual slots n .. n + L - 1), then the stacks."""
+    buffers = list(buffers)
+    for j, lag in enumerate(op.lags):
+        if op.last_only[j]:
+            size = len(buffers[j])
             buffers[j] = buffers[j][[(n + m) % size for m in range(lag)]]
-    return buffers + stacked
+    return buffers + list(stacked)

@@ -1,0 +1,212 @@
+"""A loop (``scan``) as one compiled Numba function over its steps.
+
+The body is a program of its own (``scan_steps.py``). For one frame of it (the
+shapes of one step) this module writes a function that loops over time and, at
+every step, calls the body's compiled kernels and ``np.dot`` on the body
+frame's planned buffers, exactly as a frame's driver (``driver.py``) calls a
+step's kernels: the same :class:`~graphnet.compiler.runtime.driver.DriverSource`
+writes the calls from the steps' ``Call`` lists. Around them the loop adds:
+
+- the step's inputs as views, never copies: ``x_t = q0[t]`` for a sequence,
+  ``s0[L + i + tap]`` for a state's tap (``(L + i + tap) % (L + 1)`` in a
+  window of ``L + 1`` slots when only its last values are kept);
+- the body's NumPy steps (gate views ``z[:, :H]``, reshapes, slice
+  accumulation) as lines of ``njit`` code (``loop_views.py``);
+- the new states written into their slots of the state buffers, and the
+  stacked outputs into row ``t`` of their stacks (the ``prune_loops`` pass has
+  dropped those nothing outside the loop reads).
+
+The text depends on the loop's structure only (lengths come from the int64
+array ``n``, as in a driver), so one compile serves every batch size, and
+Numba's disk cache serves the next process. ``write_loop`` raises
+:class:`~graphnet.compiler.runtime.loop_views.NotInLoop` when the body holds
+something this cannot express; the loop then stays on the host.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphnet.compiler.runtime.driver import DriverSource
+from graphnet.compiler.runtime.entry import EntryWriter, NotExpressible, Ref
+from graphnet.compiler.runtime.loop_views import LOOP_VIEWS, NotInLoop
+from graphnet.compiler.runtime.steps import HostStep
+
+INDENT = " " * 8
+
+
+class LoopSource(DriverSource):
+    """The loop function's text: the driver's calls, plus names for the values made inside the loop.
+
+    ``inner`` maps a body variable made inside the loop (a step's input, a view)
+    to its local name; every other value is an array of the body's frame,
+    passed in as a parameter (``a1``, ``a2``...), as a driver's are.
+    """
+
+    def __init__(self, writer):
+        super().__init__()
+        self.writer = writer
+        self.inner = {}
+        self.strided = set()
+        self.notes = []     # (line index, comment) shown in the listing, not compiled
+        self._locals = 0
+
+    # -- what loop_views.py writes with
+    def shape(self, var):
+        return self.writer.frame.shapes[var]
+
+    def is_strided(self, var):
+        return var in self.strided
+
+    def value(self, var):
+        return self.argument(self.writer, Ref(var))
+
+    def line(self, text, node=None):
+        self.lines.append(INDENT + text)
+        if node is not None:
+            self.notes.append((len(self.lines) - 1, f"{node.op} -> {node.outputs[0].describe()}"))
+
+    def define(self, var, text, strided=False):
+        """``var`` made inside the loop as ``text`` (a view); returns its local name."""
+        if text.isidentifier():   # an alias of a value that already has a name
+            self.inner[var] = text
+        else:
+            name = self.inner[var] = f"v{self._locals}"
+            self._locals += 1
+            self.line(f"{name} = {text}")
+        if strided:
+            self.strided.add(var)
+        return self.inner[var]
+
+    def note(self, name, node):
+        self.notes.append((len(self.lines) - 1, f"{node.op} -> {node.outputs[0].describe()}"))
+
+    def scratch(self, var):
+        """A parameter: an array of ``var``'s shape, allocated once for this body frame."""
+        return self.parameter(self.writer.constant(np.empty(self.shape(var), var.dtype)))
+
+    # -- the driver's argument, for values made inside the loop
+    def argument(self, writer, arg):
+        if isinstance(arg, Ref) and arg.var in self.inner:
+            text = self.inner[arg.var]
+            if arg.shape is not None and tuple(arg.shape) != self.shape(arg.var):
+                if arg.var in self.strided:
+                    raise NotInLoop(f"a kernel reads the strided view {arg.var.describe()} reshaped")
+                text += f".reshape(({''.join(f'{self.integer(d)}, ' for d in arg.shape)}))"
+            return text + (".T" if arg.transpose else "")
+        return super().argument(writer, arg)
+
+    def listing(self, head, tail):
+        """The source as users read it: the compiled text with a comment per line that computes a node."""
+        notes = dict(self.notes)
+        body = [line + (f"  # {notes[i]}" if i in notes else "") for i, line in enumerate(self.lines)]
+        return "\n".join(head + body + tail)
+
+
+class LoopProgram:
+    """One body frame's compiled loop: the module's ``loop`` and the arguments fixed for the frame."""
+
+    def __init__(self, function, fixed, source, listing):
+        self.function, self.fixed = function, fixed
+        self.source, self.listing = source, listing
+
+
+def write_loop(op, body, frame, load):
+    """The compiled loop of ``op`` (a Scan) whose ``body`` program runs on ``frame``;
+    ``load(source)`` imports the module. Raises NotInLoop with the reason it cannot be one."""
+    if body.fgraph.updates or body.in_place:
+        raise NotInLoop("the body updates shared variables")
+    if frame.index_checks is not None or body.distinct_value_checks:
+        raise NotInLoop("the body checks values at every step (symbolic bounds, labels)")
+    writer = EntryWriter(frame)
+    loop = LoopSource(writer)
+    for var, shape in frame.fresh:   # written by a kernel at every step, copied out by the loop
+        writer.locals[var] = writer.constant(np.empty(shape, var.dtype))
+    _step_inputs(op, loop)
+    for index, step in enumerate(body.steps):
+        _write_step(index, step, body, loop, writer)
+    _step_outputs(op, body.fgraph.outputs, loop)
+    params = (["steps"] + [f"q{k}" for k in range(op.n_seqs)] + [f"s{k}" for k in range(op.n_states)]
+              + [f"o{k}" for k in range(op.n_stacked)] + [f"w{k}" for k in range(op.n_nonseqs)] + loop.params)
+    t = "steps - 1 - i" if op.reverse else "i"
+    imports = "".join(f"from {module} import {name} as {alias}\n" for (module, name), alias in loop.imports.items())
+    top = [f"import numba\nimport numpy as np\n{imports}\n",
+           "@numba.njit(cache=True, nogil=True, error_model=\"numpy\")",
+           f"def loop({', '.join(params)}):",
+           "    for i in range(steps):",
+           f"        t = {t}"]
+    compiled = "\n".join(top + loop.lines) + "\n"
+    module = load(compiled)
+    values = [np.array(loop.ints, np.int64)] + [writer.names[text] for text in loop.values[1:]]
+    shown = (f"# {op}: {op.n_seqs} sequences (q), {op.n_states} states (s), {op.n_stacked} stacked "
+             f"outputs (o), {op.n_nonseqs} non-sequences (w); the body frame's arrays a1.., lengths n[..]\n"
+             + loop.listing(top, []))
+    return LoopProgram(module.loop, values, compiled, shown)
+
+
+def _step_inputs(op, loop):
+    """Lines binding the body's inputs for step ``i`` (time ``t``): views of the loop's arrays."""
+    seqs, taps, nonseqs = op.inner_inputs()
+    for var in list(seqs) + [v for state in taps for v in state] + list(nonseqs):
+        if not loop.shape(var):
+            raise NotInLoop(f"the body reads the 0-d value {var.describe()} (Numba indexes it as a scalar)")
+    def bind(var, text):
+        name = loop.inner[var] = f"x{len(loop.inner)}"
+        loop.line(f"{name} = {text}")
+        loop.notes.append((len(loop.lines) - 1, var.describe()))
+
+    for k, var in enumerate(seqs):
+        bind(var, f"q{k}[t]")
+    for j, (state, offsets, lag, last) in enumerate(zip(taps, op.state_taps, op.lags, op.last_only)):
+        for var, tap in zip(state, offsets):
+            bind(var, f"s{j}[{_slot(lag + tap, lag, last)}]")
+    for k, var in enumerate(nonseqs):
+        loop.inner[var] = f"w{k}"
+
+
+def _slot(offset, lag, last_only):
+    """The slot of ``L + i + tap`` (``offset`` = L + tap) in a state buffer: all ``L + n`` values,
+    or a window of ``L + 1`` (its last values only)."""
+    index = f"i + {offset}" if offset else "i"
+    return f"({index}) % {lag + 1}" if last_only else index
+
+
+def _write_step(index, step, body, loop, writer):
+    compiled = step.compiled_step(body)
+    if compiled is not step:   # a 0-d group, compiled now: its outputs get arrays of the frame
+        for var in compiled.writes:
+            writer.locals[var] = writer.constant(np.empty(writer.frame.shapes[var], var.dtype))
+    loop.lines.append(f"{INDENT}# {step.kernel.name}: {', '.join(step.kernel.ops)}")
+    if isinstance(compiled, HostStep):
+        for node in compiled.nodes:
+            write = LOOP_VIEWS.find(type(node.op))
+            if write is None:
+                raise NotInLoop(f"{node.op} ({node.outputs[0].describe()}) has no compiled form inside a loop")
+            write(node, loop)
+        return
+    calls = compiled.calls(writer.frame)
+    if calls is None:
+        raise NotInLoop(f"step {step.kernel.name} has no calls (it checks numerics, or binds in Python)")
+    for call in calls:
+        if call.results or call.compiled is None:
+            raise NotInLoop(f"step {step.kernel.name} runs Python (a measured thread choice, a check)")
+        try:
+            args = ", ".join(loop.argument(writer, a) for a in call.args)
+            fn = loop.function(call.compiled)
+        except NotExpressible as exc:
+            raise NotInLoop(f"step {step.kernel.name} reads a value the loop has no name for ({exc})") from None
+        loop.line(f"{fn}({args})")
+
+
+def _step_outputs(op, outputs, loop):
+    """Lines writing the step's results (``outputs``, the body program's, in the op's order):
+    the new states into their slots, the stacked outputs at ``t``."""
+    loop.lines.append(f"{INDENT}# the new states, the stacked outputs")
+    for j, (lag, last) in enumerate(zip(op.lags, op.last_only)):
+        if not loop.shape(outputs[j]):
+            raise NotInLoop(f"state {op.output_names[j]} is 0-d (Numba indexes it as a scalar)")
+        loop.line(f"s{j}[{_slot(lag, lag, last)}] = {loop.value(outputs[j])}")
+    for k in range(op.n_stacked):
+        var = outputs[op.n_states + k]
+        if not loop.shape(var):
+            raise NotInLoop(f"{op.output_names[op.n_states + k]} is 0-d (Numba indexes it as a scalar)")
+        loop.line(f"o{k}[t] = {loop.value(var)}")
