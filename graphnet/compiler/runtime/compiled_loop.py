@@ -24,8 +24,12 @@ something this cannot express; the loop then stays on the host.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
+from graphnet.compiler.runtime import cache
 from graphnet.compiler.runtime.driver import DriverSource
 from graphnet.compiler.runtime.entry import EntryWriter, NotExpressible, Ref
 from graphnet.compiler.runtime.loop_views import LOOP_VIEWS, NotInLoop
@@ -128,8 +132,9 @@ def write_loop(op, body, frame, load):
     params = (["steps"] + [f"q{k}" for k in range(op.n_seqs)] + [f"s{k}" for k in range(op.n_states)]
               + [f"o{k}" for k in range(op.n_stacked)] + [f"w{k}" for k in range(op.n_nonseqs)] + loop.params)
     t = "steps - 1 - i" if op.reverse else "i"
-    imports = "".join(f"from {module} import {name} as {alias}\n" for (module, name), alias in loop.imports.items())
-    top = [f"import numba\nimport numpy as np\n{imports}\n",
+    imports = "".join(f"{alias} = sibling_module(__file__, {_file_of(module)!r}).{name}\n"
+                      for (module, name), alias in loop.imports.items())
+    top = [f"import numba\nimport numpy as np\nfrom graphnet.compiler.runtime.cache import sibling_module\n\n{imports}\n",
            "@numba.njit(cache=True, nogil=True, error_model=\"numpy\")",
            f"def loop({', '.join(params)}):",
            "    for i in range(steps):",
@@ -141,6 +146,14 @@ def write_loop(op, body, frame, load):
              f"outputs (o), {op.n_nonseqs} non-sequences (w); the body frame's arrays a1.., lengths n[..]\n"
              + loop.listing(top, []))
     return LoopProgram(module.loop, values, compiled, shown)
+
+
+def _file_of(module_name):
+    """The cache entry's file name of a generated kernel module (``k_<key>.py``)."""
+    path = getattr(sys.modules[module_name], "__file__", None)
+    if path is None or cache.module_name_of(path) != module_name:
+        raise NotInLoop(f"the body calls {module_name}, which is not a generated kernel module")
+    return os.path.basename(path)
 
 
 def _step_inputs(op, loop):

@@ -21,6 +21,7 @@ the background (``runtime/tiered.py``), and for good if Numba cannot compile it.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ from graphnet.errors import GraphnetError
 from graphnet.ops.scan import check_lengths, loop_outputs, run_loop, state_buffers, step_count
 
 COMPILED = "compiled loop"
+#: ``GRAPHNET_COMPILED_LOOP=0`` keeps every loop on the host (what tests compare the compiled loop with)
+ENABLED = os.environ.get("GRAPHNET_COMPILED_LOOP", "1") != "0"
 
 
 @dataclass(eq=False)
@@ -58,6 +61,7 @@ class ScanStep(Step):
         super().__init__(planned, kernel, program.name)
         self.node, self.body, self.body_listing = planned.node, body, body_listing
         self.check_numerics = program.check_numerics
+        self.compiles_loops = ENABLED   # read when the function is built
         self._loops = {}   # the body's input shapes -> LoopRunner
 
     def run(self, env, buffers, shapes):
@@ -87,6 +91,8 @@ class ScanStep(Step):
     def _compiled_loop(self, seq_shapes, init_shapes, nonseq_shapes):
         """(LoopProgram, stack shapes, None), or (None, None, the reason the loop stays on the host)."""
         op, body = self.node.op, self.body
+        if not self.compiles_loops:
+            return None, None, "GRAPHNET_COMPILED_LOOP=0"
         if self.check_numerics:
             return None, None, "check_numerics checks the body's values step by step"
         if body.plan.value_dependent:
@@ -177,7 +183,9 @@ class LoopRunner:
             return self._host(inputs)
         if background.error is not None:
             return self._give_up(inputs, background.error)
-        say(f"{self.step.program_name}: {self.step.kernel.name}: the compiled loop runs from now on")
+        ticket = background.ticket
+        took = f" ({ticket.seconds:.2f} s in the worker)" if ticket is not None else ""
+        say(f"{self.step.program_name}: {self.step.kernel.name}: the compiled loop runs from now on{took}")
         return self._switch(inputs)
 
     def _switch(self, inputs):

@@ -66,6 +66,7 @@ class Scan(Op):
         self.reverse = bool(reverse)
         self.output_names = tuple(output_names) or tuple(f"output {i}" for i in range(len(body.outputs)))
         self._reference = None
+        self._inner_shapes = {}   # outer input shapes -> the body's output shapes (infer_shape)
         self.built_at = "?"
         #: the scan this one extends with more stacked outputs (its gradient's saved values), or None
         self.base = None
@@ -144,7 +145,14 @@ class Scan(Op):
         n = step_count(self, values[0] if values is not None else None)
         seq_shapes, init_shapes, nonseq_shapes = self.split(shapes[1:])
         check_lengths(self, seq_shapes, init_shapes, n)
-        inner = body_output_shapes(self, seq_shapes, init_shapes, nonseq_shapes)
+        # The program re-runs this rule on every call (n_steps is a value); the body's shapes
+        # depend on the outer shapes only, so they are inferred once per shape signature.
+        key = (tuple(map(tuple, seq_shapes)), tuple(map(tuple, init_shapes)), tuple(map(tuple, nonseq_shapes)))
+        inner = self._inner_shapes.get(key)
+        if inner is None:
+            if len(self._inner_shapes) >= 64:   # as many as a program keeps frames
+                self._inner_shapes.clear()
+            inner = self._inner_shapes[key] = body_output_shapes(self, seq_shapes, init_shapes, nonseq_shapes)
         out = [(lag if last else lag + n,) + tuple(s[1:]) for s, lag, last in zip(init_shapes, self.lags, self.last_only)]
         return out + [(n,) + tuple(s) for s in inner[self.n_states:]]
 
@@ -178,7 +186,7 @@ class Scan(Op):
     def in_float64(self):
         from graphnet.graph.gradcheck import float64_function_graph
         widened = copy.copy(self)
-        widened.body, widened._reference = float64_function_graph(self.body), None
+        widened.body, widened._reference, widened._inner_shapes = float64_function_graph(self.body), None, {}
         return widened
 
     def grad(self, inputs, outputs, output_grads):
