@@ -52,6 +52,8 @@ class LoopSource(DriverSource):
         self.inner = {}
         self.strided = set()
         self.notes = []     # (line index, comment) shown in the listing, not compiled
+        #: stacked output -> the earlier one holding the same value: one array serves both
+        self.stack_aliases = {}
         self._locals = 0
 
     # -- what loop_views.py writes with
@@ -107,11 +109,13 @@ class LoopSource(DriverSource):
 
 
 class LoopProgram:
-    """One body frame's compiled loop: the module's ``loop`` and the arguments fixed for the frame."""
+    """One body frame's compiled loop: the module's ``loop``, the arguments fixed for the frame,
+    and ``stack_aliases`` ({stacked output: the earlier one it shares its array with})."""
 
-    def __init__(self, function, fixed, source, listing):
+    def __init__(self, function, fixed, source, listing, stack_aliases):
         self.function, self.fixed = function, fixed
         self.source, self.listing = source, listing
+        self.stack_aliases = stack_aliases
 
 
 def write_loop(op, body, frame, load):
@@ -145,7 +149,7 @@ def write_loop(op, body, frame, load):
     shown = (f"# {op}: {op.n_seqs} sequences (q), {op.n_states} states (s), {op.n_stacked} stacked "
              f"outputs (o), {op.n_nonseqs} non-sequences (w); the body frame's arrays a1.., lengths n[..]\n"
              + loop.listing(top, []))
-    return LoopProgram(module.loop, values, compiled, shown)
+    return LoopProgram(module.loop, values, compiled, shown, loop.stack_aliases)
 
 
 def _file_of(module_name):
@@ -218,8 +222,13 @@ def _step_outputs(op, outputs, loop):
         if not loop.shape(outputs[j]):
             raise NotInLoop(f"state {op.output_names[j]} is 0-d (Numba indexes it as a scalar)")
         loop.line(f"s{j}[{_slot(lag, lag, last)}] = {loop.value(outputs[j])}")
+    first_stack = {}
     for k in range(op.n_stacked):
         var = outputs[op.n_states + k]
         if not loop.shape(var):
             raise NotInLoop(f"{op.output_names[op.n_states + k]} is 0-d (Numba indexes it as a scalar)")
+        if var in first_stack:   # the same value stacked twice (a weight's and a bias's gradient read dz)
+            loop.stack_aliases[k] = first_stack[var]
+            continue
+        first_stack[var] = k
         loop.line(f"o{k}[t] = {loop.value(var)}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from graphnet.compiler.registry import Lowerings
 from graphnet.ops.indexing import IncSubtensor, Subtensor
+from graphnet.ops.join import Concatenate
 from graphnet.ops.shape import Reshape, ReshapeLike, Transpose
 
 #: op class -> ``write(node, loop)`` appending the node's lines to ``loop`` (a ``LoopSource``)
@@ -88,3 +89,18 @@ def write_transpose(node, loop):
     text = f"np.transpose({loop.value(node.inputs[0])}, {perm!r})"
     loop.note(loop.define(node.outputs[0], text, strided=True), node)
 
+
+
+@LOOP_VIEWS.register(Concatenate)
+def write_concatenate(node, loop):
+    """Each piece copied into its part of an array allocated once per body frame."""
+    out_var = node.outputs[0]
+    if any(v.dtype != out_var.dtype for v in node.inputs):
+        raise NotInLoop(f"{node.op} of mixed dtypes")
+    out, axis, start = loop.scratch(out_var), node.op.axis, 0
+    for piece in node.inputs:
+        stop = start + loop.shape(piece)[axis]
+        key = ":, " * axis + f"{loop.integer(start)}:{loop.integer(stop)}"
+        loop.line(f"{out}[{key}] = {loop.value(piece)}", node)
+        start = stop
+    loop.define(out_var, out)
