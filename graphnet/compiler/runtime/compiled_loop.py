@@ -52,6 +52,7 @@ class LoopSource(DriverSource):
         self.inner = {}
         self.strided = set()
         self.notes = []     # (line index, comment) shown in the listing, not compiled
+        self.helpers = {}   # name -> source of the copy helpers the loop calls
         #: stacked output -> the earlier one holding the same value: one array serves both
         self.stack_aliases = {}
         self._locals = 0
@@ -83,6 +84,15 @@ class LoopSource(DriverSource):
             self.strided.add(var)
         return self.inner[var]
 
+    def copy(self, target, value, ndim, node=None, add=False):
+        """A line copying (or adding, ``add``) the array ``value`` into ``target`` of its shape,
+        through a helper of explicit loops: Numba compiles array assignment between views
+        (``a[i] = b``, ``a[:, k:m] += b``) through its broadcasting machinery, which cost
+        ~2 s of a cold loop's compile against ~0.3 s for the helpers."""
+        name = f"{'add' if add else 'copy'}_{ndim}d"
+        self.helpers.setdefault(name, elementwise_helper(name, ndim, "+=" if add else "="))
+        self.line(f"{name}({target}, {value})", node)
+
     def note(self, name, node):
         self.notes.append((len(self.lines) - 1, f"{node.op} -> {node.outputs[0].describe()}"))
 
@@ -106,6 +116,21 @@ class LoopSource(DriverSource):
         notes = dict(self.notes)
         body = [line + (f"  # {notes[i]}" if i in notes else "") for i, line in enumerate(self.lines)]
         return "\n".join(head + body + tail)
+
+
+def elementwise_helper(name, ndim, assign):
+    """``name(dst, src)``: ``dst[...] {assign} src`` over ``ndim`` axes of equal lengths, as loops."""
+    lines = ["@numba.njit(cache=True, nogil=True, error_model=\"numpy\")", f"def {name}(dst, src):"]
+    d, s = "dst", "src"
+    for axis in range(ndim):
+        pad = "    " * (axis + 1)
+        lines.append(f"{pad}for i{axis} in range(src.shape[{axis}]):")
+        if axis < ndim - 1:
+            lines.append(f"{pad}    d{axis} = {d}[i{axis}]")
+            lines.append(f"{pad}    s{axis} = {s}[i{axis}]")
+            d, s = f"d{axis}", f"s{axis}"
+    lines.append(f"{'    ' * (ndim + 1)}{d}[i{ndim - 1}] {assign} {s}[i{ndim - 1}]")
+    return "\n".join(lines) + "\n"
 
 
 class LoopProgram:
@@ -138,7 +163,9 @@ def write_loop(op, body, frame, load):
     t = "steps - 1 - i" if op.reverse else "i"
     imports = "".join(f"{alias} = sibling_module(__file__, {_file_of(module)!r}).{name}\n"
                       for (module, name), alias in loop.imports.items())
-    top = [f"import numba\nimport numpy as np\nfrom graphnet.compiler.runtime.cache import sibling_module\n\n{imports}\n",
+    helpers = "".join(f"\n{text}\n" for _, text in sorted(loop.helpers.items()))
+    top = [f"import numba\nimport numpy as np\nfrom graphnet.compiler.runtime.cache import sibling_module\n\n{imports}"
+           f"{helpers}\n",
            "@numba.njit(cache=True, nogil=True, error_model=\"numpy\")",
            f"def loop({', '.join(params)}):",
            "    for i in range(steps):",
@@ -221,7 +248,7 @@ def _step_outputs(op, outputs, loop):
     for j, (lag, last) in enumerate(zip(op.lags, op.last_only)):
         if not loop.shape(outputs[j]):
             raise NotInLoop(f"state {op.output_names[j]} is 0-d (Numba indexes it as a scalar)")
-        loop.line(f"s{j}[{_slot(lag, lag, last)}] = {loop.value(outputs[j])}")
+        loop.copy(f"s{j}[{_slot(lag, lag, last)}]", loop.value(outputs[j]), len(loop.shape(outputs[j])))
     first_stack = {}
     for k in range(op.n_stacked):
         var = outputs[op.n_states + k]
@@ -231,4 +258,4 @@ def _step_outputs(op, outputs, loop):
             loop.stack_aliases[k] = first_stack[var]
             continue
         first_stack[var] = k
-        loop.line(f"o{k}[t] = {loop.value(var)}")
+        loop.copy(f"o{k}[t]", loop.value(var), len(loop.shape(var)))

@@ -16,7 +16,7 @@ cannot be written into the loop: the loop then runs on the host
 from __future__ import annotations
 
 from graphnet.compiler.registry import Lowerings
-from graphnet.ops.indexing import IncSubtensor, Subtensor
+from graphnet.ops.indexing import IncSubtensor, Subtensor, basic_key
 from graphnet.ops.join import Concatenate
 from graphnet.ops.shape import Reshape, ReshapeLike, Transpose
 
@@ -60,10 +60,19 @@ def write_inc_subtensor(node, loop):
     x, y = node.inputs[0], node.inputs[1]
     if not loop.shape(node.outputs[0]):
         raise NotInLoop(f"{node.op} on a 0-d value")
-    out = loop.scratch(node.outputs[0])
-    loop.line(f"{out}[:] = {loop.value(x)}")
-    loop.line(f"{out}[{key}] += {loop.value(y)}", node)
+    out, shape = loop.scratch(node.outputs[0]), loop.shape(node.outputs[0])
+    loop.copy(out, loop.value(x), len(shape))
+    target = subtensor_shape(node.op.entries, shape)
+    if loop.shape(y) == target:
+        loop.copy(f"{out}[{key}]", loop.value(y), len(target), node, add=True)
+    else:   # y broadcasts into the slice: Numba's array arithmetic does that
+        loop.line(f"{out}[{key}] += {loop.value(y)}", node)
     loop.define(node.outputs[0], out)
+
+
+def subtensor_shape(entries, shape):
+    """The shape of ``x[entries]`` for ``x`` of ``shape`` (constant entries)."""
+    return basic_key(entries, shape, [])[1]
 
 
 def _write_reshape(node, loop):
@@ -101,6 +110,6 @@ def write_concatenate(node, loop):
     for piece in node.inputs:
         stop = start + loop.shape(piece)[axis]
         key = ":, " * axis + f"{loop.integer(start)}:{loop.integer(stop)}"
-        loop.line(f"{out}[{key}] = {loop.value(piece)}", node)
+        loop.copy(f"{out}[{key}]", loop.value(piece), len(loop.shape(piece)), node)
         start = stop
     loop.define(out_var, out)

@@ -33,7 +33,7 @@ from graphnet.compiler.runtime.compiled_loop import write_loop
 from graphnet.compiler.runtime.entry import Call, Ref
 from graphnet.compiler.runtime.loop_views import NotInLoop
 from graphnet.compiler.runtime.steps import CPU_LOWERINGS, Kernel, Step, kernel_record
-from graphnet.compiler.runtime.tiered import BackgroundCompile, say, tiered_enabled
+from graphnet.compiler.runtime.tiered import BackgroundCompile, say, tiered_enabled, wait_compiled
 from graphnet.compiler.schedule.plan import ScanKernel
 from graphnet.errors import GraphnetError
 from graphnet.ops.scan import check_lengths, loop_outputs, run_loop, state_buffers, step_count
@@ -128,7 +128,7 @@ class LoopRunner:
 
     def __init__(self, step, program, stacks, reason):
         self.step, self.op, self.program, self.stacks, self.reason = step, step.node.op, program, stacks, reason
-        self.background = None
+        self.background, self.signature = None, None   # the loop's compile in a worker, for these types
         self._arrays = {}   # n_steps -> (state buffers, stacks), see _outputs
         self.current = self._first_call if program is not None else self._host
 
@@ -136,8 +136,26 @@ class LoopRunner:
         return self.current(inputs)
 
     def wait(self, timeout=None):
-        """Block until the background compile ended (``fn.wait_compiled``)."""
-        return self.background is None or self.background.wait(timeout)
+        """Block until the background compile ended (``fn.wait_compiled``): the body's kernels
+        first, then the loop."""
+        if self.signature is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not wait_compiled(self.step.body.kernels, timeout):
+            return False
+        background = self._submit_when_ready()
+        return background.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _submit_when_ready(self):
+        """The loop's background compile, started once the body's kernels are compiled (else None).
+
+        A worker compiling the loop compiles the kernels it calls too, unless they are in
+        Numba's disk cache: started beside the workers compiling those kernels for the host
+        loop, it compiled them a second time (W7's forward loop: 5.7 s cold, 1.3-2 s once
+        its kernels were cached)."""
+        if self.background is None and wait_compiled(self.step.body.kernels, timeout=0):
+            self.background = BackgroundCompile(self.program.function, self.signature)
+        return self.background
 
     def _host(self, inputs):
         self.step.kernel.runs = f"host loop ({self.reason})"
@@ -192,14 +210,14 @@ class LoopRunner:
             finally:
                 self.step.kernel.compile_s += time.perf_counter() - start
             return self._switch(inputs)
-        self.background = BackgroundCompile(function, signature)
+        self.signature = signature
         self.step.kernel.background.append(self)
         self.current = self._until_compiled
         return self._until_compiled(inputs)
 
     def _until_compiled(self, inputs):
-        background = self.background
-        if not background.ready:
+        background = self._submit_when_ready()
+        if background is None or not background.ready:
             self.step.kernel.tier = "host loop"
             self.reason = "the compiled loop is compiling in the background"
             return self._host(inputs)
