@@ -72,14 +72,14 @@ class LoopSource(DriverSource):
         if node is not None:
             self.notes.append((len(self.lines) - 1, f"{node.op} -> {node.outputs[0].describe()}"))
 
-    def define(self, var, text, strided=False):
-        """``var`` made inside the loop as ``text`` (a view); returns its local name."""
+    def define(self, var, text, strided=False, node=None):
+        """``var`` made inside the loop as ``text`` (a view; ``node`` computes it); returns its local name."""
         if text.isidentifier():   # an alias of a value that already has a name
             self.inner[var] = text
         else:
             name = self.inner[var] = f"v{self._locals}"
             self._locals += 1
-            self.line(f"{name} = {text}")
+            self.line(f"{name} = {text}", node)
         if strided:
             self.strided.add(var)
         return self.inner[var]
@@ -92,9 +92,6 @@ class LoopSource(DriverSource):
         name = f"{'add' if add else 'copy'}_{ndim}d"
         self.helpers.setdefault(name, elementwise_helper(name, ndim, "+=" if add else "="))
         self.line(f"{name}({target}, {value})", node)
-
-    def note(self, name, node):
-        self.notes.append((len(self.lines) - 1, f"{node.op} -> {node.outputs[0].describe()}"))
 
     def scratch(self, var):
         """A parameter: an array of ``var``'s shape, allocated once for this body frame."""

@@ -50,8 +50,7 @@ def _constant_key(node):
 @LOOP_VIEWS.register(Subtensor)
 def write_subtensor(node, loop):
     key = _constant_key(node)
-    out = loop.define(node.outputs[0], f"{loop.value(node.inputs[0])}[{key}]", strided=True)
-    loop.note(out, node)
+    loop.define(node.outputs[0], f"{loop.value(node.inputs[0])}[{key}]", strided=True, node=node)
 
 
 @LOOP_VIEWS.register(IncSubtensor)
@@ -63,6 +62,8 @@ def write_inc_subtensor(node, loop):
     out, shape = loop.scratch(node.outputs[0]), loop.shape(node.outputs[0])
     loop.copy(out, loop.value(x), len(shape))
     target = subtensor_shape(node.op.entries, shape)
+    if not target:
+        raise NotInLoop(f"{node.op} adds into one element (Numba indexes it as a scalar)")
     if loop.shape(y) == target:
         loop.copy(f"{out}[{key}]", loop.value(y), len(target), node, add=True)
     else:   # y broadcasts into the slice: Numba's array arithmetic does that
@@ -83,7 +84,7 @@ def _write_reshape(node, loop):
     if not shape:
         raise NotInLoop(f"{node.op} to a 0-d value")
     dims = "".join(f"{loop.integer(d)}, " for d in shape)
-    loop.note(loop.define(node.outputs[0], f"{loop.value(source)}.reshape(({dims}))"), node)
+    loop.define(node.outputs[0], f"{loop.value(source)}.reshape(({dims}))", node=node)
 
 
 LOOP_VIEWS.register(Reshape, ReshapeLike, entry=_write_reshape)
@@ -96,7 +97,7 @@ def write_transpose(node, loop):
         loop.define(node.outputs[0], loop.value(node.inputs[0]), strided=loop.is_strided(node.inputs[0]))
         return
     text = f"np.transpose({loop.value(node.inputs[0])}, {perm!r})"
-    loop.note(loop.define(node.outputs[0], text, strided=True), node)
+    loop.define(node.outputs[0], text, strided=True, node=node)
 
 
 

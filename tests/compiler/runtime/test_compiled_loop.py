@@ -171,6 +171,25 @@ def test_truncate_gradient_agrees_with_the_host_loop_and_the_reference(monkeypat
         assert not np.asarray(got[0])[:len(FEED[SEQ]) - truncate].any(), "steps past the truncation get nothing"
 
 
+def test_slice_gradients_that_do_not_tile_and_reshapes_run_inside_the_compiled_loop(monkeypatch):
+    def step(x_t, h):
+        z = gn.dot(x_t, WX) + gn.dot(h, WH)
+        a, b = gn.tanh(z[:, :2]), gn.sigmoid(z[:, 3:])   # column 2 is in neither slice
+        return [gn.tanh(z), a * 2, gn.reshape(b, (2,))]
+
+    (hs, as_, bs), _ = gn.scan(step, sequences=SEQ, outputs_info=[H0, None, None], name="gapped")
+    cost = gn.sum(hs ** 2) + gn.sum(as_) + gn.sum(bs * 3)
+    outputs = [hs, as_, bs] + gn.grad(cost, [SEQ, H0, WH])
+    compiled, host = compile_both([SEQ, H0], outputs, monkeypatch)
+    got = compiled(FEED[SEQ], FEED[H0])
+    forward, backward = loops_of(compiled)
+    assert forward.runs == backward.runs == "compiled loop"
+    assert ".reshape((" in forward.source
+    assert "add_2d(" in backward.source.split("# the body's kernels:")[0], "slice accumulation inside the loop"
+    assert_all_close(got, host(FEED[SEQ], FEED[H0]), rtol=1e-5, atol=1e-6)
+    assert_all_close(got, gn.function([SEQ, H0], outputs, backend="reference")(FEED[SEQ], FEED[H0]), 1e-4, 1e-5)
+
+
 def test_one_compiled_loop_serves_another_batch_size():
     seq, h0 = gn.placeholder("s", (None, None, 3)), gn.placeholder("h", (None, 4))
     hs, _ = gn.scan(elman_step, sequences=seq, outputs_info=h0, name="batches")
