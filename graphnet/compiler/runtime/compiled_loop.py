@@ -9,7 +9,9 @@ writes the calls from the steps' ``Call`` lists. Around them the loop adds:
 
 - the step's inputs as views, never copies: ``x_t = q0[t]`` for a sequence,
   ``s0[L + i + tap]`` for a state's tap (``(L + i + tap) % (L + 1)`` in a
-  window of ``L + 1`` slots when only its last values are kept);
+  window of ``L + 1`` slots when only its last values are kept); a 0-d value
+  (a random stream's step counter) as a 1-element view ``q0[t:t + 1]``, since
+  Numba indexes a 0-d slot as a scalar, not an array;
 - the body's NumPy steps (gate views ``z[:, :H]``, reshapes, slice
   accumulation) as lines of ``njit`` code (``loop_views.py``);
 - the new states written into their slots of the state buffers, and the
@@ -51,6 +53,10 @@ class LoopSource(DriverSource):
         self.writer = writer
         self.inner = {}
         self.strided = set()
+        #: 0-d step values, held inside the loop as 1-element arrays (Numba indexes a 0-d slot as a scalar)
+        self.one_element = set()
+        #: arrays of the body frame that a call's env would hold (fresh outputs), made once here
+        self.fixed = {}
         self.notes = []     # (line index, comment) shown in the listing, not compiled
         self.helpers = {}   # name -> source of the copy helpers the loop calls
         #: stacked output -> the earlier one holding the same value: one array serves both
@@ -99,9 +105,16 @@ class LoopSource(DriverSource):
 
     # -- the driver's argument, for values made inside the loop
     def argument(self, writer, arg):
+        if isinstance(arg, Ref) and arg.var in self.fixed:
+            array = self.fixed[arg.var]
+            view = array.reshape(arg.shape) if arg.shape is not None else array
+            return self.parameter(writer.constant(view)) + (".T" if arg.transpose else "")
         if isinstance(arg, Ref) and arg.var in self.inner:
             text = self.inner[arg.var]
-            if arg.shape is not None and tuple(arg.shape) != self.shape(arg.var):
+            held = (1,) if arg.var in self.one_element else self.shape(arg.var)
+            if arg.var in self.one_element and arg.shape is None:
+                raise NotInLoop(f"a step reads the 0-d value {arg.var.describe()} as a 0-d array")
+            if arg.shape is not None and tuple(arg.shape) != held:
                 if arg.var in self.strided:
                     raise NotInLoop(f"a kernel reads the strided view {arg.var.describe()} reshaped")
                 text += f".reshape(({''.join(f'{self.integer(d)}, ' for d in arg.shape)}))"
@@ -150,7 +163,7 @@ def write_loop(op, body, frame, load):
     writer = EntryWriter(frame)
     loop = LoopSource(writer)
     for var, shape in frame.fresh:   # written by a kernel at every step, copied out by the loop
-        writer.locals[var] = writer.constant(np.empty(shape, var.dtype))
+        loop.fixed[var] = np.empty(shape, var.dtype)
     _step_inputs(op, loop)
     for index, step in enumerate(body.steps):
         _write_step(index, step, body, loop, writer)
@@ -187,21 +200,25 @@ def _file_of(module_name):
 def _step_inputs(op, loop):
     """Lines binding the body's inputs for step ``i`` (time ``t``): views of the loop's arrays."""
     seqs, taps, nonseqs = op.inner_inputs()
-    for var in list(seqs) + [v for state in taps for v in state] + list(nonseqs):
-        if not loop.shape(var):
-            raise NotInLoop(f"the body reads the 0-d value {var.describe()} (Numba indexes it as a scalar)")
-    def bind(var, text):
+
+    def bind(var, array, index):
         name = loop.inner[var] = f"x{len(loop.inner)}"
-        loop.line(f"{name} = {text}")
+        if loop.shape(var):
+            loop.line(f"{name} = {array}[{index}]")
+        else:   # a 0-d value: a 1-element view (indexing would give a scalar)
+            loop.line(f"{name} = {array}[{index}:{index} + 1]")
+            loop.one_element.add(var)
         loop.notes.append((len(loop.lines) - 1, var.describe()))
 
     for k, var in enumerate(seqs):
-        bind(var, f"q{k}[t]")
+        bind(var, f"q{k}", "t")
     for j, (state, offsets, lag, last) in enumerate(zip(taps, op.state_taps, op.lags, op.last_only)):
         for var, tap in zip(state, offsets):
-            bind(var, f"s{j}[{_slot(lag + tap, lag, last)}]")
+            bind(var, f"s{j}", _slot(lag + tap, lag, last))
     for k, var in enumerate(nonseqs):
-        loop.inner[var] = f"w{k}"
+        loop.inner[var] = f"w{k}"   # a 0-d one is passed as a 1-element array (LoopRunner)
+        if not loop.shape(var):
+            loop.one_element.add(var)
 
 
 def _slot(offset, lag, last_only):
@@ -215,7 +232,7 @@ def _write_step(index, step, body, loop, writer):
     compiled = step.compiled_step(body)
     if compiled is not step:   # a 0-d group, compiled now: its outputs get arrays of the frame
         for var in compiled.writes:
-            writer.locals[var] = writer.constant(np.empty(writer.frame.shapes[var], var.dtype))
+            loop.fixed[var] = np.empty(writer.frame.shapes[var], var.dtype)
     loop.lines.append(f"{INDENT}# {step.kernel.name}: {', '.join(step.kernel.ops)}")
     if isinstance(compiled, HostStep):
         for node in compiled.nodes:
@@ -242,17 +259,19 @@ def _step_outputs(op, outputs, loop):
     """Lines writing the step's results (``outputs``, the body program's, in the op's order):
     the new states into their slots, the stacked outputs at ``t``."""
     loop.lines.append(f"{INDENT}# the new states, the stacked outputs")
+    def write(array, index, var):
+        if loop.shape(var):
+            loop.copy(f"{array}[{index}]", loop.value(var), len(loop.shape(var)))
+        else:   # a 0-d value into a 1-element view of its slot
+            loop.copy(f"{array}[{index}:{index} + 1]", loop.argument(loop.writer, Ref(var, (1,))), 1)
+
     for j, (lag, last) in enumerate(zip(op.lags, op.last_only)):
-        if not loop.shape(outputs[j]):
-            raise NotInLoop(f"state {op.output_names[j]} is 0-d (Numba indexes it as a scalar)")
-        loop.copy(f"s{j}[{_slot(lag, lag, last)}]", loop.value(outputs[j]), len(loop.shape(outputs[j])))
+        write(f"s{j}", _slot(lag, lag, last), outputs[j])
     first_stack = {}
     for k in range(op.n_stacked):
         var = outputs[op.n_states + k]
-        if not loop.shape(var):
-            raise NotInLoop(f"{op.output_names[op.n_states + k]} is 0-d (Numba indexes it as a scalar)")
         if var in first_stack:   # the same value stacked twice (a weight's and a bias's gradient read dz)
             loop.stack_aliases[k] = first_stack[var]
             continue
         first_stack[var] = k
-        loop.copy(f"o{k}[t]", loop.value(var), len(loop.shape(var)))
+        write(f"o{k}", "t", var)

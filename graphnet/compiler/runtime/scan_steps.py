@@ -12,11 +12,10 @@ Python runs between two steps.
 The host loop :func:`graphnet.ops.scan.run_loop` (shared with the reference
 backend: it calls the body program once per step) stays for what the compiled
 loop cannot express, each with its reason in ``fn.kernels[i].runs``: a body
-step that runs Python (a random draw, an op without a kernel, a kernel large
-enough that its thread choice is measured per call, ``check_numerics``), 0-d
-step values (Numba indexes them as scalars, not arrays), shapes that depend on
-values or change from step to step (the host loop then raises the error naming
-the scan). It also runs the first calls while the compiled loop compiles in
+step that runs Python (an op without a kernel or a loop view, a kernel large
+enough that its thread choice is measured per call, ``check_numerics``), shapes
+that depend on values or change from step to step (the host loop then raises
+the error naming the scan). It also runs the first calls while the compiled loop compiles in
 the background (``runtime/tiered.py``), and for good if Numba cannot compile it.
 """
 from __future__ import annotations
@@ -60,7 +59,7 @@ class ScanStep(Step):
     def __init__(self, planned, kernel, body, body_listing, program):
         super().__init__(planned, kernel, program.name)
         self.node, self.body, self.body_listing = planned.node, body, body_listing
-        self.check_numerics = program.check_numerics
+        self.checks_numerics = program.check_numerics   # the body checks its values step by step
         self.compiles_loops = ENABLED   # read when the function is built
         self._loops = {}   # the body's input shapes -> LoopRunner
 
@@ -93,7 +92,7 @@ class ScanStep(Step):
         op, body = self.node.op, self.body
         if not self.compiles_loops:
             return None, None, "GRAPHNET_COMPILED_LOOP=0"
-        if self.check_numerics:
+        if self.checks_numerics:
             return None, None, "check_numerics checks the body's values step by step"
         if body.plan.value_dependent:
             return None, None, "shapes in the body depend on values"
@@ -167,6 +166,7 @@ class LoopRunner:
         n = step_count(op, inputs[0])
         seqs, inits, nonseqs = op.split([np.asarray(a, order="C") for a in inputs[1:]])
         check_lengths(op, [s.shape for s in seqs], [b.shape for b in inits], n)
+        nonseqs = [v.reshape(1) if v.ndim == 0 else v for v in nonseqs]   # 0-d: 1-element inside the loop
         buffers, stacked = self._outputs(n, inits)
         return n, [n, *seqs, *buffers, *stacked, *nonseqs], buffers, stacked
 

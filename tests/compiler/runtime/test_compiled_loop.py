@@ -103,15 +103,27 @@ def test_the_loops_source_is_shown_with_the_body_kernels_and_views_inside_it():
     assert "NumPy view" not in source.split("# the body's kernels:")[0], "no host step left inside the loop"
 
 
-def test_a_body_with_zero_d_steps_stays_on_the_host_and_says_why():
-    x = gn.placeholder("x", (None,))
-    total, _ = gn.scan(lambda x_t, acc: acc + x_t, sequences=x, outputs_info=gn.constant(np.float32(0)),
-                       name="scalar_sum")
-    fn = gn.function([x], total)
-    values = f32(5)
-    np.testing.assert_allclose(fn(values), np.cumsum(values), rtol=1e-6, atol=1e-6)
-    (loop,) = loops_of(fn)
-    assert loop.runs.startswith("host loop (") and "0-d" in loop.runs
+def test_zero_d_step_values_run_compiled_as_one_element_views(monkeypatch):
+    x, scale = gn.placeholder("x", (None,)), gn.placeholder("scale", ())
+    total, _ = gn.scan(lambda x_t, acc, k: acc * k + x_t, sequences=x, outputs_info=gn.constant(np.float32(0)),
+                       non_sequences=scale, name="scalar_sum")
+    compiled, host = compile_both([x, scale], total, monkeypatch)
+    values, k = f32(5), np.float32(0.5)
+    got = compiled(values, k)
+    assert loops_of(compiled)[0].runs == "compiled loop"
+    want, acc = [], 0.0
+    for v in values:
+        acc = acc * k + v
+        want.append(acc)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got, host(values, k), rtol=1e-6, atol=1e-6)
+
+
+def test_check_numerics_keeps_the_loop_on_the_host_and_says_why():
+    hs, _ = gn.scan(elman_step, sequences=SEQ, outputs_info=H0, name="checked")
+    fn = gn.function([SEQ, H0], hs, check_numerics=True)
+    np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), numpy_elman(FEED[SEQ], FEED[H0]), rtol=1e-5, atol=1e-5)
+    assert loops_of(fn)[0].runs == "host loop (check_numerics checks the body's values step by step)"
 
 
 # ---------------------------------------------------------------- agreement
