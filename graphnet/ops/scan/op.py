@@ -183,6 +183,16 @@ class Scan(Op):
         return Scan(body, self.n_seqs, self.state_taps, len(stacked), self.n_nonseqs, self.scan_name,
                     self.truncate_gradient, self.reverse, names, last_only)
 
+    def reading_only(self, seq_positions, nonseq_positions, body):
+        """This loop with the rewritten ``body`` (same placeholders) and only the sequences and
+        non-sequences at those positions: the others are what ``body`` no longer reads."""
+        seqs, taps, nonseqs = self.inner_inputs()
+        inputs = ([seqs[i] for i in seq_positions] + [v for state in taps for v in state]
+                  + [nonseqs[i] for i in nonseq_positions])
+        return Scan(FunctionGraph(inputs, body.outputs), len(seq_positions), self.state_taps, self.n_stacked,
+                    len(nonseq_positions), self.scan_name, self.truncate_gradient, self.reverse,
+                    self.output_names, self.last_only)
+
     def in_float64(self):
         from graphnet.graph.gradcheck import float64_function_graph
         widened = copy.copy(self)

@@ -40,3 +40,33 @@ def test_slices_that_leave_a_gap_or_overlap_keep_the_sum():
         for k, (lo, hi) in enumerate(bounds):
             want[:, lo:hi] += (1 - np.tanh(value[:, lo:hi]) ** 2) * (k + 1)
         np.testing.assert_allclose(fn(value), want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_backward_loop_that_no_longer_reads_the_saved_pre_activation_drops_it_and_the_forward_stack():
+    from graphnet.ops.scan import Scan
+    seq, h0, c0 = gn.placeholder("seq", (4, 2, 3)), gn.placeholder("h0", (2, 4)), gn.placeholder("c0", (2, 4))
+    w = gn.shared((0.4 * RNG.standard_normal((3, 16))).astype("float32"), name="W")
+    u = gn.shared((0.4 * RNG.standard_normal((4, 16))).astype("float32"), name="U")
+
+    def step(x_t, h, c):
+        z = gn.dot(x_t, w) + gn.dot(h, u)
+        i, f, o, g = gn.sigmoid(z[:, :4]), gn.sigmoid(z[:, 4:8]), gn.sigmoid(z[:, 8:12]), gn.tanh(z[:, 12:])
+        c_new = f * c + i * g
+        return [o * gn.tanh(c_new), c_new]
+
+    (hs, _), _ = gn.scan(step, sequences=seq, outputs_info=[h0, c0], name="lstm")
+    grads = gn.grad(gn.sum(hs ** 2), [w, u])
+    feed = [RNG.standard_normal(s).astype("float32") for s in ((4, 2, 3), (2, 4), (2, 4))]
+
+    def loops(fn):
+        return [n.op for n in fn.fgraph.nodes() if isinstance(n.op, Scan)]
+
+    pruned = gn.function([seq, h0, c0], grads)
+    kept = gn.function([seq, h0, c0], grads, disable_passes=["prune_loop_inputs"])
+    (forward, backward), (forward_kept, backward_kept) = loops(pruned), loops(kept)
+    assert backward.n_seqs < backward_kept.n_seqs, "the saved z is no longer read"
+    assert forward.n_stacked == forward_kept.n_stacked - 1, "so the forward loop no longer stacks it"
+    want = gn.function([seq, h0, c0], grads, backend="reference")(*feed)
+    for got in (pruned(*feed), kept(*feed)):
+        for g, w_ in zip(got, want):
+            np.testing.assert_allclose(g, w_, rtol=1e-4, atol=1e-5)
