@@ -31,6 +31,7 @@ from graphnet.compiler.runtime import cache
 from graphnet.compiler.runtime.compiled_loop import write_loop
 from graphnet.compiler.runtime.entry import Call, Ref
 from graphnet.compiler.runtime.loop_views import NotInLoop
+from graphnet.compiler.runtime.program import MAX_FRAMES
 from graphnet.compiler.runtime.steps import CPU_LOWERINGS, Kernel, Step, kernel_record
 from graphnet.compiler.runtime.tiered import BackgroundCompile, say, tiered_enabled, wait_compiled
 from graphnet.compiler.schedule.plan import ScanKernel
@@ -84,6 +85,8 @@ class ScanStep(Step):
         key = tuple(s[1:] for s in seq_shapes) + tuple(s[1:] for s in init_shapes) + tuple(nonseq_shapes)
         runner = self._loops.get(key)
         if runner is None:
+            if len(self._loops) >= MAX_FRAMES:   # as many as the body program keeps frames
+                self._loops.pop(next(iter(self._loops)))
             runner = self._loops[key] = LoopRunner(self, *self._compiled_loop(seq_shapes, init_shapes, nonseq_shapes))
         return runner
 
