@@ -57,6 +57,9 @@ class LoopSource(DriverSource):
         self.one_element = set()
         #: arrays of the body frame that a call's env would hold (fresh outputs), made once here
         self.fixed = {}
+        #: body output -> (position, array, index) of its place (``_output_places``), and those
+        #: written there in place: {variable: position}
+        self.places, self.direct = {}, {}
         self.notes = []     # (line index, comment) shown in the listing, not compiled
         self.helpers = {}   # name -> source of the copy helpers the loop calls
         #: stacked output -> the earlier one holding the same value: one array serves both
@@ -100,8 +103,20 @@ class LoopSource(DriverSource):
         self.line(f"{name}({target}, {value})", node)
 
     def scratch(self, var):
-        """A parameter: an array of ``var``'s shape, allocated once for this body frame."""
+        """Where a view line writes ``var``: its place in the loop's arrays when it is a body
+        output not written in place yet (``_direct_outputs``), else a parameter, an array of its
+        shape allocated once for this body frame."""
+        if var in self.places and var not in self.direct:
+            position, array, index = self.places[var]
+            return self._bind_place(var, position, array, index)
         return self.parameter(self.writer.constant(np.empty(self.shape(var), var.dtype)))
+
+    def _bind_place(self, var, position, array, index):
+        name = self.inner[var] = f"y{len(self.direct)}"
+        self.line(f"{name} = {array}[{index}]")
+        self.notes.append((len(self.lines) - 1, f"{var.describe()}, written in place"))
+        self.direct[var] = position
+        return name
 
     # -- the driver's argument, for values made inside the loop
     def argument(self, writer, arg):
@@ -117,9 +132,15 @@ class LoopSource(DriverSource):
             if arg.shape is not None and tuple(arg.shape) != held:
                 if arg.var in self.strided:
                     raise NotInLoop(f"a kernel reads the strided view {arg.var.describe()} reshaped")
-                text += f".reshape(({''.join(f'{self.integer(d)}, ' for d in arg.shape)}))"
+                text += f".reshape(({''.join(f'{self.integer(d)}, ' for d in self._lengths(arg))}))"
             return text + (".T" if arg.transpose else "")
         return super().argument(writer, arg)
+
+    def _lengths(self, arg):
+        """``arg.shape`` with a ``-1`` resolved from the value's size (the lengths are the loop's ints)."""
+        size = int(np.prod((1,) if arg.var in self.one_element else self.shape(arg.var), dtype=np.int64))
+        known = int(np.prod([d for d in arg.shape if d != -1], dtype=np.int64))
+        return tuple(size // max(known, 1) if d == -1 else d for d in arg.shape)
 
     def listing(self, head, tail):
         """The source as users read it: the compiled text with a comment per line that computes a node."""
@@ -165,9 +186,10 @@ def write_loop(op, body, frame, load):
     for var, shape in frame.fresh:   # written by a kernel at every step, copied out by the loop
         loop.fixed[var] = np.empty(shape, var.dtype)
     _step_inputs(op, loop)
+    direct = _direct_outputs(op, body.fgraph.outputs, loop)
     for index, step in enumerate(body.steps):
         _write_step(index, step, body, loop, writer)
-    _step_outputs(op, body.fgraph.outputs, loop)
+    _step_outputs(op, body.fgraph.outputs, loop, direct)
     params = (["steps"] + [f"q{k}" for k in range(op.n_seqs)] + [f"s{k}" for k in range(op.n_states)]
               + [f"o{k}" for k in range(op.n_stacked)] + [f"w{k}" for k in range(op.n_nonseqs)] + loop.params)
     t = "steps - 1 - i" if op.reverse else "i"
@@ -255,11 +277,37 @@ def _write_step(index, step, body, loop, writer):
         loop.line(f"{fn}({args})")
 
 
-def _step_outputs(op, outputs, loop):
-    """Lines writing the step's results (``outputs``, the body program's, in the op's order):
-    the new states into their slots, the stacked outputs at ``t``."""
+def _output_places(op):
+    """(array, index) of each body output's place: a state's new slot, a stacked output's row ``t``."""
+    places = [(f"s{j}", _slot(lag, lag, last)) for j, (lag, last) in enumerate(zip(op.lags, op.last_only))]
+    return places + [(f"o{k}", "t") for k in range(op.n_stacked)]
+
+
+def _direct_outputs(op, outputs, loop):
+    """Body outputs that a kernel writes, bound to their places in the loop's arrays: the kernel
+    writes the new state into its slot and a stacked value into row ``t`` itself, instead of
+    into an array of the body frame that the loop then copies. Returns {variable: the output
+    position it is written at}; a value output twice is copied from there to its other place."""
+    for position, (var, (array, index)) in enumerate(zip(outputs, _output_places(op))):
+        if var in loop.places or var in loop.inner or not loop.shape(var):
+            continue   # output twice, a step's input, or 0-d: copied
+        if var in loop.fixed:
+            del loop.fixed[var]
+            loop._bind_place(var, position, array, index)
+        else:   # a view line may write it there (LoopSource.scratch)
+            loop.places[var] = (position, array, index)
+    return loop.direct
+
+
+def _step_outputs(op, outputs, loop, direct):
+    """Lines writing the step's results (``outputs``, the body program's, in the op's order)
+    that no kernel wrote in place: the new states into their slots, the stacked outputs at ``t``."""
     loop.lines.append(f"{INDENT}# the new states, the stacked outputs")
+    places = _output_places(op)
+
     def write(array, index, var):
+        if direct.get(var) == places.index((array, index)):
+            return   # the kernel wrote it there
         if loop.shape(var):
             loop.copy(f"{array}[{index}]", loop.value(var), len(loop.shape(var)))
         else:   # a 0-d value into a 1-element view of its slot
