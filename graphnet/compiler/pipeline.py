@@ -21,7 +21,8 @@ from __future__ import annotations
 from graphnet.compiler.rewrite.canonicalize import canonicalize
 from graphnet.compiler.rewrite.cse import merge_equal_nodes
 from graphnet.compiler.rewrite.fold import fold_constants
-from graphnet.compiler.rewrite.scan import prune_loops, share_loops
+from graphnet.compiler.rewrite.scan import prune_loop_inputs, prune_loops, share_loops
+from graphnet.compiler.rewrite.slices import join_slice_gradients
 from graphnet.compiler.rewrite.stabilize import stabilize
 from graphnet.compiler.rewrite.stabilize_nll import stabilize_nll_idiom
 from graphnet.compiler.schedule.plan import plan_kernels
@@ -29,9 +30,11 @@ from graphnet.errors import CompileError, GraphnetError
 
 PASSES = [
     ("share_loops", share_loops, "a forward scan its gradient extended with saved values runs once"),
+    ("prune_loop_inputs", prune_loop_inputs, "a scan drops the sequences and non-sequences its rewritten body no longer reads"),
     ("prune_loops", prune_loops, "drop a scan's unread stacked outputs; keep only the last value of a state read at [-1]"),
     ("merge", merge_equal_nodes, "merge equal nodes (common subexpressions)"),
     ("canonicalize", canonicalize, "drop x + 0, x * 1, -(-x), redundant broadcasts"),
+    ("join_slice_gradients", join_slice_gradients, "the summed gradients of slices tiling an axis -> one concatenate"),
     ("fold", fold_constants, "fold constants and statically known sizes"),
     ("stabilize", stabilize, "log(softmax) -> log_softmax, log(1 + exp) -> softplus"),
     ("stabilize_nll", stabilize_nll_idiom, "-log(softmax(z))[arange(n), y] -> cross-entropy (Theano idiom)"),

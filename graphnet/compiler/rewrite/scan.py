@@ -30,6 +30,36 @@ def share_loops(fgraph):
     return fgraph.replace(mapping)
 
 
+def prune_loop_inputs(fgraph):
+    """A loop whose body, once rewritten, no longer reads a sequence or a non-sequence drops it.
+
+    The gradient's body reads the forward pre-activation ``z`` only for the shape of the zeros
+    its gate slices' gradients are added into; once ``join_slice_gradients`` makes those one
+    concatenation, nothing reads ``z``, and without this the forward loop would still stack it
+    at every step (``prune_loops``, after this pass, drops that stack). The body is rewritten
+    by the same passes its lowering runs."""
+    from graphnet.compiler import pipeline   # the passes, for the body: a loop's body is a graph too
+    mapping = {}
+    for node in fgraph.nodes():
+        if not isinstance(node.op, Scan):
+            continue
+        op = node.op
+        body = pipeline.optimize(op.body)
+        read = {id(v) for v in body.variables()}
+        seqs, _, nonseqs = op.inner_inputs()
+        keep_seqs = [i for i, v in enumerate(seqs) if id(v) in read]
+        keep_nonseqs = [i for i, v in enumerate(nonseqs) if id(v) in read]
+        if len(keep_seqs) == len(seqs) and len(keep_nonseqs) == len(nonseqs):
+            continue
+        outer_seqs, inits, outer_nonseqs = op.split(node.inputs[1:])
+        pruned = op.reading_only(keep_seqs, keep_nonseqs, body)
+        new = pruned.make_node(node.inputs[0], *[outer_seqs[i] for i in keep_seqs], *inits,
+                               *[outer_nonseqs[i] for i in keep_nonseqs])
+        pruned.built_at = op.built_at   # errors name the user's scan, not this pass
+        mapping.update(zip(node.outputs, new.outputs))
+    return fgraph.replace(mapping)
+
+
 def prune_loops(fgraph):
     """Drop a loop's stacked outputs that nothing reads, and keep only the last values of a state
     whose values are read only at the end (``buffer[-1]``, or ``outputs[-1]`` of what scan

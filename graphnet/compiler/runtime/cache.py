@@ -410,6 +410,18 @@ def import_module_file(path, module_name):
     return module
 
 
+def sibling_module(anchor, file_name):
+    """The cache entry ``file_name`` of the directory holding ``anchor`` (a generated module's
+    ``__file__``), imported once per process. A generated module that calls other generated
+    modules (a compiled loop calling its body's kernels) imports them with this, not by name:
+    a compile worker or a new process has not imported them yet, and the cache directory is
+    not on ``sys.path``."""
+    path = os.path.join(os.path.dirname(os.path.abspath(anchor)), file_name)
+    name = module_name_of(path)
+    module = sys.modules.get(name)
+    return module if module is not None else import_module_file(path, name)
+
+
 def _remove_quietly(path):
     try:
         os.unlink(path)

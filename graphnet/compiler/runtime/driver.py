@@ -41,10 +41,11 @@ def wants_driver(program, traffic):
     return ENABLED and not program.step_by_step and sum(r + w for r, w in traffic) <= DRIVER_MAX_BYTES
 
 
-class _Driver:
+class DriverSource:
     """Writes the driver's source: a line per call, a parameter per distinct array, and every
     integer (row counts, chunk counts, lengths) read from one int64 array ``n``: each
-    argument costs Numba's dispatcher ~50 ns to unbox, and a small step has dozens."""
+    argument costs Numba's dispatcher ~50 ns to unbox, and a small step has dozens.
+    A compiled loop (``compiled_loop.py``) writes its body's calls with the same writer."""
 
     def __init__(self):
         self.params, self.values = ["n"], [None]    # parameter names, and the entry's text for each
@@ -109,7 +110,7 @@ def driver_failed(program, frame, python_entry, feeds, exc):
 def write_driver_entry(program, frame):
     """``frame``'s entry calling one compiled driver for all its steps, or None when a step
     is not a compiled kernel or a product ``np.dot`` can run inside ``njit``."""
-    writer, driver = EntryWriter(frame), _Driver()
+    writer, driver = EntryWriter(frame), DriverSource()
     writer.lines.extend(head_lines(program, frame, writer))
     try:
         for step in program.steps:

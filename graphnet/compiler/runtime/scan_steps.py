@@ -1,38 +1,249 @@
-"""The CPU lowering of a loop (``scan``): its body compiled once, run at every step.
+"""The CPU lowering of a loop (``scan``): its body compiled once, the loop over time compiled too.
 
 The body is a graph like any function's: it goes through the same passes and
 kernel plan and becomes a :class:`CpuProgram` (fused loops, BLAS calls with
-their epilogues), built when the outer function is. The loop over the steps
-is :func:`graphnet.ops.scan.run_loop`, shared with the reference backend: a
-host loop that feeds each step's slices to the compiled body and writes its
-results into the states' preallocated buffers and the stacked outputs.
+their epilogues), built when the outer function is. For each frame of the body
+(the shapes of one step) the step writes the loop itself as one Numba function
+(``compiled_loop.py``): at every step it calls the body's kernels and
+``np.dot`` on the body frame's buffers, with the gate views as strided slices,
+and writes the new states and the stacked outputs into preallocated arrays. No
+Python runs between two steps.
 
-What this is not yet: one compiled Numba function looping over time with the
-body's kernels inlined (the issue's target). The step's cost is the body
-program's call overhead plus its kernels; see docs/architecture.md.
+The host loop :func:`graphnet.ops.scan.run_loop` (shared with the reference
+backend: it calls the body program once per step) stays for what the compiled
+loop cannot express, each with its reason in ``fn.kernels[i].runs``: a body
+step that runs Python (an op without a kernel or a loop view, a kernel large
+enough that its thread choice is measured per call, ``check_numerics``), shapes
+that depend on values or change from step to step (the host loop then raises
+the error naming the scan). It also runs the first calls while the compiled loop compiles in
+the background (``runtime/tiered.py``), and for good if Numba cannot compile it.
 """
 from __future__ import annotations
 
-from graphnet.compiler.runtime.steps import CPU_LOWERINGS, Step, kernel_record
+import os
+import time
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from graphnet.compiler.runtime import cache
+from graphnet.compiler.runtime.compiled_loop import write_loop
+from graphnet.compiler.runtime.entry import Call, Ref
+from graphnet.compiler.runtime.loop_views import NotInLoop
+from graphnet.compiler.runtime.program import MAX_FRAMES
+from graphnet.compiler.runtime.steps import CPU_LOWERINGS, Kernel, Step, kernel_record
+from graphnet.compiler.runtime.tiered import BackgroundCompile, say, tiered_enabled, wait_compiled
 from graphnet.compiler.schedule.plan import ScanKernel
-from graphnet.ops.scan import run_loop
+from graphnet.errors import GraphnetError
+from graphnet.ops.scan import check_lengths, loop_outputs, run_loop, state_buffers, step_count
+
+COMPILED = "compiled loop"
+#: ``GRAPHNET_COMPILED_LOOP=0`` keeps every loop on the host (what tests compare the compiled loop with)
+ENABLED = os.environ.get("GRAPHNET_COMPILED_LOOP", "1") != "0"
+
+
+@dataclass(eq=False)
+class LoopRecord(Kernel):
+    """``fn.kernels`` entry of a loop; ``runs`` says how its last call ran: ``"compiled loop"``
+    or ``"host loop (why)"``."""
+
+    runs: str = None
 
 
 class ScanStep(Step):
-    """A Scan node: the host loop over its compiled body."""
+    """A Scan node: its loop compiled per body frame, or on the host where it cannot be."""
 
     kind = "loop"
-    needs_buffers = False   # the loop makes its own buffers (states, stacked outputs)
+    needs_buffers = False   # the loop makes its own arrays (states, stacked outputs)
 
-    def __init__(self, planned, kernel, body):
-        super().__init__(planned, kernel)
-        self.node, self.body = planned.node, body
+    def __init__(self, planned, kernel, body, body_listing, program):
+        super().__init__(planned, kernel, program.name)
+        self.node, self.body, self.body_listing = planned.node, body, body_listing
+        self.checks_numerics = program.check_numerics   # the body checks its values step by step
+        self.compiles_loops = ENABLED   # read when the function is built
+        self._loops = {}   # the body's input shapes -> LoopRunner
 
     def run(self, env, buffers, shapes):
-        node, body = self.node, self.body
-        results = run_loop(node.op, [env[v] for v in node.inputs], lambda feeds: body.run(feeds)[0])
-        for var, value in zip(node.outputs, results):
+        self._store(env, self.loop_for(shapes)(*[env[v] for v in self.node.inputs]))
+
+    def bind(self, frame):
+        runner, node = self.loop_for(frame.shapes), self.node
+        return lambda env: self._store(env, runner(*[env[v] for v in node.inputs]))
+
+    def calls(self, frame):
+        return [Call(self.loop_for(frame.shapes), [Ref(v) for v in self.node.inputs], tuple(self.node.outputs))]
+
+    def _store(self, env, results):
+        for var, value in zip(self.node.outputs, results):
             env[var] = value
+
+    def loop_for(self, shapes):
+        """The runner of the loop for the outer shapes ``shapes`` (one per body frame)."""
+        op = self.node.op
+        seq_shapes, init_shapes, nonseq_shapes = op.split([tuple(shapes[v]) for v in self.node.inputs[1:]])
+        key = tuple(s[1:] for s in seq_shapes) + tuple(s[1:] for s in init_shapes) + tuple(nonseq_shapes)
+        runner = self._loops.get(key)
+        if runner is None:
+            if len(self._loops) >= MAX_FRAMES:   # as many as the body program keeps frames
+                self._loops.pop(next(iter(self._loops)))
+            runner = self._loops[key] = LoopRunner(self, *self._compiled_loop(seq_shapes, init_shapes, nonseq_shapes))
+        return runner
+
+    def _compiled_loop(self, seq_shapes, init_shapes, nonseq_shapes):
+        """(LoopProgram, stack shapes, None), or (None, None, the reason the loop stays on the host)."""
+        op, body = self.node.op, self.body
+        if not self.compiles_loops:
+            return None, None, "GRAPHNET_COMPILED_LOOP=0"
+        if self.checks_numerics:
+            return None, None, "check_numerics checks the body's values step by step"
+        if body.plan.value_dependent:
+            return None, None, "shapes in the body depend on values"
+        seqs, taps, nonseqs = op.inner_inputs()
+        host = dict(body._constants)   # what a call's env holds besides the feeds (CpuProgram.run)
+        host.update((var, np.zeros(s[1:], var.dtype)) for var, s in zip(seqs, seq_shapes))
+        host.update((var, np.zeros(s[1:], var.dtype)) for state, s in zip(taps, init_shapes) for var in state)
+        host.update((var, np.zeros(s, var.dtype)) for var, s in zip(nonseqs, nonseq_shapes))
+        try:
+            frame = body.frame(host)
+        except GraphnetError as exc:   # the host loop raises it, naming the scan
+            return None, None, f"the body's shapes do not check: {exc}"
+        for j, init in enumerate(init_shapes):
+            if frame.shapes[body.fgraph.outputs[j]] != tuple(init[1:]):
+                return None, None, f"{op.output_names[j]} changes shape from step to step"
+        try:
+            program = write_loop(op, body, frame, lambda source: cache.load_module(source, name_hint="loop"))
+        except NotInLoop as exc:
+            return None, None, str(exc)
+        self.kernel.source = f"{program.listing}\n\n# the body's kernels:\n{self.body_listing}"
+        stacks = [frame.shapes[v] for v in body.fgraph.outputs[op.n_states:]]
+        return program, stacks, None
+
+
+class LoopRunner:
+    """``runner(*inputs) -> outputs`` of one body frame's loop: compiled, or on the host.
+
+    The compiled loop's first call compiles it for the arguments' types (from
+    Numba's disk cache, in line when tiering is off, else in a worker process
+    while the host loop runs the calls meanwhile, as ``runtime/tiered.py`` does
+    for kernels)."""
+
+    def __init__(self, step, program, stacks, reason):
+        self.step, self.op, self.program, self.stacks, self.reason = step, step.node.op, program, stacks, reason
+        self.background, self.signature = None, None   # the loop's compile in a worker, for these types
+        self._arrays = {}   # n_steps -> (state buffers, stacks), see _outputs
+        self.current = self._first_call if program is not None else self._host
+
+    def __call__(self, *inputs):
+        return self.current(inputs)
+
+    def wait(self, timeout=None):
+        """Block until the background compile ended (``fn.wait_compiled``): the body's kernels
+        first, then the loop."""
+        if self.signature is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not wait_compiled(self.step.body.kernels, timeout):
+            return False
+        background = self._submit_when_ready()
+        return background.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _submit_when_ready(self):
+        """The loop's background compile, started once the body's kernels are compiled (else None).
+
+        A worker compiling the loop compiles the kernels it calls too, unless they are in
+        Numba's disk cache: started beside the workers compiling those kernels for the host
+        loop, it compiled them a second time (W7's forward loop: 5.7 s cold, 1.3-2 s once
+        its kernels were cached)."""
+        if self.background is None and wait_compiled(self.step.body.kernels, timeout=0):
+            self.background = BackgroundCompile(self.program.function, self.signature)
+        return self.background
+
+    def _host(self, inputs):
+        self.step.kernel.runs = f"host loop ({self.reason})"
+        body = self.step.body
+        return run_loop(self.op, inputs, lambda feeds: body.run(feeds)[0])
+
+    def _arguments(self, inputs):
+        op = self.op
+        n = step_count(op, inputs[0])
+        seqs, inits, nonseqs = op.split([np.asarray(a, order="C") for a in inputs[1:]])
+        check_lengths(op, [s.shape for s in seqs], [b.shape for b in inits], n)
+        nonseqs = [v.reshape(1) if v.ndim == 0 else v for v in nonseqs]   # 0-d: 1-element inside the loop
+        buffers, stacked = self._outputs(n, inits)
+        return n, [n, *seqs, *buffers, *stacked, *nonseqs], buffers, stacked
+
+    def _outputs(self, n, inits):
+        """The state buffers (initial values written in) and the stacks of an ``n``-step call.
+
+        Allocated once per ``n``, reused by later calls: fresh arrays cost their page faults on
+        first touch (1.7 of the 8.5 ms of W7's backward loop). That is safe because no kernel
+        writes a loop's outputs (they are not planned buffers) and a function hands back copies
+        of every value it did not write into a fresh array itself."""
+        op = self.op
+        kept = self._arrays.get(n)
+        if kept is None or any(b.shape[1:] != i.shape[1:] for b, i in zip(kept[0], inits)):
+            if len(self._arrays) >= 4:
+                self._arrays.pop(next(iter(self._arrays)))
+            stacked = []
+            for k, (shape, var) in enumerate(zip(self.stacks, op.body.outputs[op.n_states:])):
+                alias = self.program.stack_aliases.get(k)
+                stacked.append(stacked[alias] if alias is not None else np.empty((n,) + shape, var.dtype))
+            kept = self._arrays[n] = (state_buffers(op, inits, n), stacked)
+            return kept
+        for buffer, init, lag in zip(kept[0], inits, op.lags):
+            buffer[:lag] = init[:lag]
+        return kept
+
+    def _compiled(self, inputs):
+        n, args, buffers, stacked = self._arguments(inputs)
+        self.program.function(*args, *self.program.fixed)
+        self.step.kernel.runs = COMPILED
+        return loop_outputs(self.op, buffers, stacked, n)
+
+    def _first_call(self, inputs):
+        function = self.program.function
+        signature = tuple(numba.typeof(a) for a in self._arguments(inputs)[1] + self.program.fixed)
+        if signature in function.overloads or not tiered_enabled():
+            start = time.perf_counter()
+            try:
+                cache.compile_or_repair(function, signature)
+            except numba.core.errors.NumbaError as exc:
+                return self._give_up(inputs, f"{type(exc).__name__}: {exc}")
+            finally:
+                self.step.kernel.compile_s += time.perf_counter() - start
+            return self._switch(inputs)
+        self.signature = signature
+        self.step.kernel.background.append(self)
+        self.current = self._until_compiled
+        return self._until_compiled(inputs)
+
+    def _until_compiled(self, inputs):
+        background = self._submit_when_ready()
+        if background is None or not background.ready:
+            self.step.kernel.tier = "host loop"
+            self.reason = "the compiled loop is compiling in the background"
+            return self._host(inputs)
+        if background.error is not None:
+            return self._give_up(inputs, background.error)
+        ticket = background.ticket
+        took = f" ({ticket.seconds:.2f} s in the worker)" if ticket is not None else ""
+        say(f"{self.step.program_name}: {self.step.kernel.name}: the compiled loop runs from now on{took}")
+        return self._switch(inputs)
+
+    def _switch(self, inputs):
+        self.step.kernel.tier = "compiled"
+        self.current = self._compiled
+        return self._compiled(inputs)
+
+    def _give_up(self, inputs, reason):
+        first_line = reason.strip().splitlines()[0] if reason.strip() else "no reason given"
+        say(f"{self.step.program_name}: the loop {self.step.kernel.name} could not be compiled ({first_line}); "
+            "it keeps running on the host", always=True)
+        self.step.kernel.tier = None   # the host loop is as final as a NumPy step: the entry may call it
+        self.reason = f"compiling it failed: {first_line}"
+        self.current = self._host
+        return self._host(inputs)
 
 
 @CPU_LOWERINGS.register(ScanKernel)
@@ -42,7 +253,7 @@ def lower_scan(planned, program, index):
     body = pipeline.build(op.body, {"check_numerics": program.check_numerics,
                                     "name": f"{program.name}/{op.scan_name}"})
     listing = "\n\n".join(f"# {k.name}: {', '.join(k.ops)}\n{k.source}" for k in body.kernels)
-    kernel = kernel_record(planned, f"k{index}_scan", kind="loop",
-                           source=f"# {op}: a host loop over n_steps calling the compiled body, whose "
-                                  f"kernels are:\n{listing}")
-    return ScanStep(planned, kernel, body)
+    kernel = kernel_record(planned, f"k{index}_scan", record=LoopRecord, kind="loop",
+                           source=f"# {op}: the loop is written when its first call gives the shapes; "
+                                  f"the body's kernels:\n{listing}")
+    return ScanStep(planned, kernel, body, listing, program)

@@ -5,4 +5,4 @@ node), ``op`` (the :class:`Scan` op and the loop every backend runs),
 ``grad`` (backpropagation through time as a second, reversed Scan).
 """
 from graphnet.ops.scan.frontend import foldl, foldr, scan, scan_map, scan_reduce  # noqa: F401
-from graphnet.ops.scan.op import Scan, run_loop  # noqa: F401
+from graphnet.ops.scan.op import Scan, check_lengths, loop_outputs, run_loop, state_buffers, step_count  # noqa: F401

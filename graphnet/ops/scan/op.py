@@ -66,6 +66,7 @@ class Scan(Op):
         self.reverse = bool(reverse)
         self.output_names = tuple(output_names) or tuple(f"output {i}" for i in range(len(body.outputs)))
         self._reference = None
+        self._inner_shapes = {}   # outer input shapes -> the body's output shapes (infer_shape)
         self.built_at = "?"
         #: the scan this one extends with more stacked outputs (its gradient's saved values), or None
         self.base = None
@@ -141,10 +142,17 @@ class Scan(Op):
         return (0,)   # n_steps; the body's shapes follow from the inputs' shapes
 
     def infer_shape(self, node, shapes, values=None):
-        n = _steps(self, values[0] if values is not None else None)
+        n = step_count(self, values[0] if values is not None else None)
         seq_shapes, init_shapes, nonseq_shapes = self.split(shapes[1:])
         check_lengths(self, seq_shapes, init_shapes, n)
-        inner = body_output_shapes(self, seq_shapes, init_shapes, nonseq_shapes)
+        # The program re-runs this rule on every call (n_steps is a value); the body's shapes
+        # depend on the outer shapes only, so they are inferred once per shape signature.
+        key = (tuple(map(tuple, seq_shapes)), tuple(map(tuple, init_shapes)), tuple(map(tuple, nonseq_shapes)))
+        inner = self._inner_shapes.get(key)
+        if inner is None:
+            if len(self._inner_shapes) >= 64:   # as many as a program keeps frames
+                self._inner_shapes.clear()
+            inner = self._inner_shapes[key] = body_output_shapes(self, seq_shapes, init_shapes, nonseq_shapes)
         out = [(lag if last else lag + n,) + tuple(s[1:]) for s, lag, last in zip(init_shapes, self.lags, self.last_only)]
         return out + [(n,) + tuple(s) for s in inner[self.n_states:]]
 
@@ -175,10 +183,20 @@ class Scan(Op):
         return Scan(body, self.n_seqs, self.state_taps, len(stacked), self.n_nonseqs, self.scan_name,
                     self.truncate_gradient, self.reverse, names, last_only)
 
+    def reading_only(self, seq_positions, nonseq_positions, body):
+        """This loop with the rewritten ``body`` (same placeholders) and only the sequences and
+        non-sequences at those positions: the others are what ``body`` no longer reads."""
+        seqs, taps, nonseqs = self.inner_inputs()
+        inputs = ([seqs[i] for i in seq_positions] + [v for state in taps for v in state]
+                  + [nonseqs[i] for i in nonseq_positions])
+        return Scan(FunctionGraph(inputs, body.outputs), len(seq_positions), self.state_taps, self.n_stacked,
+                    len(nonseq_positions), self.scan_name, self.truncate_gradient, self.reverse,
+                    self.output_names, self.last_only)
+
     def in_float64(self):
         from graphnet.graph.gradcheck import float64_function_graph
         widened = copy.copy(self)
-        widened.body, widened._reference = float64_function_graph(self.body), None
+        widened.body, widened._reference, widened._inner_shapes = float64_function_graph(self.body), None, {}
         return widened
 
     def grad(self, inputs, outputs, output_grads):
@@ -204,7 +222,8 @@ def _check_inner(op, outer_type, expected, inner, what):
                          f"the outer value gives {expected}")
 
 
-def _steps(op, value):
+def step_count(op, value):
+    """The number of steps ``value`` (n_steps at run time) asks for; a negative count is the user's error."""
     if value is None:
         raise GraphnetError(f"internal: scan {op.scan_name!r} needs the value of n_steps")
     n = int(np.asarray(value))
@@ -267,17 +286,12 @@ def run_loop(op, inputs, run_body):
     stacked outputs are written into one array, allocated at the shapes of
     the first step. Returns the op's outputs.
     """
-    n = _steps(op, inputs[0])
+    n = step_count(op, inputs[0])
     seqs, inits, nonseqs = op.split([np.asarray(a) for a in inputs[1:]])
     check_lengths(op, [s.shape for s in seqs], [b.shape for b in inits], n)
     inner_seqs, inner_taps, inner_nonseqs = op.inner_inputs()
-    states = op.body.outputs[:op.n_states]
-    buffers, slots = [], []
-    for init, lag, out, last in zip(inits, op.lags, states, op.last_only):
-        slots.append(lag + 1 if last else lag + n)   # a window of the values the taps read, or all of them
-        buffer = np.empty((slots[-1],) + init.shape[1:], dtype=out.dtype)
-        buffer[:lag] = init[:lag]
-        buffers.append(buffer)
+    buffers = state_buffers(op, inits, n)
+    slots = [len(b) for b in buffers]
     stacked = [None] * op.n_stacked
     if n == 0:
         shapes = body_output_shapes(op, [s.shape for s in seqs], [b.shape for b in inits],
@@ -311,7 +325,26 @@ def run_loop(op, inputs, run_body):
                                  f"{value.shape} at step {t}, {first} at the first step: an output must keep "
                                  f"its shape from step to step (scan built at {op.built_at})")
             stacked[k][t] = value
-    for j, (lag, size) in enumerate(zip(op.lags, slots)):
-        if op.last_only[j]:   # the last lag values, oldest first: virtual slots n .. n + lag - 1
+    return loop_outputs(op, buffers, stacked, n)
+
+
+def state_buffers(op, inits, n):
+    """One buffer per state, its first ``L`` slots holding the initial values: all ``L + n``
+    values, or a window of ``L + 1`` slots (the values its taps read) for a ``last_only`` state."""
+    buffers = []
+    for init, lag, out, last in zip(inits, op.lags, op.body.outputs, op.last_only):
+        buffer = np.empty((lag + 1 if last else lag + n,) + init.shape[1:], dtype=out.dtype)
+        buffer[:lag] = init[:lag]
+        buffers.append(buffer)
+    return buffers
+
+
+def loop_outputs(op, buffers, stacked, n):
+    """The op's outputs after ``n`` steps: each state's buffer (its last ``L`` values, oldest
+    first, for a ``last_only`` window: virtual slots n .. n + L - 1), then the stacks."""
+    buffers = list(buffers)
+    for j, lag in enumerate(op.lags):
+        if op.last_only[j]:
+            size = len(buffers[j])
             buffers[j] = buffers[j][[(n + m) % size for m in range(lag)]]
-    return buffers + stacked
+    return buffers + list(stacked)
