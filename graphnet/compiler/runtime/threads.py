@@ -26,8 +26,11 @@ import numba  # noqa: E402
 #: parallel variant costs a second compile (~1 s cold) the first time it runs
 PARALLEL_MIN_ELEMENTS = int(os.environ.get("GRAPHNET_PARALLEL_MIN_ELEMENTS", 1 << 18))
 
-#: matrix products with fewer multiply-adds run on one BLAS thread
-BLAS_PARALLEL_MIN_MACS = int(os.environ.get("GRAPHNET_BLAS_PARALLEL_MIN_MACS", 1 << 24))
+#: matrix products with fewer multiply-adds run on one BLAS thread; larger ones are measured.
+#: 2^22: the Theano MLP tutorial's 20x784x500 products (7.8M) gain from two threads on a
+#: quiet machine (W6: 1.5x -> 1.1x PyTensor's time), and beside other processes every
+#: choice runs on one thread anyway (``Neighbours``)
+BLAS_PARALLEL_MIN_MACS = int(os.environ.get("GRAPHNET_BLAS_PARALLEL_MIN_MACS", 1 << 22))
 
 _threads = None
 
