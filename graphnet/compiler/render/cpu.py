@@ -227,7 +227,9 @@ class FusedKernelSource:
             if self.prologue_args.get(var) != k:
                 continue  # read by the epilogue only, in its own view
             if view == "full2d":
-                nest.row_setup.append(f"in{k}_r = in{k}[i]")
+                # contiguous_row: a strided view's row copied first (see row_math), so it vectorizes
+                nest.chunk_setup.append(f"in{k}_s = row_scratch(in{k}, C)")
+                nest.row_setup.append(f"in{k}_r = contiguous_row(in{k}, i, in{k}_s)")
                 nest.inner.append(f"x{k} = in{k}_r[j]")
             elif view == "cols":
                 nest.inner.append(f"x{k} = in{k}[j]")

@@ -10,7 +10,8 @@ import math
 import numba
 import numpy as np
 
-from graphnet.compiler.render.row_math import cast_like, row_max_exp_sum, scratch_sum  # noqa: F401
+from graphnet.compiler.render.row_math import (cast_like, contiguous_row, row_max_exp_sum, row_scratch,  # noqa: F401
+                                              scratch_sum)
 from graphnet.compiler.render.vector_math import sigmoid, vexp, vsigmoid, vtanh  # noqa: F401
 from graphnet.ops.rng import keep_mask_nb as keep_mask  # noqa: F401
 
@@ -47,4 +48,5 @@ def nan_min(a, b):
 
 
 __all__ = ["math", "np", "numba", "keep_mask", "sigmoid", "softplus", "safe_log", "safe_sqrt", "nan_max",
-           "nan_min", "vexp", "vtanh", "vsigmoid", "cast_like", "row_max_exp_sum", "scratch_sum"]
+           "nan_min", "vexp", "vtanh", "vsigmoid", "cast_like", "contiguous_row", "row_scratch", "row_max_exp_sum",
+           "scratch_sum"]

@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from graphnet.compiler.render.row_math import ROW_BLOCK, row_max_exp_sum, scratch_sum
+from graphnet.compiler.render.row_math import ROW_BLOCK, contiguous_row, row_max_exp_sum, row_scratch, scratch_sum
 
 ULP32 = np.finfo(np.float32).eps     # 2^-23: one unit in the last place at 1.0
 SMALLEST_NORMAL32 = np.finfo(np.float32).tiny
@@ -80,3 +80,23 @@ def test_a_scratch_sum_of_float32_terms_in_float64_is_as_accurate_as_numpy_in_fl
     rng = np.random.default_rng(0)
     terms = (1e4 + rng.standard_normal(4099)).astype(np.float32).astype(np.float64)  # large mean
     np.testing.assert_allclose(scratch_sum(terms, terms.shape[0]), np.sum(terms), rtol=1e-14)
+
+
+@numba.njit(error_model="numpy")
+def doubled_rows(a, out):
+    scratch = row_scratch(a, a.shape[1])
+    for i in range(a.shape[0]):
+        row = contiguous_row(a, i, scratch)
+        for j in range(a.shape[1]):
+            out[i, j] = 2 * row[j]
+    return scratch.shape[0]
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "a gate view"])
+def test_a_row_is_read_contiguously_from_a_strided_view_and_copied_only_then(strided):
+    z = np.arange(6 * 20, dtype=np.float32).reshape(6, 20)
+    view = z[:, 5:10] if strided else np.ascontiguousarray(z[:, 5:10])
+    out = np.empty((6, 5), np.float32)
+    scratch_size = doubled_rows(view, out)
+    np.testing.assert_array_equal(out, 2 * z[:, 5:10])
+    assert scratch_size == (5 if strided else 0)
