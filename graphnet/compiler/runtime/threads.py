@@ -209,11 +209,15 @@ class MeasuredChoice:
 
     SAMPLES, JUMP, JUMPS, RECHECK, MARGIN = 5, 1.8, 3, 1000, 0.85
 
-    def __init__(self, variants, on_choice=None, settle=None, threads=True):
+    def __init__(self, variants, on_choice=None, settle=None, threads=True, ready=None):
         #: ``settle(variant)``, when given, is told the first choice instead of timing every
         #: call after it (for a choice that load does not change: the caller keeps the variant)
         self.variants, self.on_choice, self.settle = variants, on_choice, settle
         self.neighbours = neighbours() if threads else None
+        #: ``ready(*args)``, when given: the indices of the variants that can run these arguments
+        #: now (the others compiling in the background); until all can, the first of those runs,
+        #: unmeasured (timing a variant that compiles in line would stop the call for a second)
+        self.ready = ready
         self.crowded = False
         self._measure()
 
@@ -228,6 +232,11 @@ class MeasuredChoice:
 
     def __call__(self, *args):
         start = perf_counter()
+        if self.ready is not None:
+            runnable = self.ready(*args)
+            if len(runnable) < len(self.variants):
+                return self.variants[runnable[0] if runnable else 0](*args)
+            self.ready = None
         if self.neighbours is not None and self.neighbours.crowded(start):
             # Other processes hold cores: threads would wait on them, and timings taken now
             # would not hold once they stop.
@@ -282,8 +291,10 @@ def measured_kernel(serial, parallel, rows, cols, on_choice):
         on_choice(0)
         return serial, [rows, cols, 1]
     n = chunks(rows)
+    from graphnet.compiler.runtime.tiered import CompiledVariants   # tiered imports this module
     return MeasuredChoice([lambda *args: serial(rows, cols, 1, *args),
-                           lambda *args: parallel(rows, cols, n, *args)], on_choice), []
+                           lambda *args: parallel(rows, cols, n, *args)], on_choice,
+                          ready=CompiledVariants([(serial, (rows, cols, 1)), (parallel, (rows, cols, n))])), []
 
 
 def measured_blas(m, n, k, dot):

@@ -160,3 +160,16 @@ def test_calls_while_background_compiles_hold_cores_are_not_measured():
     for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
         choice(None)
     assert choice.chosen == 1
+
+
+def test_while_a_variant_compiles_in_the_background_a_compiled_one_runs_unmeasured():
+    compiled = [1]            # the first calls compiled the parallel variant only
+    variants, ran = _variants([False, True])
+    choice = MeasuredChoice(variants, ready=lambda *args: list(compiled))
+    for _ in range(5):
+        choice(None)
+    assert ran == [1] * 5 and choice.chosen is None and choice.times == [[], []]
+    compiled[:] = [0, 1]      # both loaded: measured, and the faster kept
+    for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
+        choice(None)
+    assert choice.chosen == 0
