@@ -27,10 +27,11 @@ import numba  # noqa: E402
 PARALLEL_MIN_ELEMENTS = int(os.environ.get("GRAPHNET_PARALLEL_MIN_ELEMENTS", 1 << 18))
 
 #: matrix products with fewer multiply-adds run on one BLAS thread; larger ones are measured.
-#: 2^22: the Theano MLP tutorial's 20x784x500 products (7.8M) gain from two threads on a
-#: quiet machine (W6: 1.5x -> 1.1x PyTensor's time), and beside other processes every
-#: choice runs on one thread anyway (``Neighbours``)
-BLAS_PARALLEL_MIN_MACS = int(os.environ.get("GRAPHNET_BLAS_PARALLEL_MIN_MACS", 1 << 22))
+#: Not 2^22: the Theano MLP tutorial's two 20x784x500 products (7.8M) each measured 33% faster
+#: on two threads, but with both on two threads the minibatch ran 1.9x slower (OpenBLAS's
+#: threads spin on after a product and slow the kernels after it), which a per-call
+#: measurement does not see; over 3 runs each, 1.17 ms a minibatch against 1.00 ms at 2^24
+BLAS_PARALLEL_MIN_MACS = int(os.environ.get("GRAPHNET_BLAS_PARALLEL_MIN_MACS", 1 << 24))
 
 _threads = None
 
