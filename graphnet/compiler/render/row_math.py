@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from numba.extending import overload
 
-from graphnet.compiler.render.vector_math import exp32, vexp  # noqa: F401 - kernels import vexp from here too
+from graphnet.compiler.render.vector_math import vexp
 
 #: elements of a row per block of the online max and sum (8 KiB of float32)
 ROW_BLOCK = 2048
@@ -174,5 +174,5 @@ def row_max_exp_sum(xr, out):
     return m, total
 
 
-__all__ = ["vexp", "exp32", "cast_like", "contiguous_row", "row_scratch", "row_max", "row_max_exp_sum",
+__all__ = ["cast_like", "contiguous_row", "row_scratch", "row_max", "row_max_exp_sum",
            "scratch_sum", "ROW_BLOCK"]

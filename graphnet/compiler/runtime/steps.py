@@ -21,7 +21,7 @@ from graphnet.compiler.runtime import cache, threads
 from graphnet.compiler.runtime.entry import Call, Ref
 from graphnet.compiler.runtime.program import annotate
 from graphnet.compiler.runtime.provenance import check_finite, node_error
-from graphnet.compiler.runtime.tiered import KernelCall
+from graphnet.compiler.runtime.tiered import CompiledVariants, KernelCall
 from graphnet.compiler.schedule.plan import GemmKernel, HostKernel, LoopKernel, RowwiseKernel, ViewKernel
 from graphnet.errors import NumericsError
 
@@ -366,13 +366,21 @@ class GemmStep(Step):
         # in cache, or the whole product then the epilogue; measured, the panels as the serial one.
         epilogue_args = epilogue[0].args
         n_operands = len(operands)
+        # The panels run the epilogue's serial kernel, which the first calls may not have
+        # compiled (they ran the parallel one): until it is loaded, the whole product runs.
+        n_kernel_args = len(self.epilogue.source.inputs) + len(self.epilogue.source.outputs)
+        serial = CompiledVariants([(self.epilogue.serial, (PANEL_ROWS, frame.shapes[p.product][1], 1))])
 
         def in_whole(*args):
             launch(*args[:n_operands])
             epilogue[0].fn(*args[n_operands:])
 
+        def ready(*args):
+            return [0, 1] if serial(*args[len(args) - n_kernel_args:]) else [1]
+
         panelled = panel_launch(self.epilogue, p.product, *frame.shapes[p.product])
-        return [Call(threads.MeasuredChoice([panelled, in_whole]), operands + epilogue_args, compiled=None)]
+        return [Call(threads.MeasuredChoice([panelled, in_whole], ready=ready), operands + epilogue_args,
+                     compiled=None)]
 
     def takes_panels(self, frame, epilogue_calls):
         """Whether the product may run in panels of rows, each followed by the epilogue on it.

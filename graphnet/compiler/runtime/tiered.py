@@ -116,21 +116,20 @@ class CompiledVariants:
 
     def __init__(self, variants):
         self.variants = [(dispatcher, tuple(head)) for dispatcher, head in variants]
-        self.pending = [None] * len(self.variants)
+        #: per variant: None until first asked, then True (compiled) or its BackgroundCompile
+        self.state = [None] * len(self.variants)
 
     def __call__(self, *args):
         if not tiered_enabled():
             return list(range(len(self.variants)))
         ready = []
         for index, (dispatcher, head) in enumerate(self.variants):
-            background = self.pending[index]
-            if background is None:
+            state = self.state[index]
+            if state is None:
                 signature = tuple(numba.typeof(a) for a in head + args)
-                if signature in dispatcher.overloads:
-                    ready.append(index)
-                    continue
-                background = self.pending[index] = BackgroundCompile(dispatcher, signature)
-            if background.ready and background.error is None:
+                state = self.state[index] = (True if signature in dispatcher.overloads
+                                             else BackgroundCompile(dispatcher, signature))
+            if state is True or (state.ready and state.error is None):
                 ready.append(index)
         return ready
 

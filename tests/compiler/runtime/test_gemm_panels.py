@@ -59,3 +59,21 @@ def test_a_product_with_a_deep_inner_dimension_runs_whole():
     frame = next(iter(step.program._frames.values()))[0]
     assert not gemm.takes_panels(frame, gemm.epilogue.calls(frame))
     np.testing.assert_allclose(W.get_value(), np.full((ROWS, 8), -0.1 * (steps.PANEL_MAX_K + 1)), rtol=1e-6)
+
+
+
+def test_with_tiering_on_the_product_is_right_while_the_epilogue_kernels_load(monkeypatch):
+    """The first calls run on NumPy, then whichever way the product runs (the panels only once
+    the epilogue's serial kernel is loaded): every call's update is NumPy's."""
+    from graphnet.compiler.runtime import tiered
+    monkeypatch.setenv(tiered.TIERED_ENV, "1")
+    W = gn.shared(np.zeros((ROWS, 24), np.float32), name="W")
+    x = gn.placeholder("x", (16, ROWS))
+    g = gn.placeholder("g", (16, 24))
+    step = gn.function([x, g], [], updates=[(W, W - 0.5 * gn.dot(x.T, g))])
+    ones_x, ones_g = np.ones((16, ROWS), np.float32), np.ones((16, 24), np.float32)
+    for calls in range(1, 41):
+        step(ones_x, ones_g)
+        if calls == 20:
+            step.wait_compiled()
+        np.testing.assert_allclose(W.get_value(), np.full((ROWS, 24), -0.5 * 16 * calls), rtol=1e-6)
