@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphnet.compiler.schedule.recompute import recompute_cheap_chains
+from graphnet.compiler.schedule.recompute import PRODUCT_KINDS, recompute_cheap_chains
 from graphnet.compiler.schedule.rowwise_join import join_rowwise_groups
 from graphnet.graph.fgraph import FunctionGraph
 from graphnet.graph.ir import shape_str
@@ -353,10 +353,25 @@ def _merge_siblings(groups, group_of):
     the same domain, neither depending on the other, become one loop reading it once (the L1
     and L2 penalties ``sum(abs(W))`` and ``sum(W ** 2)``; the running statistics beside a
     kernel's own use of the same input). They join only where ``_same_main_loop`` holds (each
-    node keeps its stage) or both are plain elementwise work."""
+    node keeps its stage) or both are plain elementwise work.
+
+    A kernel reading a matrix product over its domain takes no sibling that reduces: it may
+    then be the product's GEMM epilogue (rule 3), which must be elementwise. The Theano MLP
+    tutorial's update ``W - lr * (x.T @ dh + l1 * sign(W) + 2 * l2 * W)`` beside the cost's
+    ``sum(abs(W))`` and ``sum(W ** 2)``: merged, the product goes to memory and back and the
+    update runs a pass of its own; apart, the penalties read ``W`` once more and the update
+    takes the product's rows while they are in cache."""
     def readers_of(group):
         return {id(v) for n in group.nodes for v in n.inputs
                 if v.ndim and v.shape == group.domain and not group.produces(v)}
+
+    def reads_product(group):
+        return any(v.owner is not None and v.shape == group.domain and group_of.get(v.owner) is not None
+                   and group_of[v.owner].kind in PRODUCT_KINDS for n in group.nodes for v in n.inputs)
+
+    def keeps_epilogue(a, b):
+        """Whether merging would give a product's elementwise reader a reduction."""
+        return any(reads_product(x) and not x.reductions and y.reductions for x, y in ((a, b), (b, a)))
 
     def upstream(group, memo):
         """Ids of the groups ``group`` depends on, transitively."""
@@ -383,7 +398,7 @@ def _merge_siblings(groups, group_of):
                 plain = not (a.reductions or a.epilogue or b.reductions or b.epilogue)
                 if not (shared & readers_of(b)) or not (plain and a.domain == b.domain or _same_main_loop(a, b)):
                     continue
-                if id(b) in upstream(a, memo) or id(a) in upstream(b, memo):
+                if id(b) in upstream(a, memo) or id(a) in upstream(b, memo) or keeps_epilogue(a, b):
                     continue
                 if any(per_image_refusal(a, n) for n in b.nodes) or any(per_image_refusal(b, n) for n in a.nodes):
                     continue

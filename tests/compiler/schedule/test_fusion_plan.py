@@ -110,6 +110,30 @@ def test_weight_decay_reads_each_weight_once_for_both_penalties_and_their_gradie
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_penalty_sums_stay_apart_so_the_weight_update_is_the_gradient_gemms_epilogue():
+    # The tutorial's SGD step: W <- W - lr * (x.T @ dh + l1 sign(W) + 2 l2 W) beside the cost's
+    # sum(abs(W)) and sum(W ** 2). Merged with the sums (horizontal fusion), the update would
+    # reduce and could not be the product's epilogue: the product would go to memory and back.
+    rng = np.random.default_rng(2)
+    x = gn.placeholder("x_step", (None, 6))
+    W = gn.shared(rng.standard_normal((6, 7)).astype("float32"), name="W_step")
+    W0 = W.get_value().copy()
+    h = gn.tanh(gn.dot(x, W))
+    cost = gn.sum(h * h) + 0.01 * gn.sum(abs(W)) + 0.001 * gn.sum(W ** 2)
+    (gW,) = gn.grad(cost, [W])
+    fn = gn.function([x], cost, updates=[(W, W - 0.1 * gW)], backend="cpu")
+    update = next(k for k in fn.kernels if "sub" in k.ops and "sign" in k.ops)
+    assert update.is_blas and "dot" in update.ops
+    sums = [k for k in non_blas(fn) if "abs" in k.ops]
+    assert len(sums) == 1 and "sum" in sums[0].ops and "sign" not in sums[0].ops
+    xb = rng.standard_normal((4, 6)).astype("float32")
+    hb = np.tanh(xb @ W0)
+    want_cost = (hb * hb).sum() + 0.01 * np.abs(W0).sum() + 0.001 * (W0 ** 2).sum()
+    want_W = W0 - 0.1 * (xb.T @ (2 * hb * (1 - hb * hb)) + 0.01 * np.sign(W0) + 0.002 * W0)
+    np.testing.assert_allclose(fn(xb), want_cost, rtol=1e-5)
+    np.testing.assert_allclose(W.get_value(), want_W, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------- convolutions and per-channel vectors
 def conv_plan(build, training=False):
     """The plan of ``build(x)`` on an NCHW placeholder, and the refusals' reasons by consumer op."""
