@@ -324,7 +324,10 @@ class FusedKernelSource:
             else:
                 # Each term into a scratch row, summed in vector lanes once the row is done
                 # (scratch_sum): a running scalar sum would keep the element loop scalar.
-                nest.chunk_setup.append(f"s_{acc} = np.empty(C, {acc_t})")
+                # The row keeps a float32 term as float32 (scratch_sum widens it).
+                row_t = f"np.{node.inputs[0].dtype.name}" if val == value and node.inputs[0].dtype.kind == "f" \
+                    else acc_t
+                nest.chunk_setup.append(f"s_{acc} = np.empty(C, {row_t})")
                 nest.inner.append(f"s_{acc}[j] = {val}")
                 nest.row_finish.append(f"{acc} = scratch_sum(s_{acc}, C)")
             if pattern == "all":

@@ -82,6 +82,15 @@ def test_a_scratch_sum_of_float32_terms_in_float64_is_as_accurate_as_numpy_in_fl
     np.testing.assert_allclose(scratch_sum(terms, terms.shape[0]), np.sum(terms), rtol=1e-14)
 
 
+def test_a_float32_scratch_row_is_summed_in_float64():
+    # The row holds float32 terms (half the bytes); the sum must still be float64's
+    rng = np.random.default_rng(1)
+    terms = (1e4 + rng.standard_normal(4099)).astype(np.float32)
+    total = scratch_sum(terms, terms.shape[0])
+    assert isinstance(total, float)
+    np.testing.assert_allclose(total, np.sum(terms.astype(np.float64)), rtol=1e-14)
+
+
 @numba.njit(error_model="numpy")
 def doubled_rows(a, out):
     scratch = row_scratch(a, a.shape[1])

@@ -34,6 +34,7 @@ def test_a_sum_along_rows_in_a_kernel_that_stores_adds_its_scratch_row(decay_ste
     _, step = decay_step
     source = fused_kernel(step).source
     assert "scratch_sum(" in source and "+= t" not in source
+    assert re.search(r"s_a\d = np\.empty\(C, np\.float32\)", source)   # float32 terms as float32
 
 
 def test_the_in_place_update_and_the_penalties_match_numpy(decay_step):
