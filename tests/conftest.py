@@ -1,4 +1,5 @@
-"""Shared test machinery: the ``backend`` fixture and a compile-once ``run`` helper.
+"""Shared test machinery: the ``backend`` fixture, a compile-once ``run`` helper and the NumPy
+LSTM oracle of the scan tests (``numpy_lstm``).
 
 Every backend that exists runs the same tests. ``"reference"`` (NumPy) is the
 oracle; ``"cpu"`` (the Numba compiler) joins as soon as
@@ -15,6 +16,7 @@ every ``conftest.py`` outside a package is imported under the same module name.
 import importlib.util
 import os
 
+import numpy as np
 import pytest
 
 # The suite checks compiled kernels against NumPy: a step must run compiled from
@@ -77,3 +79,24 @@ def compiled():
 def run():
     """``run(outputs, feeds, backend, updates=None, training=False)`` -> array or list of arrays."""
     return run_once_compiled
+
+
+def numpy_lstm_loop(x, h, c, w, u, b=0.0):
+    """NumPy's LSTM over ``x`` (time first): gates i, f, o, g in that order of ``z``'s column
+    blocks, ``z = x_t @ w + h @ u + b``; the stacked hidden states and cells."""
+    n = h.shape[1]
+    hs, cs = [], []
+    for x_t in x:
+        z = x_t @ w + h @ u + b
+        i, f, o = (1 / (1 + np.exp(-z[:, k * n:(k + 1) * n])) for k in range(3))
+        c = f * c + i * np.tanh(z[:, 3 * n:])
+        h = o * np.tanh(c)
+        hs.append(h)
+        cs.append(c)
+    return np.array(hs), np.array(cs)
+
+
+@pytest.fixture
+def numpy_lstm():
+    """``numpy_lstm(x, h, c, w, u, b=0)`` -> (hidden states, cells): the LSTM oracle of the scan tests."""
+    return numpy_lstm_loop

@@ -12,10 +12,6 @@ from graphnet.ops.shape import Reshape, Transpose
 RNG = np.random.default_rng(19)
 
 
-def sigmoid(z):
-    return 1 / (1 + np.exp(-z))
-
-
 # ---------------------------------------------------------------- a cumulative sum with taps
 X = gn.placeholder("x", (None, 3))
 Y_INIT = gn.placeholder("y_init", (2, 3))
@@ -119,19 +115,7 @@ def lstm_step(x_t, h, c):
 (LSTM_H, LSTM_C), _ = gn.scan(lstm_step, sequences=SEQ, outputs_info=[H0, C0], name="lstm")
 
 
-def numpy_lstm(x, h, c, w, u, b):
-    hs, cs = [], []
-    for x_t in x:
-        z = x_t @ w + h @ u + b
-        i, f, o, g = sigmoid(z[:, :4]), sigmoid(z[:, 4:8]), sigmoid(z[:, 8:12]), np.tanh(z[:, 12:])
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        hs.append(h)
-        cs.append(c)
-    return np.array(hs), np.array(cs)
-
-
-def test_an_lstm_with_two_states_matches_a_numpy_loop(run, backend):
+def test_an_lstm_with_two_states_matches_a_numpy_loop(run, backend, numpy_lstm):
     x = RNG.standard_normal((5, 2, 3)).astype("float32")
     h0, c0 = RNG.standard_normal((2, 4)).astype("float32"), RNG.standard_normal((2, 4)).astype("float32")
     got_h, got_c = run([LSTM_H, LSTM_C], {SEQ: x, H0: h0, C0: c0}, backend)
