@@ -25,6 +25,7 @@ import sys
 import numba
 import numpy as np
 
+from graphnet.compiler.runtime import blas_symbols, threads
 from graphnet.compiler.runtime.entry import EntryWriter, NotExpressible, Ref, return_line, define, head_lines
 from graphnet.compiler.runtime.program import DEBUG
 from graphnet.errors import GraphnetError
@@ -88,9 +89,19 @@ class DriverSource:
         dims = "".join(f"{self.integer(d)}, " for d in shape)
         return f"{self.parameter(writer.argument(Ref(arg.var)))}.reshape(({dims}))" + (".T" if arg.transpose else "")
 
+    def multiplies(self):
+        """Whether the calls run matrix products (``gemm_into``, or Numba's ``np.dot``)."""
+        return ("graphnet.compiler.runtime.blas_symbols", "gemm_into") in self.imports or any(
+            "np.dot(" in line for line in self.lines)
+
+    def blas_note(self):
+        """A comment naming the BLAS the products call: the cache keys a module by its text, so a
+        process whose NumPy has other BLAS symbols gets its own compile."""
+        return f"# matrix products: {blas_symbols.DESCRIPTION}\n" if self.multiplies() else ""
+
     def source(self):
         imports = "".join(f"from {module} import {name} as {alias}\n" for (module, name), alias in self.imports.items())
-        return (f"import numba\nimport numpy as np\n{imports}\n\n"
+        return (f"import numba\nimport numpy as np\n{self.blas_note()}{imports}\n\n"
                 f"@numba.njit(cache=True, nogil=True, error_model=\"numpy\")\n"
                 f"def step({', '.join(self.params)}):\n" + "\n".join(self.lines) + "\n")
 
@@ -133,6 +144,9 @@ def write_driver_entry(program, frame):
     kernels = " ".join(step.kernel.name for step in program.steps)
     driver.values[0] = writer.constant(np.array(driver.ints, np.int64))
     fallback = ", ".join(writer.constant(v) for v in (program, frame, frame.entry))
+    if driver.multiplies():   # its products run on one BLAS thread (threads.compiled_code_blas)
+        blas = writer.constant(threads.compiled_code_blas())
+        writer.lines.append(f"    if {blas}.current != 1:\n        {blas}.use(1)")
     writer.lines.append(f"    try:\n        {writer.constant(module.step)}({', '.join(driver.values)})\n"
                         f"    except Exception as exc:  # the driver of: {kernels}\n"
                         f"        return driver_failed({fallback}, feeds, exc)")
