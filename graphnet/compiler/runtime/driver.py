@@ -5,14 +5,16 @@ about a microsecond a launch: nothing beside a training step at batch 128, but
 most of a step whose kernels run in microseconds (a 4x10 softmax step's eight
 kernels). For such a frame, once it has been called ``DRIVER_AFTER`` times,
 the program compiles a *driver*: one ``njit`` function calling the same
-compiled kernels and ``np.dot`` in the same order on the same arrays, so a call
-crosses from Python into compiled code once. The driver's text depends on the
+compiled kernels and products (``blas_symbols.gemm_into``, each on the OpenBLAS
+build measured faster at its shape) in the same order on the same arrays, so a
+call crosses from Python into compiled code once; the entry sets NumPy's BLAS
+to one thread first (``threads.compiled_code_blas``). The driver's text depends on the
 step's structure only (shapes and the frame's arrays are its arguments), so
 one compile serves every frame of the program, and Numba's disk cache serves
 the next process.
 
-A frame gets one when every step is a compiled kernel or a BLAS product whose
-operands ``np.dot`` takes as they are (no NumPy fallback step, no check inside
+A frame gets one when every step is a compiled kernel or a BLAS product small
+enough for one thread (no NumPy fallback step, no check inside
 the step, no kernel large enough for the measured thread choice) and the
 frame moves at most ``DRIVER_MAX_BYTES``; ``GRAPHNET_STEP_DRIVER=0`` turns
 drivers off.
@@ -120,7 +122,7 @@ def driver_failed(program, frame, python_entry, feeds, exc):
 
 def write_driver_entry(program, frame):
     """``frame``'s entry calling one compiled driver for all its steps, or None when a step
-    is not a compiled kernel or a product ``np.dot`` can run inside ``njit``."""
+    is not a compiled kernel or a product that can run inside ``njit``."""
     writer, driver = EntryWriter(frame), DriverSource()
     writer.lines.extend(head_lines(program, frame, writer))
     try:

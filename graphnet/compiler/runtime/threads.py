@@ -1,4 +1,5 @@
-"""One owner of the thread budget: Numba's kernel threads and BLAS threads.
+"""One owner of the thread budget: Numba's kernel threads and BLAS threads (NumPy's
+OpenBLAS, and SciPy's, which Numba's ``np.dot`` calls inside compiled code).
 
 Measured on 2 cores: a training step with OpenMP threads spinning against
 OpenBLAS's ran 62 ms instead of 9 ms. graphnet therefore (1) makes OpenMP

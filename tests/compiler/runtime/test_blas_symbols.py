@@ -157,3 +157,9 @@ def test_compiled_code_runs_both_openblas_builds_on_one_thread():
     blas = threads.compiled_code_blas()
     assert blas.current == 1
     assert scipy_openblas_threads() == 1
+
+
+def test_setting_graphnets_thread_count_leaves_scipys_blas_on_one_thread():
+    threads.compiled_code_blas()
+    threads.set_num_threads(threads.num_threads())   # threadpoolctl sets every BLAS it finds
+    assert scipy_openblas_threads() == 1
