@@ -157,6 +157,27 @@ def _numba_dot_typed(a, b, out):
     return into_a_view
 
 
+class Library:
+    """The ``library`` argument of one product's :func:`gemm_into`: ``value`` is measured
+    (:func:`faster_library`) the first time compiled code that calls it is written, not when
+    the frame's calls are: most frames never get a driver (W1's move megabytes), and measuring
+    their products would cost their first call ~20 ms a shape and SciPy's import (~140 ms)."""
+
+    def __init__(self, m, n, k, dtype, trans_a, trans_b):
+        self.shape = (m, n, k, dtype, trans_a, trans_b)
+        self._value = None
+
+    @property
+    def value(self):
+        if self._value is None:
+            self._value = faster_library(*self.shape)
+        return self._value
+
+    def __repr__(self):
+        m, n, k, dtype, trans_a, trans_b = self.shape
+        return f"Library({m}x{k} @ {k}x{n}{', a.T' if trans_a else ''}{', b.T' if trans_b else ''})"
+
+
 _chosen = {}
 
 

@@ -167,12 +167,14 @@ def elementwise_helper(name, ndim, assign):
 
 class LoopProgram:
     """One body frame's compiled loop: the module's ``loop``, the arguments fixed for the frame,
-    and ``stack_aliases`` ({stacked output: the earlier one it shares its array with})."""
+    ``stack_aliases`` ({stacked output: the earlier one it shares its array with}), and
+    whether it multiplies."""
 
-    def __init__(self, function, fixed, source, listing, stack_aliases):
+    def __init__(self, function, fixed, source, listing, stack_aliases, multiplies):
         self.function, self.fixed = function, fixed
         self.source, self.listing = source, listing
         self.stack_aliases = stack_aliases
+        self.multiplies = multiplies   # whether the body runs matrix products (on one BLAS thread)
 
 
 def write_loop(op, body, frame, load):
@@ -209,7 +211,7 @@ def write_loop(op, body, frame, load):
     shown = (f"# {op}: {op.n_seqs} sequences (q), {op.n_states} states (s), {op.n_stacked} stacked "
              f"outputs (o), {op.n_nonseqs} non-sequences (w); the body frame's arrays a1.., lengths n[..]\n"
              + loop.listing(top, []))
-    return LoopProgram(module.loop, values, compiled, shown, loop.stack_aliases)
+    return LoopProgram(module.loop, values, compiled, shown, loop.stack_aliases, loop.multiplies())
 
 
 def _import_line(module, name, alias):

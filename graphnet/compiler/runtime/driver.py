@@ -80,6 +80,8 @@ class DriverSource:
     def argument(self, writer, arg):
         if isinstance(arg, (int, np.integer)) and not isinstance(arg, bool):
             return self.integer(arg)
+        if isinstance(arg, blas_symbols.Library):   # a product's BLAS, measured now
+            return self.integer(arg.value)
         if not isinstance(arg, Ref):
             raise NotExpressible(arg)
         shape = arg.shape

@@ -197,7 +197,8 @@ class LoopRunner:
 
     def _compiled(self, inputs):
         n, args, buffers, stacked = self._arguments(inputs)
-        threads.compiled_code_blas()   # the body's products run on one BLAS thread
+        if self.program.multiplies:
+            threads.compiled_code_blas()   # the body's products run on one BLAS thread
         self.program.function(*args, *self.program.fixed)
         self.step.kernel.runs = COMPILED
         return loop_outputs(self.op, buffers, stacked, n)

@@ -383,8 +383,9 @@ class GemmStep(Step):
     def product_call(self, frame, operands):
         """The product's Call. One small enough to stay on one BLAS thread (``measured_blas``)
         between 2-d arrays also runs inside compiled code (a driver, a compiled loop), as
-        ``blas_symbols.gemm_into(a, b, out, library)``: ``library`` (its last argument, an
-        integer of the frame) is the OpenBLAS build measured faster at its shape. From Python
+        ``blas_symbols.gemm_into(a, b, out, library)``: ``library`` (its last argument, a
+        ``blas_symbols.Library``, an integer of the compiled code) is the OpenBLAS build
+        measured faster at its shape. From Python
         it runs ``np.dot`` (NumPy's) whatever ``library`` says: SciPy's would be
         ``gemm_into`` called from Python, compiled for the operands' layout in line."""
         p = self.planned
@@ -396,7 +397,7 @@ class GemmStep(Step):
             return Call(launch, operands, compiled=None)
         if not all(len(frame.shapes[var]) == 2 for var in (p.a, p.b, p.product)):
             return Call(launch, operands, compiled=np.dot)   # a matrix-vector product: Numba's np.dot
-        library = blas_symbols.faster_library(m, n, k, p.product.dtype, p.trans_a, p.trans_b)
+        library = blas_symbols.Library(m, n, k, p.product.dtype, p.trans_a, p.trans_b)
         return Call(threads.measured_blas(m, n, k, numpy_dot), operands + [library],
                     compiled=blas_symbols.gemm_into)
 

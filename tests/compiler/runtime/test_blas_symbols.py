@@ -163,3 +163,14 @@ def test_setting_graphnets_thread_count_leaves_scipys_blas_on_one_thread():
     threads.compiled_code_blas()
     threads.set_num_threads(threads.num_threads())   # threadpoolctl sets every BLAS it finds
     assert scipy_openblas_threads() == 1
+
+
+def test_a_frame_that_runs_from_python_measures_no_library(monkeypatch):
+    import graphnet as gn
+    monkeypatch.setattr(blas_symbols, "_measure", lambda *args: pytest.fail("measured for the Python entry"))
+    x = gn.placeholder("x_lib", (None, 64))
+    W = gn.shared(RNG.standard_normal((64, 96)).astype("float32"), name="W_lib")
+    fn = gn.function([x], gn.tanh(gn.dot(x, W)))
+    xb = RNG.standard_normal((48, 64)).astype("float32")   # 48x64 @ 64x96: 2^18 multiply-adds
+    for _ in range(3):   # the step-by-step call, then the frame's Python entry
+        np.testing.assert_allclose(fn(xb), np.tanh(xb @ W.get_value()), rtol=1e-5, atol=1e-6)
