@@ -35,7 +35,8 @@ NUMPY_BLAS, SCIPY_BLAS = 0, 1
 #: products with fewer multiply-adds are not measured: NumPy's BLAS, called directly, skips
 #: the checks and copies Numba's np.dot makes around its call (a few hundred ns)
 MEASURE_MIN_MACS = 1 << 15
-#: Numba's np.dot is chosen only when more than this much faster (the two are often within noise)
+#: SciPy's BLAS is chosen only where it takes less than this share of NumPy's time (the two
+#: are often within noise)
 MARGIN = 0.95
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -135,7 +136,8 @@ def gemm_into(a, b, out, library):
     or Numba's ``np.dot`` (SciPy's BLAS). ``a`` and ``b`` are read as they are: C-ordered, ``.T``
     views, or views whose rows are strided (a row or column slice); ``out`` with rows of unit
     stride. Any other layout (or an empty product) takes Numba's ``np.dot``, which copies what BLAS
-    cannot read (and writes a product that is not C-ordered through a temporary). Shapes are not checked: the callers' plans fixed them."""
+    cannot read (and writes a product that is not C-ordered through a temporary). ``out`` must
+    not overlap ``a`` or ``b`` (the plans never make it so)."""
     if a.shape[1] != b.shape[0] or out.shape[0] != a.shape[0] or out.shape[1] != b.shape[1]:
         raise ValueError("gemm_into: shapes do not agree")
     if library == NUMPY_BLAS and _numpy_gemm(a, b, out):
@@ -173,7 +175,7 @@ class Library:
             self._value = faster_library(*self.shape)
         return self._value
 
-    def __repr__(self):
+    def __repr__(self):   # how the frame's Python entry shows it
         m, n, k, dtype, trans_a, trans_b = self.shape
         return f"Library({m}x{k} @ {k}x{n}{', a.T' if trans_a else ''}{', b.T' if trans_b else ''})"
 
@@ -206,34 +208,39 @@ _libraries = None
 
 
 def _timed_libraries():
-    """{library: {"f": cblas_sgemm, "d": cblas_dgemm}} as ctypes functions, or {} when SciPy's
-    BLAS is not an OpenBLAS found here (then NumPy's is used, unmeasured)."""
+    """{library: {"f": cblas_sgemm, "d": cblas_dgemm}} as ctypes functions taking the same
+    arguments, or {} when SciPy's BLAS is not an OpenBLAS found here (NumPy's then runs, unmeasured)."""
     global _libraries
     if _libraries is None:
+        scipy_cblas = _scipy_cblas() if FOUND is not None else None
         _libraries = {}
-        if FOUND is not None:
-            try:
-                import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS Numba's np.dot calls)
-                with open("/proc/self/maps") as maps:
-                    paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps.read())))
-            except (ImportError, OSError):
-                paths = []
-            scipy_found = None
-            for path in paths:
-                library = ctypes.CDLL(path) if path != FOUND["library"] else None
-                if library is not None and hasattr(library, "scipy_cblas_sgemm") and hasattr(library, "scipy_cblas_dgemm"):
-                    scipy_found = {"f": library.scipy_cblas_sgemm, "d": library.scipy_cblas_dgemm}, ctypes.c_int
-                    break
-            if scipy_found is not None:
-                numpy_found = {char: ctypes.CFUNCTYPE(None)(FOUND[kind]) for char, kind in (("f", "sgemm"), ("d", "dgemm"))}
-                _libraries = {NUMPY_BLAS: (numpy_found, ctypes.c_int64), SCIPY_BLAS: scipy_found}
-                for functions, integer in _libraries.values():
-                    for char, function in functions.items():
-                        real = ctypes.c_float if char == "f" else ctypes.c_double
-                        i, p = integer, ctypes.c_void_p
-                        function.argtypes = [ctypes.c_int] * 3 + [i, i, i, real, p, i, p, i, real, p, i]
-                        function.restype = None
+        if scipy_cblas is not None:
+            numpy_cblas = {"f": ctypes.CFUNCTYPE(None)(FOUND["sgemm"]), "d": ctypes.CFUNCTYPE(None)(FOUND["dgemm"])}
+            for library, functions, integer in ((NUMPY_BLAS, numpy_cblas, ctypes.c_int64),   # ILP64
+                                                (SCIPY_BLAS, scipy_cblas, ctypes.c_int)):    # LP64
+                for char, function in functions.items():
+                    real = ctypes.c_float if char == "f" else ctypes.c_double
+                    function.argtypes = [ctypes.c_int] * 3 + [integer] * 3 + [real, ctypes.c_void_p, integer,
+                                                                            ctypes.c_void_p, integer, real,
+                                                                            ctypes.c_void_p, integer]
+                    function.restype = None
+                _libraries[library] = functions
     return _libraries
+
+
+def _scipy_cblas():
+    """{"f": cblas_sgemm, "d": cblas_dgemm} of the OpenBLAS SciPy loads (LP64, ``scipy_``-prefixed), or None."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS Numba's np.dot calls)
+        with open("/proc/self/maps") as maps:
+            paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps.read())) - {FOUND["library"]})
+        for path in paths:
+            library = ctypes.CDLL(path)
+            if hasattr(library, "scipy_cblas_sgemm") and hasattr(library, "scipy_cblas_dgemm"):
+                return {"f": library.scipy_cblas_sgemm, "d": library.scipy_cblas_dgemm}
+    except (ImportError, OSError):
+        pass
+    return None
 
 
 def _measure(libraries, m, n, k, dtype, trans_a, trans_b):
@@ -245,7 +252,7 @@ def _measure(libraries, m, n, k, dtype, trans_a, trans_b):
     flags = (_TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS)
     args = (*flags, m, n, k, 1.0, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], 0.0, out.ctypes.data, n)
     char = np.dtype(dtype).char
-    calls = {library: functions[char] for library, (functions, _) in libraries.items()}
+    calls = {library: functions[char] for library, functions in libraries.items()}
     threads.compiled_code_blas()
     times = {library: [] for library in calls}
     for round_ in range(ROUNDS + 1):
