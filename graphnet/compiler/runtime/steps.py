@@ -385,9 +385,9 @@ class GemmStep(Step):
         between 2-d arrays also runs inside compiled code (a driver, a compiled loop), as
         ``blas_symbols.gemm_into(a, b, out, library)``: ``library`` (its last argument, a
         ``blas_symbols.Library``, an integer of the compiled code) is the OpenBLAS build
-        measured faster at its shape. From Python
-        it runs ``np.dot`` (NumPy's) whatever ``library`` says: SciPy's would be
-        ``gemm_into`` called from Python, compiled for the operands' layout in line."""
+        measured faster at its shape. From Python it runs ``np.dot`` (NumPy's) whatever
+        ``library`` says: SciPy's would be ``gemm_into`` called from Python, compiled for the
+        operands' layout in line."""
         p = self.planned
         m, n, k = self.dims(frame)
         if not p.blas_ready:
