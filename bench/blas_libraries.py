@@ -11,6 +11,13 @@ before it is timed.
 
 Without ``--mkl`` it looks for ``libmkl_rt.so*`` beside this Python (``sys.prefix/lib``) and
 in ``$MKL_LIB``; without MKL it measures OpenBLAS alone and says so.
+
+``--builds`` measures instead the two OpenBLAS builds this process loads, on one thread, at
+the products graphnet runs on one thread (W7's, the Theano MLP's, W1 B=16's): NumPy's through
+``np.dot(out=)``, ``np.matmul(out=)`` and, from compiled code, ``blas_symbols.gemm_into``; SciPy's
+through Numba's ``np.dot`` (``gemm_into`` with ``SCIPY_BLAS``); and which one
+``blas_symbols.faster_library`` chose. CPU time of this thread (``time.thread_time``), medians
+of calls interleaved round by round.
 """
 from __future__ import annotations
 
@@ -124,11 +131,62 @@ def measure(rounds=40, mkl_path=None, thread_counts=(1, 2), log=print):
     return results, (mkl.version if mkl else None)
 
 
+#: (name, m, k, n, transpose a, transpose b) of products graphnet runs on one BLAS thread
+ONE_THREAD_SHAPES = (("W7 h @ U", 32, 128, 512, False, False),
+                     ("W7 dz @ U.T", 32, 512, 128, False, True),
+                     ("MLP x @ W", 20, 784, 500, False, False),
+                     ("W1 x @ W0 (B=16)", 16, 784, 1024, False, False),
+                     ("W1 x.T @ dh1 (B=16)", 784, 16, 1024, True, False),
+                     ("1024x128 @ 128x1024", 1024, 128, 1024, True, False),
+                     ("128x784 @ 784x1024", 128, 784, 1024, False, False))
+
+
+def measure_builds(rounds=40, log=print):
+    """{shape name: {variant: median s}} of NumPy's and SciPy's OpenBLAS at ``ONE_THREAD_SHAPES``."""
+    from graphnet.compiler.runtime import blas_symbols, threads
+    from graphnet.compiler.runtime.blas_symbols import NUMPY_BLAS, SCIPY_BLAS, gemm_into
+    threads.compiled_code_blas()   # both builds on one thread
+    rng = np.random.default_rng(0)
+    results = {}
+    for name, m, k, n, trans_a, trans_b in ONE_THREAD_SHAPES:
+        a, b, out = operands(m, k, n, trans_a, trans_b, rng)
+        left, right = (a.T if trans_a else a), (b.T if trans_b else b)
+        expected = left.astype(np.float64) @ right.astype(np.float64)
+        runs = {"numpy np.dot": lambda: np.dot(left, right, out=out),
+                "numpy np.matmul": lambda: np.matmul(left, right, out=out),
+                "numpy gemm_into": lambda: gemm_into(left, right, out, NUMPY_BLAS),
+                "scipy gemm_into": lambda: gemm_into(left, right, out, SCIPY_BLAS)}
+        for variant, run in runs.items():   # correctness first (and the compiles)
+            out[...] = np.nan
+            run()
+            np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max(),
+                                       err_msg=f"{variant} {name}")
+        samples = {variant: [] for variant in runs}
+        for round_ in range(rounds):
+            for variant, run in (runs.items() if round_ % 2 else reversed(runs.items())):
+                start = time.thread_time()
+                run()
+                samples[variant].append(time.thread_time() - start)
+        results[name] = {variant: float(np.median(t)) for variant, t in samples.items()}
+        chosen = blas_symbols.faster_library(m, n, k, np.float32, trans_a, trans_b)
+        log(f"  {name:20s} {m:4d}x{k:4d}x{n:4d} " + "  ".join(
+            f"{variant} {1e6 * t:7.1f}" for variant, t in results[name].items())
+            + f" us; chosen: {'SciPy' if chosen == SCIPY_BLAS else 'NumPy'}'s")
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.blas_libraries", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mkl", default=None, help="path of libmkl_rt.so (default: looked for)")
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--builds", action="store_true", help="NumPy's OpenBLAS against SciPy's, one thread")
     args = parser.parse_args(argv)
+    if args.builds:
+        load = open("/proc/loadavg").read().strip() if os.path.exists("/proc/loadavg") else "n/a"
+        print(f"sgemm on one thread, NumPy's OpenBLAS against SciPy's, CPU-time medians over {args.rounds} "
+              f"interleaved calls (load {load})")
+        measure_builds(args.rounds)
+        return 0
     # MKL sizes its OpenMP pool at its first call: with the count set only then by
     # MKL_Set_Num_Threads, and its threads sleeping at once (KMP_BLOCKTIME=0, graphnet's
     # default), 2 threads ran 1.3x *slower* than 1; with these, 1.8x faster.

@@ -2,7 +2,8 @@
 
 The body is a program of its own (``scan_steps.py``). For one frame of it (the
 shapes of one step) this module writes a function that loops over time and, at
-every step, calls the body's compiled kernels and ``np.dot`` on the body
+every step, calls the body's compiled kernels and its products
+(``blas_symbols.gemm_into``, on the BLAS measured faster at each shape) on the body
 frame's planned buffers, exactly as a frame's driver (``driver.py``) calls a
 step's kernels: the same :class:`~graphnet.compiler.runtime.driver.DriverSource`
 writes the calls from the steps' ``Call`` lists. Around them the loop adds:
@@ -166,12 +167,14 @@ def elementwise_helper(name, ndim, assign):
 
 class LoopProgram:
     """One body frame's compiled loop: the module's ``loop``, the arguments fixed for the frame,
-    and ``stack_aliases`` ({stacked output: the earlier one it shares its array with})."""
+    ``stack_aliases`` ({stacked output: the earlier one it shares its array with}), and
+    whether it multiplies."""
 
-    def __init__(self, function, fixed, source, listing, stack_aliases):
+    def __init__(self, function, fixed, source, listing, stack_aliases, multiplies):
         self.function, self.fixed = function, fixed
         self.source, self.listing = source, listing
         self.stack_aliases = stack_aliases
+        self.multiplies = multiplies   # whether the body runs matrix products (on one BLAS thread)
 
 
 def write_loop(op, body, frame, load):
@@ -193,10 +196,10 @@ def write_loop(op, body, frame, load):
     params = (["steps"] + [f"q{k}" for k in range(op.n_seqs)] + [f"s{k}" for k in range(op.n_states)]
               + [f"o{k}" for k in range(op.n_stacked)] + [f"w{k}" for k in range(op.n_nonseqs)] + loop.params)
     t = "steps - 1 - i" if op.reverse else "i"
-    imports = "".join(f"{alias} = sibling_module(__file__, {_file_of(module)!r}).{name}\n"
-                      for (module, name), alias in loop.imports.items())
+    imports = "".join(_import_line(module, name, alias) for (module, name), alias in loop.imports.items())
     helpers = "".join(f"\n{text}\n" for _, text in sorted(loop.helpers.items()))
-    top = [f"import numba\nimport numpy as np\nfrom graphnet.compiler.runtime.cache import sibling_module\n\n{imports}"
+    top = [f"import numba\nimport numpy as np\nfrom graphnet.compiler.runtime.cache import sibling_module\n"
+           f"{loop.blas_note()}\n{imports}"
            f"{helpers}\n",
            "@numba.njit(cache=True, nogil=True, error_model=\"numpy\")",
            f"def loop({', '.join(params)}):",
@@ -208,7 +211,15 @@ def write_loop(op, body, frame, load):
     shown = (f"# {op}: {op.n_seqs} sequences (q), {op.n_states} states (s), {op.n_stacked} stacked "
              f"outputs (o), {op.n_nonseqs} non-sequences (w); the body frame's arrays a1.., lengths n[..]\n"
              + loop.listing(top, []))
-    return LoopProgram(module.loop, values, compiled, shown, loop.stack_aliases)
+    return LoopProgram(module.loop, values, compiled, shown, loop.stack_aliases, loop.multiplies())
+
+
+def _import_line(module, name, alias):
+    """The line binding ``alias`` to the function the loop calls: graphnet's own (``gemm_into``)
+    by import, a generated kernel module's from its file beside the loop's (``sibling_module``)."""
+    if module.startswith("graphnet."):
+        return f"from {module} import {name} as {alias}\n"
+    return f"{alias} = sibling_module(__file__, {_file_of(module)!r}).{name}\n"
 
 
 def _file_of(module_name):

@@ -5,14 +5,16 @@ about a microsecond a launch: nothing beside a training step at batch 128, but
 most of a step whose kernels run in microseconds (a 4x10 softmax step's eight
 kernels). For such a frame, once it has been called ``DRIVER_AFTER`` times,
 the program compiles a *driver*: one ``njit`` function calling the same
-compiled kernels and ``np.dot`` in the same order on the same arrays, so a call
-crosses from Python into compiled code once. The driver's text depends on the
+compiled kernels and products (``blas_symbols.gemm_into``, each on the OpenBLAS
+build measured faster at its shape) in the same order on the same arrays, so a
+call crosses from Python into compiled code once; the entry sets NumPy's BLAS
+to one thread first (``threads.compiled_code_blas``). The driver's text depends on the
 step's structure only (shapes and the frame's arrays are its arguments), so
 one compile serves every frame of the program, and Numba's disk cache serves
 the next process.
 
-A frame gets one when every step is a compiled kernel or a BLAS product whose
-operands ``np.dot`` takes as they are (no NumPy fallback step, no check inside
+A frame gets one when every step is a compiled kernel or a BLAS product small
+enough for one thread (no NumPy fallback step, no check inside
 the step, no kernel large enough for the measured thread choice) and the
 frame moves at most ``DRIVER_MAX_BYTES``; ``GRAPHNET_STEP_DRIVER=0`` turns
 drivers off.
@@ -25,6 +27,7 @@ import sys
 import numba
 import numpy as np
 
+from graphnet.compiler.runtime import blas_symbols, threads
 from graphnet.compiler.runtime.entry import EntryWriter, NotExpressible, Ref, return_line, define, head_lines
 from graphnet.compiler.runtime.program import DEBUG
 from graphnet.errors import GraphnetError
@@ -77,6 +80,8 @@ class DriverSource:
     def argument(self, writer, arg):
         if isinstance(arg, (int, np.integer)) and not isinstance(arg, bool):
             return self.integer(arg)
+        if isinstance(arg, blas_symbols.Library):   # a product's BLAS, measured now
+            return self.integer(arg.value)
         if not isinstance(arg, Ref):
             raise NotExpressible(arg)
         shape = arg.shape
@@ -88,9 +93,19 @@ class DriverSource:
         dims = "".join(f"{self.integer(d)}, " for d in shape)
         return f"{self.parameter(writer.argument(Ref(arg.var)))}.reshape(({dims}))" + (".T" if arg.transpose else "")
 
+    def multiplies(self):
+        """Whether the calls run matrix products (``gemm_into``, or Numba's ``np.dot``)."""
+        return ("graphnet.compiler.runtime.blas_symbols", "gemm_into") in self.imports or any(
+            "np.dot(" in line for line in self.lines)
+
+    def blas_note(self):
+        """A comment naming the BLAS the products call: the cache keys a module by its text, so a
+        process whose NumPy has other BLAS symbols gets its own compile."""
+        return f"# matrix products: {blas_symbols.DESCRIPTION}\n" if self.multiplies() else ""
+
     def source(self):
         imports = "".join(f"from {module} import {name} as {alias}\n" for (module, name), alias in self.imports.items())
-        return (f"import numba\nimport numpy as np\n{imports}\n\n"
+        return (f"import numba\nimport numpy as np\n{self.blas_note()}{imports}\n\n"
                 f"@numba.njit(cache=True, nogil=True, error_model=\"numpy\")\n"
                 f"def step({', '.join(self.params)}):\n" + "\n".join(self.lines) + "\n")
 
@@ -109,7 +124,7 @@ def driver_failed(program, frame, python_entry, feeds, exc):
 
 def write_driver_entry(program, frame):
     """``frame``'s entry calling one compiled driver for all its steps, or None when a step
-    is not a compiled kernel or a product ``np.dot`` can run inside ``njit``."""
+    is not a compiled kernel or a product that can run inside ``njit``."""
     writer, driver = EntryWriter(frame), DriverSource()
     writer.lines.extend(head_lines(program, frame, writer))
     try:
@@ -133,6 +148,9 @@ def write_driver_entry(program, frame):
     kernels = " ".join(step.kernel.name for step in program.steps)
     driver.values[0] = writer.constant(np.array(driver.ints, np.int64))
     fallback = ", ".join(writer.constant(v) for v in (program, frame, frame.entry))
+    if driver.multiplies():   # its products run on one BLAS thread (threads.compiled_code_blas)
+        blas = writer.constant(threads.compiled_code_blas())
+        writer.lines.append(f"    if {blas}.current != 1:\n        {blas}.use(1)")
     writer.lines.append(f"    try:\n        {writer.constant(module.step)}({', '.join(driver.values)})\n"
                         f"    except Exception as exc:  # the driver of: {kernels}\n"
                         f"        return driver_failed({fallback}, feeds, exc)")

@@ -51,8 +51,9 @@ class Call:
     ``args`` are :class:`Ref` (a variable's value) or plain values fixed for the
     frame; ``results`` are the variables ``fn`` returns (a tuple), if any; ``compiled``
     is what a compiled driver calls instead (``driver.py``): ``fn`` itself when it is a
-    Numba dispatcher, ``np.dot`` for a product on one BLAS thread, None where only
-    Python can run it (a NumPy fallback, a measured thread choice, a check).
+    Numba dispatcher, ``blas_symbols.gemm_into`` (``np.dot`` for a matrix-vector product) for
+    a product on one BLAS thread, None where only Python can run it (a NumPy fallback, a
+    measured thread choice, a check).
     """
 
     fn: object

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from graphnet.compiler.runtime import cache
+from graphnet.compiler.runtime import cache, threads
 from graphnet.compiler.runtime.compiled_loop import write_loop
 from graphnet.compiler.runtime.entry import Call, Ref
 from graphnet.compiler.runtime.loop_views import NotInLoop
@@ -197,6 +197,8 @@ class LoopRunner:
 
     def _compiled(self, inputs):
         n, args, buffers, stacked = self._arguments(inputs)
+        if self.program.multiplies:
+            threads.compiled_code_blas()   # the body's products run on one BLAS thread
         self.program.function(*args, *self.program.fixed)
         self.step.kernel.runs = COMPILED
         return loop_outputs(self.op, buffers, stacked, n)

@@ -17,7 +17,7 @@ import numpy as np
 
 from graphnet.compiler.registry import Lowerings
 from graphnet.compiler.render import cpu as render
-from graphnet.compiler.runtime import cache, threads
+from graphnet.compiler.runtime import blas_symbols, cache, threads
 from graphnet.compiler.runtime.entry import Call, Ref
 from graphnet.compiler.runtime.program import annotate
 from graphnet.compiler.runtime.provenance import check_finite, node_error
@@ -356,23 +356,21 @@ class GemmStep(Step):
             if epilogue is None:
                 return None
         operands = [Ref(p.a, transpose=p.trans_a), Ref(p.b, transpose=p.trans_b), Ref(p.product)]
-        launch = threads.measured_blas(*self.dims(frame), np.dot if p.blas_ready else dot_into)
-        # Inside a compiled driver: np.dot on SciPy's BLAS, for products too small to thread.
-        inside = np.dot if p.blas_ready and getattr(launch, "single_thread", False) else None
-        whole = [Call(launch, operands, compiled=inside)] + epilogue
+        product = self.product_call(frame, operands)
+        whole = [product] + epilogue
         if not self.takes_panels(frame, epilogue):
             return whole
         # Both ways as one call: the product in panels of rows, each taken by the epilogue while
         # in cache, or the whole product then the epilogue; measured, the panels as the serial one.
         epilogue_args = epilogue[0].args
-        n_operands = len(operands)
+        n_operands, library = len(operands), product.args[len(operands):]
         # The panels run the epilogue's serial kernel, which the first calls may not have
         # compiled (they ran the parallel one): until it is loaded, the whole product runs.
         n_kernel_args = len(self.epilogue.source.inputs) + len(self.epilogue.source.outputs)
         serial = CompiledVariants([(self.epilogue.serial, (PANEL_ROWS, frame.shapes[p.product][1], 1))])
 
         def in_whole(*args):
-            launch(*args[:n_operands])
+            product.fn(*args[:n_operands], *library)
             epilogue[0].fn(*args[n_operands:])
 
         def ready(*args):
@@ -381,6 +379,27 @@ class GemmStep(Step):
         panelled = panel_launch(self.epilogue, p.product, *frame.shapes[p.product])
         return [Call(threads.MeasuredChoice([panelled, in_whole], ready=ready), operands + epilogue_args,
                      compiled=None)]
+
+    def product_call(self, frame, operands):
+        """The product's Call. One small enough to stay on one BLAS thread (``measured_blas``)
+        between 2-d arrays also runs inside compiled code (a driver, a compiled loop), as
+        ``blas_symbols.gemm_into(a, b, out, library)``: ``library`` (its last argument, a
+        ``blas_symbols.Library``, an integer of the compiled code) is the OpenBLAS build
+        measured faster at its shape. From Python it runs ``np.dot`` (NumPy's) whatever
+        ``library`` says: SciPy's would be ``gemm_into`` called from Python, compiled for the
+        operands' layout in line."""
+        p = self.planned
+        m, n, k = self.dims(frame)
+        if not p.blas_ready:
+            return Call(threads.measured_blas(m, n, k, dot_into), operands, compiled=None)
+        launch = threads.measured_blas(m, n, k, np.dot)
+        if not getattr(launch, "single_thread", False):
+            return Call(launch, operands, compiled=None)
+        if not all(len(frame.shapes[var]) == 2 for var in (p.a, p.b, p.product)):
+            return Call(launch, operands, compiled=np.dot)   # a matrix-vector product: Numba's np.dot
+        library = blas_symbols.Library(m, n, k, p.product.dtype, p.trans_a, p.trans_b)
+        return Call(threads.measured_blas(m, n, k, numpy_dot), operands + [library],
+                    compiled=blas_symbols.gemm_into)
 
     def takes_panels(self, frame, epilogue_calls):
         """Whether the product may run in panels of rows, each followed by the epilogue on it.
@@ -465,6 +484,11 @@ def panel_launch(epilogue, product, rows, cols):
                 args[k] = panel
             kernel(stop - start, cols, 1, *args)
     return launch
+
+
+def numpy_dot(a, b, out, library):
+    """``np.dot(a, b, out=out)``: a product's Python call, beside the ``library`` its compiled call takes."""
+    np.dot(a, b, out=out)
 
 
 def dot_into(a, b, out):

@@ -1,4 +1,5 @@
-"""One owner of the thread budget: Numba's kernel threads and BLAS threads.
+"""One owner of the thread budget: Numba's kernel threads and BLAS threads (NumPy's
+OpenBLAS, and SciPy's, which Numba's ``np.dot`` calls inside compiled code).
 
 Measured on 2 cores: a training step with OpenMP threads spinning against
 OpenBLAS's ran 62 ms instead of 9 ms. graphnet therefore (1) makes OpenMP
@@ -56,6 +57,9 @@ def set_num_threads(n):
     except ImportError:
         return
     threadpool_limits(n, user_api="blas")
+    if _scipy is not None:   # it set SciPy's too, which stays on one thread (compiled_code_blas)
+        _scipy.current = None
+        _scipy.use(1)
 
 
 def use_parallel(elements, rows):
@@ -68,13 +72,16 @@ def chunks(rows):
 
 
 # ------------------------------------------------------------------ BLAS threads
-class _NumpyBlas:
-    """NumPy's OpenBLAS thread count, set through its C API (threadpoolctl takes ~50 us a call;
-    this takes well under one). Inert when NumPy's BLAS is not an OpenBLAS found here."""
+class _OpenBlas:
+    """An OpenBLAS's thread count, set through its C API (threadpoolctl takes ~50 us a call;
+    this takes well under one). ``_OpenBlas(SETTERS)`` is NumPy's (the first OpenBLAS loaded
+    with an ILP64 setter), ``_OpenBlas(SCIPY_SETTERS)`` SciPy's, which Numba's ``np.dot`` calls
+    inside compiled code. Inert when no such OpenBLAS is loaded here."""
 
     SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
+    SCIPY_SETTERS = ("scipy_openblas_set_num_threads",)
 
-    def __init__(self):
+    def __init__(self, setters=SETTERS):
         self._set, self.current = None, None
         try:
             import ctypes
@@ -85,7 +92,7 @@ class _NumpyBlas:
                 paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps.read())))
             for path in paths:
                 library = ctypes.CDLL(path)
-                setter = next((getattr(library, n) for n in self.SETTERS if hasattr(library, n)), None)
+                setter = next((getattr(library, n) for n in setters if hasattr(library, n)), None)
                 if setter is not None:
                     setter.argtypes, setter.restype = [ctypes.c_int], None
                     self._set = setter
@@ -94,12 +101,14 @@ class _NumpyBlas:
             self._set = None
 
     def use(self, n):
-        if self._set is not None and n != self.current:
-            self._set(n)
+        if n != self.current:
+            if self._set is not None:
+                self._set(n)
             self.current = n
 
 
 _blas = None
+_scipy = None
 
 #: cores that graphnet's background compile workers take now (``compile_pool`` keeps the count):
 #: BLAS threads spinning beside a compiling worker slowed its compiles 2-3x and the steps too
@@ -113,8 +122,28 @@ def compiling_elsewhere(cores):
 
 
 def use_one_blas_thread():
-    """Set NumPy's BLAS to one thread (a product run in small panels)."""
+    """Set NumPy's BLAS to one thread (a product run in small panels, compiled code's products)."""
     _numpy_blas().use(1)
+
+
+def compiled_code_blas():
+    """NumPy's BLAS, for the entry of compiled code that multiplies (a driver, a compiled loop):
+    its products run below ``BLAS_PARALLEL_MIN_MACS`` (``measured_blas``), so both OpenBLAS
+    builds must be on one thread when it runs. NumPy's the entry sets (``if blas.current != 1:
+    blas.use(1)``, ~30 ns: a large product may have raised it since); SciPy's, which Numba's
+    ``np.dot`` calls and only compiled code does, is set to one thread here, once, and stays
+    there. Left at its default (every core) it threaded W7's 32x128 @ 128x512 products inside
+    the loop, its threads spinning beside Numba's."""
+    global _scipy
+    if _scipy is None:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS Numba's np.dot calls)
+        except ImportError:
+            pass
+        _scipy = _OpenBlas(_OpenBlas.SCIPY_SETTERS)
+        _scipy.use(1)
+    use_one_blas_thread()
+    return _numpy_blas()
 
 
 def blas_budget():
@@ -318,5 +347,5 @@ def measured_blas(m, n, k, dot):
 def _numpy_blas():
     global _blas
     if _blas is None:
-        _blas = _NumpyBlas()
+        _blas = _OpenBlas()
     return _blas

@@ -81,7 +81,8 @@ def test_the_loops_source_is_shown_with_the_body_kernels_and_views_inside_it():
     (loop,) = loops_of(fn)
     source = loop.source
     assert "def loop(" in source and "for i in range(steps):" in source
-    assert "np.dot(" in source, "the body's product runs inside the loop"
+    assert "gemm_into as f0" in source and "f0(x1, w0, a1, n[0])" in source, \
+        "the body's product runs inside the loop, on the BLAS the loop's integer n[0] names"
     assert "[:, :4]" in source and "[:, 12:]" in source, "the gate views are slices inside the loop"
     assert "# the body's kernels:" in source
     assert "NumPy view" not in source.split("# the body's kernels:")[0], "no host step left inside the loop"

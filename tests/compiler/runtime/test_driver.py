@@ -6,7 +6,7 @@ import pytest
 from numba.core.errors import TypingError
 
 import graphnet as gn
-from graphnet.compiler.runtime import driver
+from graphnet.compiler.runtime import blas_symbols, driver
 from graphnet.compiler.runtime.threads import MeasuredChoice
 from graphnet.errors import GraphnetError
 
@@ -50,6 +50,14 @@ def test_a_small_frame_runs_as_one_compiled_driver_with_the_same_results(upgrade
         np.testing.assert_allclose(got, want, rtol=1e-5)
     np.testing.assert_allclose(W.get_value(), W_ref.get_value(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(b.get_value(), b_ref.get_value(), rtol=1e-5, atol=1e-7)
+
+
+def test_the_drivers_product_calls_gemm_into_on_the_library_measured_for_its_shape(upgraded):
+    fn, _, _, _ = upgraded
+    step = _frame(fn).driver_entry.driver
+    assert blas_symbols.gemm_into in step.py_func.__globals__.values()
+    module_text = open(step.py_func.__code__.co_filename).read()
+    assert "# matrix products: " + blas_symbols.DESCRIPTION in module_text   # its cache entry names the BLAS
 
 
 def test_a_bad_label_on_the_driver_path_raises_before_any_update(upgraded):

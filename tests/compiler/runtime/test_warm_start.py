@@ -35,3 +35,35 @@ def test_second_process_compiles_nothing(tmp_path):
     assert cold["compiles"] > 0
     assert warm["compiles"] == 0 and warm["hits"] == cold["compiles"]
     assert warm["loss"] == cold["loss"]
+
+
+LOOP_SCRIPT = textwrap.dedent("""
+    import json, numpy as np, graphnet as gn
+    from graphnet.compiler.runtime.cache import count_numba_compiles, count_numba_cache_hits
+    rng = np.random.default_rng(0)
+    seq, h0 = gn.placeholder("seq", (None, 8, 16)), gn.placeholder("h0", (8, 32))
+    Wx = gn.shared((0.3 * rng.standard_normal((16, 32))).astype("float32"), name="Wx")
+    Wh = gn.shared((0.3 * rng.standard_normal((32, 32))).astype("float32"), name="Wh")
+    hs, _ = gn.scan(lambda x_t, h: gn.tanh(gn.dot(x_t, Wx) + gn.dot(h, Wh)), sequences=seq, outputs_info=h0)
+    fn = gn.function([seq, h0], hs[-1])
+    out = fn(rng.standard_normal((5, 8, 16)).astype("float32"), np.zeros((8, 32), "float32"))
+    step = next(s for s in fn.program.steps if getattr(s, "_loops", None))
+    loop = next(iter(step._loops.values())).program
+    print(json.dumps({"out": float(out.sum()), "calls_blas": "gemm_into" in loop.source,
+                      "compiles": count_numba_compiles(loop.function), "hits": count_numba_cache_hits(loop.function)}))
+""")
+
+
+def test_a_second_process_loads_a_compiled_loop_that_calls_numpys_blas_from_the_cache(tmp_path):
+    """The loop's products call NumPy's OpenBLAS through a symbol registered by name
+    (``blas_symbols``), which Numba's disk cache keeps (a ctypes pointer would not be cached)."""
+    env = dict(os.environ, GRAPHNET_CACHE_DIR=str(tmp_path), GRAPHNET_TIERED="0")
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", LOOP_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    cold, warm = runs
+    assert cold["calls_blas"] and cold["compiles"] == 1
+    assert warm["compiles"] == 0 and warm["hits"] == 1
+    assert warm["out"] == cold["out"]
