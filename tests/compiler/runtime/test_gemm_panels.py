@@ -77,3 +77,18 @@ def test_with_tiering_on_the_product_is_right_while_the_epilogue_kernels_load(mo
         if calls == 20:
             step.wait_compiled()
         np.testing.assert_allclose(W.get_value(), np.full((ROWS, 24), -0.5 * 16 * calls), rtol=1e-6)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_products_run_from_python_match_numpy_for_every_transpose(trans_a, trans_b):
+    # From Python a transposed left operand goes to np.matmul (np.dot makes an extra pass over
+    # its output there), the others to np.dot: both must give NumPy's product
+    rng = np.random.default_rng(7)
+    a = gn.placeholder("a", (9, 6) if trans_a else (6, 9))
+    b = gn.placeholder("b", (5, 9) if trans_b else (9, 5))
+    product = gn.dot(a.T if trans_a else a, b.T if trans_b else b)
+    fn = gn.function([a, b], gn.tanh(product) + 1.0)
+    av, bv = (rng.standard_normal(v.shape).astype("float32") for v in (a, b))
+    want = np.tanh((av.T if trans_a else av) @ (bv.T if trans_b else bv)) + 1.0
+    np.testing.assert_allclose(fn(av, bv), want, rtol=1e-5, atol=1e-6)
+    assert steps.python_product(trans_a) is (np.matmul if trans_a else np.dot)
