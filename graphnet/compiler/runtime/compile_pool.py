@@ -45,6 +45,8 @@ MAX_WORKER_DEATHS = 3
 #: how long shutdown waits for a worker to finish its job before killing it
 SHUTDOWN_GRACE_S = 1.0
 SHUT_DOWN = "the compile pool is shut down (the interpreter is exiting)"
+#: how long a worker started ahead of its first job (:meth:`CompilePool.prestart`) waits for one
+PRESTART_GRACE_S = 5.0
 
 
 def worker_limit():
@@ -171,6 +173,7 @@ class CompilePool:
         self._paused = 0
         self._closed = False
         self._pid = os.getpid()
+        self._expecting_until = 0.0   # until then an idle worker waits for jobs (prestart)
 
     # ------------------------------------------------------------ submitting
     def submit(self, job):
@@ -187,6 +190,31 @@ class CompilePool:
             self._queue.append(weakref.ref(ticket))
             self._dispatch()
             return ticket
+
+    def prestart(self):
+        """Start a worker now, ahead of the jobs a build is about to make: its start (importing
+        Numba and graphnet, setting up Numba's CPU target: 0.5-0.9 s here) then overlaps the
+        build and the first call instead of delaying the first compile. The worker waits
+        ``PRESTART_GRACE_S`` for a job, then exits if none came."""
+        with self._lock:
+            if self._closed or self._workers or os.getpid() != self._pid:
+                return
+            self._expecting_until = time.monotonic() + PRESTART_GRACE_S
+            try:
+                worker = Worker(self)
+            except OSError:
+                return   # the first job will try again, and fail its ticket with the reason
+            self._workers.append(worker)
+            self._idle.append(worker)
+            threads.compiling_elsewhere(len(self._workers))
+        timer = threading.Timer(PRESTART_GRACE_S + 0.05, self._stop_expecting)
+        timer.daemon = True
+        timer.start()
+
+    def _stop_expecting(self):
+        with self._lock:
+            self._expecting_until = 0.0
+            self._dispatch()
 
     @contextlib.contextmanager
     def paused(self):
@@ -209,6 +237,7 @@ class CompilePool:
     def wait_idle(self, timeout=None):
         """Block until no job is queued or in flight and every worker exited; False if ``timeout`` passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._stop_expecting()   # the caller expects no more jobs: a prestarted worker may go
         while True:
             with self._lock:
                 workers = list(self._workers)
@@ -268,6 +297,8 @@ class CompilePool:
                 pass
         if not any(ref() is not None for ref in self._queue):
             self._queue.clear()
+            if time.monotonic() < self._expecting_until:
+                return   # a prestarted worker waits for the build's first jobs
             for worker in self._idle:
                 worker.close()
             self._idle.clear()
@@ -346,6 +377,11 @@ def pool():
 
 def submit(job):
     return pool().submit(job)
+
+
+def prestart():
+    """Start a worker ahead of the jobs a build will submit (see :meth:`CompilePool.prestart`)."""
+    pool().prestart()
 
 
 def _forget_pool_in_child():
