@@ -193,10 +193,11 @@ def write_loop(op, body, frame, load):
     params = (["steps"] + [f"q{k}" for k in range(op.n_seqs)] + [f"s{k}" for k in range(op.n_states)]
               + [f"o{k}" for k in range(op.n_stacked)] + [f"w{k}" for k in range(op.n_nonseqs)] + loop.params)
     t = "steps - 1 - i" if op.reverse else "i"
-    imports = "".join(f"{alias} = sibling_module(__file__, {_file_of(module)!r}).{name}\n"
+    imports = "".join(f"{alias} = inlined(sibling_module(__file__, {_file_of(module)!r}).{name})\n"
                       for (module, name), alias in loop.imports.items())
     helpers = "".join(f"\n{text}\n" for _, text in sorted(loop.helpers.items()))
-    top = [f"import numba\nimport numpy as np\nfrom graphnet.compiler.runtime.cache import sibling_module\n\n{imports}"
+    top = [f"import numba\nimport numpy as np\nfrom graphnet.compiler.runtime.cache import sibling_module\n"
+           f"from graphnet.compiler.runtime.loop_callees import inlined\n\n{imports}"
            f"{helpers}\n",
            "@numba.njit(cache=True, nogil=True, error_model=\"numpy\")",
            f"def loop({', '.join(params)}):",
