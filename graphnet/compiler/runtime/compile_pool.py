@@ -10,7 +10,8 @@ momentum update of every layer) shares one ticket.
 Workers exist only while there is work: one starts when a job waits and fewer
 than ``GRAPHNET_COMPILE_WORKERS`` run (default: one per core but one, at
 most four, at least one), and a worker with nothing left to do is told to
-exit. While workers run, the user's matrix products leave them their cores
+exit. A build about to submit jobs may start one ahead of them (:func:`prestart`):
+it waits ``PRESTART_GRACE_S`` for its first job. While workers run, the user's matrix products leave them their cores
 (``threads.compiling_elsewhere``). A job whose every ticket was dropped (the function was garbage
 collected) is skipped. At exit the pool stops its workers; a worker whose
 parent died sees its stdin close and exits too. So no worker outlives the
@@ -195,7 +196,9 @@ class CompilePool:
         """Start a worker now, ahead of the jobs a build is about to make: its start (importing
         Numba and graphnet, setting up Numba's CPU target: 0.5-0.9 s here) then overlaps the
         build and the first call instead of delaying the first compile. The worker waits
-        ``PRESTART_GRACE_S`` for a job, then exits if none came."""
+        ``PRESTART_GRACE_S`` for a job, then exits if none came; once a job came, idle workers
+        exit as soon as the queue is empty, as before (an idle worker counts as compiling:
+        the user's products leave it a core, measured choices wait)."""
         with self._lock:
             if self._closed or self._workers or os.getpid() != self._pid:
                 return
@@ -291,6 +294,7 @@ class CompilePool:
             else:
                 self._queue.appendleft(weakref.ref(ticket))
                 break
+            self._expecting_until = 0.0   # the jobs came: no worker waits idle for more
             try:
                 worker.send(ticket)
             except OSError:   # died before it read the job: its reader thread reports why

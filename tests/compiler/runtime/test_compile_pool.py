@@ -146,3 +146,14 @@ def test_prestarting_twice_starts_one_worker(monkeypatch):
     pool.prestart()
     assert len(pool.workers) == 1
     assert pool.wait_idle(60) and pool.workers == []
+
+
+def test_once_its_first_job_is_done_a_prestarted_worker_exits_without_waiting_for_its_grace(kernel_module, monkeypatch):
+    # An idle worker counts as compiling (the user's products leave it a core): it must not linger.
+    monkeypatch.setattr(compile_pool, "PRESTART_GRACE_S", 600.0)
+    pool = compile_pool.CompilePool()
+    pool.prestart()
+    [worker] = pool.workers
+    ticket = pool.submit(job_for(kernel_module))
+    assert ticket.wait(120) and ticket.reason is None
+    worker.wait(60)   # exits by itself: nobody called wait_idle, the grace is far from over
