@@ -18,6 +18,9 @@ writes the calls from the steps' ``Call`` lists. Around them the loop adds:
   stacked outputs into row ``t`` of their stacks (the ``prune_loops`` pass has
   dropped those nothing outside the loop reads).
 
+The body's kernels are called through ``loop_callees.inlined``: Numba inlines
+their code into the loop instead of compiling each on its own and linking it.
+
 The text depends on the loop's structure only (lengths come from the int64
 array ``n``, as in a driver), so one compile serves every batch size, and
 Numba's disk cache serves the next process. ``write_loop`` raises
