@@ -151,7 +151,8 @@ class LoopRunner:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._background().wait(timeout):
             return False
-        return wait_compiled(self.step.body.kernels, None if deadline is None else max(0.0, deadline - time.monotonic()))
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return wait_compiled(self.step.body.kernels, left)
 
     def _background(self):
         """The loop's background compile, started on the first call. It compiles the body's
