@@ -83,6 +83,17 @@ COLUMN_BLOCK_ROWS = 4
 ASSIGNED = re.compile(r"^(\w+)\s*\+?=")
 
 
+def filled(name, shape, value, dtype):
+    """Lines making ``name``, an array of ``shape`` (``"n_chunks"`` or ``"(n_chunks, C)"``) all
+    ``value``: ``np.empty`` and a loop, not ``np.full``, whose implementation Numba compiles
+    afresh in every process that compiles a kernel (no disk cache holds it: 0.1-0.2 s of a
+    cold start), where ``np.empty`` is compiled for the kernels' scratch rows anyway."""
+    lines = [f"{name} = np.empty({shape}, {dtype})"]
+    if shape.startswith("("):
+        return lines + ["for k in range(n_chunks):", "    for j in range(C):", f"        {name}[k, j] = {value}"]
+    return lines + ["for k in range(n_chunks):", f"    {name}[k] = {value}"]
+
+
 @dataclass
 class ColumnAccumulation:
     """``target`` (a per-chunk partial, ``q_a0[j]``) accumulating ``term`` of each row.
@@ -312,7 +323,7 @@ class FusedKernelSource:
             accs.append((f"a{acc_id + 1}", f"{acc_t}({value}) * {value}"))
         for acc, val in accs:
             if pattern == "col":
-                nest.hoisted.append(f"p_{acc} = np.full((n_chunks, C), {init}, {acc_t})")
+                nest.hoisted += filled(f"p_{acc}", "(n_chunks, C)", init, acc_t)
                 nest.chunk_setup.append(f"q_{acc} = p_{acc}[c]")
                 # each term in the accumulator's dtype: a block's sum is float64 (int64) already
                 term = val if is_max or val.startswith(acc_t) else f"{acc_t}({val})"
@@ -331,7 +342,7 @@ class FusedKernelSource:
                 nest.inner.append(f"s_{acc}[j] = {val}")
                 nest.row_finish.append(f"{acc} = scratch_sum(s_{acc}, C)")
             if pattern == "all":
-                nest.hoisted.append(f"p_{acc} = np.full(n_chunks, {init}, {acc_t})")
+                nest.hoisted += filled(f"p_{acc}", "n_chunks", init, acc_t)
                 nest.row_finish.append(f"p_{acc}[c] = nan_max(p_{acc}[c], {acc})" if is_max else f"p_{acc}[c] += {acc}")
 
         # Totals: per row (already in the accumulator), or folded over the row blocks.

@@ -169,8 +169,11 @@ def row_max_exp_sum(xr, out):
     if n == 0:
         return cast_like(xr, -np.inf), 0.0
     store = out.shape[0] > 0
-    m = row_max(xr, 0, min(n, ROW_BLOCK))
-    total = float(block_exp_sum(xr, m, out, 0, min(n, ROW_BLOCK), store))
+    # np.int64(0), not 0: a literal would type as Literal[int](0), a signature of row_max and
+    # block_exp_sum apart from the later blocks' int64 starts, compiling each twice (0.3 s cold)
+    first = np.int64(0)
+    m = row_max(xr, first, min(n, ROW_BLOCK))
+    total = float(block_exp_sum(xr, m, out, first, min(n, ROW_BLOCK), store))
     for start in range(ROW_BLOCK, n, ROW_BLOCK):
         stop = min(n, start + ROW_BLOCK)
         mb = row_max(xr, start, stop)

@@ -10,7 +10,8 @@ momentum update of every layer) shares one ticket.
 Workers exist only while there is work: one starts when a job waits and fewer
 than ``GRAPHNET_COMPILE_WORKERS`` run (default: one per core but one, at
 most four, at least one), and a worker with nothing left to do is told to
-exit. While workers run, the user's matrix products leave them their cores
+exit. A build about to submit jobs may start one ahead of them (:func:`prestart`):
+it waits ``PRESTART_GRACE_S`` for its first job. While workers run, the user's matrix products leave them their cores
 (``threads.compiling_elsewhere``). A job whose every ticket was dropped (the function was garbage
 collected) is skipped. At exit the pool stops its workers; a worker whose
 parent died sees its stdin close and exits too. So no worker outlives the
@@ -45,6 +46,8 @@ MAX_WORKER_DEATHS = 3
 #: how long shutdown waits for a worker to finish its job before killing it
 SHUTDOWN_GRACE_S = 1.0
 SHUT_DOWN = "the compile pool is shut down (the interpreter is exiting)"
+#: how long a worker started ahead of its first job (:meth:`CompilePool.prestart`) waits for one
+PRESTART_GRACE_S = 5.0
 
 
 def worker_limit():
@@ -171,6 +174,7 @@ class CompilePool:
         self._paused = 0
         self._closed = False
         self._pid = os.getpid()
+        self._expecting_until = 0.0   # until then an idle worker waits for jobs (prestart)
 
     # ------------------------------------------------------------ submitting
     def submit(self, job):
@@ -187,6 +191,33 @@ class CompilePool:
             self._queue.append(weakref.ref(ticket))
             self._dispatch()
             return ticket
+
+    def prestart(self):
+        """Start a worker now, ahead of the jobs a build is about to make: its start (importing
+        Numba and graphnet, setting up Numba's CPU target: 0.5-0.9 s here) then overlaps the
+        build and the first call instead of delaying the first compile. The worker waits
+        ``PRESTART_GRACE_S`` for a job, then exits if none came; once a job came, idle workers
+        exit as soon as the queue is empty, as before (an idle worker counts as compiling:
+        the user's products leave it a core, measured choices wait)."""
+        with self._lock:
+            if self._closed or self._workers or os.getpid() != self._pid:
+                return
+            self._expecting_until = time.monotonic() + PRESTART_GRACE_S
+            try:
+                worker = Worker(self)
+            except OSError:
+                return   # the first job will try again, and fail its ticket with the reason
+            self._workers.append(worker)
+            self._idle.append(worker)
+            threads.compiling_elsewhere(len(self._workers))
+        timer = threading.Timer(PRESTART_GRACE_S + 0.05, self._stop_expecting)
+        timer.daemon = True
+        timer.start()
+
+    def _stop_expecting(self):
+        with self._lock:
+            self._expecting_until = 0.0
+            self._dispatch()
 
     @contextlib.contextmanager
     def paused(self):
@@ -209,6 +240,7 @@ class CompilePool:
     def wait_idle(self, timeout=None):
         """Block until no job is queued or in flight and every worker exited; False if ``timeout`` passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._stop_expecting()   # the caller expects no more jobs: a prestarted worker may go
         while True:
             with self._lock:
                 workers = list(self._workers)
@@ -262,12 +294,15 @@ class CompilePool:
             else:
                 self._queue.appendleft(weakref.ref(ticket))
                 break
+            self._expecting_until = 0.0   # the jobs came: no worker waits idle for more
             try:
                 worker.send(ticket)
             except OSError:   # died before it read the job: its reader thread reports why
                 pass
         if not any(ref() is not None for ref in self._queue):
             self._queue.clear()
+            if time.monotonic() < self._expecting_until:
+                return   # a prestarted worker waits for the build's first jobs
             for worker in self._idle:
                 worker.close()
             self._idle.clear()
@@ -346,6 +381,11 @@ def pool():
 
 def submit(job):
     return pool().submit(job)
+
+
+def prestart():
+    """Start a worker ahead of the jobs a build will submit (see :meth:`CompilePool.prestart`)."""
+    pool().prestart()
 
 
 def _forget_pool_in_child():

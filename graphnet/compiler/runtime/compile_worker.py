@@ -75,6 +75,15 @@ def serve(jobs, replies):
         replies.flush()
 
 
+def warm_up():
+    """What every job needs, done before the first is read: a worker started ahead of its jobs
+    (``CompilePool.prestart``) does it while the parent is still building."""
+    from graphnet.compiler.render import scalar_prelude  # noqa: F401 - what every generated kernel imports
+    from graphnet.compiler.runtime import cache  # noqa: F401
+    from numba.core.registry import cpu_target
+    cpu_target.target_context.refresh()
+
+
 def main():
     # Ctrl-C in a terminal reaches the whole process group: the user's script
     # handles it; the worker ends when the script does (its stdin closes).
@@ -83,6 +92,10 @@ def main():
     # stdout (a warning, a print in user code) goes to stderr instead.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    try:
+        warm_up()
+    except Exception:  # noqa: BLE001 - only an early start: the first job does it otherwise, and reports
+        pass
     serve(sys.stdin.buffer, replies)
 
 

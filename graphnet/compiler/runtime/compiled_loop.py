@@ -19,6 +19,9 @@ writes the calls from the steps' ``Call`` lists. Around them the loop adds:
   stacked outputs into row ``t`` of their stacks (the ``prune_loops`` pass has
   dropped those nothing outside the loop reads).
 
+The body's kernels are called through ``loop_callees.inlined``: Numba inlines
+their code into the loop instead of compiling each on its own and linking it.
+
 The text depends on the loop's structure only (lengths come from the int64
 array ``n``, as in a driver), so one compile serves every batch size, and
 Numba's disk cache serves the next process. ``write_loop`` raises
@@ -199,7 +202,7 @@ def write_loop(op, body, frame, load):
     imports = "".join(_import_line(module, name, alias) for (module, name), alias in loop.imports.items())
     helpers = "".join(f"\n{text}\n" for _, text in sorted(loop.helpers.items()))
     top = [f"import numba\nimport numpy as np\nfrom graphnet.compiler.runtime.cache import sibling_module\n"
-           f"{loop.blas_note()}\n{imports}"
+           f"from graphnet.compiler.runtime.loop_callees import inlined\n{loop.blas_note()}\n{imports}"
            f"{helpers}\n",
            "@numba.njit(cache=True, nogil=True, error_model=\"numpy\")",
            f"def loop({', '.join(params)}):",
@@ -216,10 +219,11 @@ def write_loop(op, body, frame, load):
 
 def _import_line(module, name, alias):
     """The line binding ``alias`` to the function the loop calls: graphnet's own (``gemm_into``)
-    by import, a generated kernel module's from its file beside the loop's (``sibling_module``)."""
+    by import, a generated kernel module's from its file beside the loop's (``sibling_module``),
+    inlined into the loop (``loop_callees.inlined``)."""
     if module.startswith("graphnet."):
         return f"from {module} import {name} as {alias}\n"
-    return f"{alias} = sibling_module(__file__, {_file_of(module)!r}).{name}\n"
+    return f"{alias} = inlined(sibling_module(__file__, {_file_of(module)!r}).{name})\n"
 
 
 def _file_of(module_name):

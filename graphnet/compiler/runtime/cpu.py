@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from graphnet.compiler.render import cpu as render
-from graphnet.compiler.runtime import cache, driver, threads, tiered
+from graphnet.compiler.runtime import cache, compile_pool, driver, threads, tiered
 from graphnet.compiler.runtime.entry import failed, write_entry
 from graphnet.compiler.runtime.program import DEBUG, SMALL_VALUE, CompiledProgram
 from graphnet.compiler.runtime import scan_steps  # noqa: F401 - registers the lowering of loops (scan)
@@ -46,7 +46,13 @@ class CpuProgram(CompiledProgram):
 
     @staticmethod
     def load(body):
-        return cache.load_module(render.module_source(body), name_hint="k")
+        written = cache.compile_stats()["modules_written"]
+        module = cache.load_module(render.module_source(body), name_hint="k")
+        if cache.compile_stats()["modules_written"] != written and tiered.tiered_enabled():
+            # A new module has no machine code anywhere: its kernel will compile in a worker
+            # once the first call gives its types. Start the worker now, while the build goes on.
+            compile_pool.prestart()
+        return module
 
     #: run() hands back updates as fresh arrays or the variables' own, of checked shapes
     owns_updates = True

@@ -33,7 +33,7 @@ from graphnet.compiler.runtime.entry import Call, Ref
 from graphnet.compiler.runtime.loop_views import NotInLoop
 from graphnet.compiler.runtime.program import MAX_FRAMES
 from graphnet.compiler.runtime.steps import CPU_LOWERINGS, Kernel, Step, kernel_record
-from graphnet.compiler.runtime.tiered import BackgroundCompile, say, tiered_enabled, wait_compiled
+from graphnet.compiler.runtime.tiered import BackgroundCompile, CompileHold, say, tiered_enabled, wait_compiled
 from graphnet.compiler.schedule.plan import ScanKernel
 from graphnet.errors import GraphnetError
 from graphnet.ops.scan import check_lengths, loop_outputs, run_loop, state_buffers, step_count
@@ -63,6 +63,10 @@ class ScanStep(Step):
         self.checks_numerics = program.check_numerics   # the body checks its values step by step
         self.compiles_loops = ENABLED   # read when the function is built
         self._loops = {}   # the body's input shapes -> LoopRunner
+        #: the body's kernels wait for the compiled loop that inlines them (loop_callees.py)
+        self.compile_hold = CompileHold()
+        for step in body.steps:
+            step.hold_compiles(self.compile_hold)
 
     def run(self, env, buffers, shapes):
         self._store(env, self.loop_for(shapes)(*[env[v] for v in self.node.inputs]))
@@ -133,29 +137,29 @@ class LoopRunner:
         self.background, self.signature = None, None   # the loop's compile in a worker, for these types
         self._arrays = {}   # n_steps -> (state buffers, stacks), see _outputs
         self.current = self._first_call if program is not None else self._host
+        if program is not None and tiered_enabled():
+            step.compile_hold.hold()   # the host loop's kernels run on NumPy until the loop is compiled
 
     def __call__(self, *inputs):
         return self.current(inputs)
 
     def wait(self, timeout=None):
-        """Block until the background compile ended (``fn.wait_compiled``): the body's kernels
-        first, then the loop."""
+        """Block until the background compile ended (``fn.wait_compiled``): the loop's, then
+        the body's kernels' (compiling only where the loop could not be compiled)."""
         if self.signature is None:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not wait_compiled(self.step.body.kernels, timeout):
+        if not self._background().wait(timeout):
             return False
-        background = self._submit_when_ready()
-        return background.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return wait_compiled(self.step.body.kernels, left)
 
-    def _submit_when_ready(self):
-        """The loop's background compile, started once the body's kernels are compiled (else None).
-
-        A worker compiling the loop compiles the kernels it calls too, unless they are in
-        Numba's disk cache: started beside the workers compiling those kernels for the host
-        loop, it compiled them a second time (W7's forward loop: 5.7 s cold, 1.3-2 s once
-        its kernels were cached)."""
-        if self.background is None and wait_compiled(self.step.body.kernels, timeout=0):
+    def _background(self):
+        """The loop's background compile, started on the first call. It compiles the body's
+        kernels inlined (``loop_callees.py``): none of them is compiled on its own meanwhile
+        (``tiered.CompileHold``), which before compiled each twice (W7's forward loop: 5.7 s
+        cold beside the workers compiling its kernels for the host loop)."""
+        if self.background is None:
             self.background = BackgroundCompile(self.program.function, self.signature)
         return self.background
 
@@ -221,8 +225,8 @@ class LoopRunner:
         return self._until_compiled(inputs)
 
     def _until_compiled(self, inputs):
-        background = self._submit_when_ready()
-        if background is None or not background.ready:
+        background = self._background()
+        if not background.ready:
             self.step.kernel.tier = "host loop"
             self.reason = "the compiled loop is compiling in the background"
             return self._host(inputs)
@@ -243,6 +247,7 @@ class LoopRunner:
         say(f"{self.step.program_name}: the loop {self.step.kernel.name} could not be compiled ({first_line}); "
             "it keeps running on the host", always=True)
         self.step.kernel.tier = None   # the host loop is as final as a NumPy step: the entry may call it
+        self.step.compile_hold.release()   # the host loop for good: its kernels compile on their own
         self.reason = f"compiling it failed: {first_line}"
         self.current = self._host
         return self._host(inputs)

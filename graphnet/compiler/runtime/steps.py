@@ -141,6 +141,8 @@ class Step:
     kind = "host"
     #: whether the step writes into buffers the memory plan gives it
     needs_buffers = True
+    #: a loop body's ``tiered.CompileHold`` (set by the loop's step), else None
+    compile_hold = None
 
     def __init__(self, planned, kernel, program_name="function"):
         self.planned, self.kernel, self.program_name = planned, kernel, program_name
@@ -155,6 +157,10 @@ class Step:
 
     def run(self, env, buffers, shapes):
         raise NotImplementedError
+
+    def hold_compiles(self, hold):
+        """Let ``hold`` (a loop body's ``tiered.CompileHold``) hold back this step's kernel compiles."""
+        self.compile_hold = hold
 
     def bind(self, frame):
         """``call(env)`` running this step on ``frame``: what depends only on the shapes
@@ -342,6 +348,11 @@ class GemmStep(Step):
         self.dot, self.epilogue = planned.dot, epilogue
         if epilogue is not None:
             epilogue.records.append(kernel)
+
+    def hold_compiles(self, hold):
+        super().hold_compiles(hold)
+        if self.epilogue is not None:
+            self.epilogue.hold_compiles(hold)
 
     def dims(self, frame):
         """(m, n, k) of the product at this frame's shapes."""

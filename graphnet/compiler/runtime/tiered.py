@@ -134,6 +134,24 @@ class CompiledVariants:
         return ready
 
 
+class CompileHold:
+    """Holds back the background compiles of a loop body's kernels while the compiled loop
+    that inlines them (``loop_callees.py``) is to come: the host loop running the first
+    calls meanwhile runs those kernels on NumPy, instead of a worker compiling each a second
+    time, on its own, for a tier the loop replaces. ``release()`` (the loop could not be
+    compiled) lets them compile. A kernel already in Numba's disk cache is loaded either way.
+    """
+
+    def __init__(self):
+        self.held = False
+
+    def hold(self):
+        self.held = True
+
+    def release(self):
+        self.held = False
+
+
 def _compiled_elsewhere(background, ticket):
     if background is not None:
         background.compiled_elsewhere(ticket)
@@ -155,6 +173,7 @@ class KernelCall:
         self.frame, self.dispatcher = frame, dispatcher
         self.arguments, self.run_compiled, self.run_reference = arguments, run_compiled, run_reference
         self.background = None
+        self.compile_hold = step.compile_hold
         self.progress = FrameProgress.of(frame, self.program_name)
         self.progress.bound += 1
         self.current = self._first_call
@@ -175,11 +194,24 @@ class KernelCall:
             self.kernel.compile_s += time.perf_counter() - start
             self._switch(env)
             return
+        hold = self.compile_hold
+        if hold is not None and hold.held and not cache.numba_cached_signature(self.dispatcher, signature):
+            self.current = self._while_held
+            self._while_held(env)
+            return
         self.background = BackgroundCompile(self.dispatcher, signature)
         self.kernel.background.append(self)
         self.progress.first_call(self.background.ticket)
         self.current = self._until_loaded
         self._until_loaded(env)
+
+    def _while_held(self, env):
+        if self.compile_hold.held:
+            self.kernel.tier = "numpy"
+            self.run_reference(env)
+            return
+        self.current = self._first_call
+        self._first_call(env)
 
     def _until_loaded(self, env):
         background = self.background

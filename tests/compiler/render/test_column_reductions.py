@@ -49,3 +49,23 @@ def test_moments_of_columns_with_a_large_mean_match_float64(column_moments, mean
     np.testing.assert_allclose(got_mean, x64.mean(axis=0), rtol=EPS32, atol=EPS32)
     # E[x^2] - mean^2 in float64: the cancellation costs ~2^-52 (mean / std)^2 of the variance
     np.testing.assert_allclose(got_var, x64.var(axis=0), rtol=EPS32 + 8 * 2.0**-52 * (1 + mean) ** 2)
+
+
+@pytest.mark.parametrize("axis", [0, None])
+def test_partial_maxima_start_at_minus_infinity_without_np_full(axis):
+    # The per-chunk partials are np.empty filled by a loop (np.full's implementation would be
+    # one more compile in every cold process): each must still start at the identity.
+    x = gn.placeholder("x", (None, None))
+    fn = gn.function([x], gn.max(x, axis=axis))
+    a = -1e30 - np.random.default_rng(3).random((ROWS, 5)).astype(np.float32)   # all far below 0
+    np.testing.assert_array_equal(fn(a), a.max(axis=axis))
+    [kernel] = fn.kernels
+    assert "np.full" not in kernel.source and "np.empty" in kernel.source
+
+
+def test_partial_sums_start_at_zero_without_np_full():
+    x = gn.placeholder("x", (None, None))
+    fn = gn.function([x], gn.sum(x * 2.0))
+    a = np.random.default_rng(4).random((ROWS, 5)).astype(np.float32)
+    np.testing.assert_allclose(fn(a), (a.astype(np.float64) * 2).sum(), rtol=1e-6)
+    assert all("np.full" not in k.source for k in fn.kernels)

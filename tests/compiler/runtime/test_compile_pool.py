@@ -1,6 +1,7 @@
 """Background compile workers: a job compiled in a worker process is loaded here without compiling."""
 import os
 import signal
+import time
 
 import numba
 import numpy as np
@@ -115,3 +116,44 @@ def test_the_worker_count_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(compile_pool.WORKERS_ENV, "none")
     with pytest.raises(compile_pool.GraphnetError, match="GRAPHNET_COMPILE_WORKERS"):
         compile_pool.worker_limit()
+
+
+def test_a_prestarted_worker_compiles_the_first_job_without_starting_another(kernel_module):
+    pool = compile_pool.CompilePool()
+    pool.prestart()
+    [started] = pool.workers
+    ticket = pool.submit(job_for(kernel_module))
+    assert ticket.wait(120) and ticket.reason is None
+    assert [w.pid for w in pool.workers] in ([started.pid], [])   # the same worker, or it exited since
+    assert pool.wait_idle(60) and pool.workers == []   # waiting for idle ends the worker's grace
+
+
+def test_a_prestarted_worker_that_gets_no_job_exits_after_its_grace(monkeypatch):
+    monkeypatch.setattr(compile_pool, "PRESTART_GRACE_S", 0.2)
+    pool = compile_pool.CompilePool()
+    pool.prestart()
+    [worker] = pool.workers
+    worker.wait(60)   # exits by itself: nobody called wait_idle
+    deadline = time.monotonic() + 60
+    while pool.workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.workers == []
+
+
+def test_prestarting_twice_starts_one_worker(monkeypatch):
+    pool = compile_pool.CompilePool()
+    pool.prestart()
+    pool.prestart()
+    assert len(pool.workers) == 1
+    assert pool.wait_idle(60) and pool.workers == []
+
+
+def test_once_its_first_job_is_done_a_prestarted_worker_exits_without_waiting_for_its_grace(kernel_module, monkeypatch):
+    # An idle worker counts as compiling (the user's products leave it a core): it must not linger.
+    monkeypatch.setattr(compile_pool, "PRESTART_GRACE_S", 600.0)
+    pool = compile_pool.CompilePool()
+    pool.prestart()
+    [worker] = pool.workers
+    ticket = pool.submit(job_for(kernel_module))
+    assert ticket.wait(120) and ticket.reason is None
+    worker.wait(60)   # exits by itself: nobody called wait_idle, the grace is far from over

@@ -236,3 +236,71 @@ def numpy_elman_minus_b(x, h):
         h = np.tanh(x_t @ WX.get_value() + h @ WH.get_value() - B.get_value())
         out.append(h)
     return np.array(out)
+
+
+def scan_step_of(fn):
+    [step] = [s for s in fn.program.steps if isinstance(s, scan_steps.ScanStep)]
+    return step
+
+
+def test_the_loop_inlines_its_body_kernels_and_they_never_compile_on_their_own(monkeypatch, tmp_path):
+    # Linked, a callee is compiled on its own and then optimized and made into machine code a
+    # second time inside the loop; inlined, once. Meanwhile the host loop runs it on NumPy.
+    monkeypatch.setenv("GRAPHNET_TIERED", "1")
+    cache.set_cache_dir(tmp_path)
+    try:
+        hs, _ = gn.scan(lambda x_t, h: gn.tanh(gn.dot(x_t, WX) + gn.dot(h, WH) * 0.5 + B), sequences=SEQ,
+                        outputs_info=H0, name="inlined")
+        fn = gn.function([SEQ, H0], hs)
+        want = []
+        h = FEED[H0]
+        for x_t in FEED[SEQ]:
+            h = np.tanh(x_t @ WX.get_value() + (h @ WH.get_value()) * 0.5 + B.get_value())
+            want.append(h)
+        np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), np.array(want), rtol=1e-5, atol=1e-5)
+        assert fn.wait_compiled(timeout=300)
+        np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), np.array(want), rtol=1e-5, atol=1e-5)
+        assert loops_of(fn)[0].runs == "compiled loop"
+        assert "= inlined(sibling_module(" in loops_of(fn)[0].source
+        body = scan_step_of(fn).body
+        generated = [k for k in body.kernels if k.current_tier is not None]
+        assert generated, "the body has kernels"
+        tiers = [(k.name, k.current_tier, len(k.all_background())) for k in generated]
+        assert tiers == [(k.name, "numpy", 0) for k in generated]   # never compiled, nor sent to a worker
+    finally:
+        cache.set_cache_dir(None)
+
+
+def test_a_loop_that_cannot_compile_lets_its_body_kernels_compile(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRAPHNET_TIERED", "1")
+    cache.set_cache_dir(tmp_path)
+    try:
+        hs, _ = gn.scan(lambda x_t, h: gn.tanh(gn.dot(x_t, WX) + gn.dot(h, WH) * 0.25 + B), sequences=SEQ,
+                        outputs_info=H0, name="uncompilable")
+        fn = gn.function([SEQ, H0], hs)
+
+        class Failed:   # the worker's answer for a loop Numba could not compile
+            ready, error, ticket = True, "TypingError: forced by the test", None
+
+            def wait(self, timeout=None):
+                return True
+        step = scan_step_of(fn)
+        fn(FEED[SEQ], FEED[H0])
+        [runner] = step._loops.values()
+        runner.background = Failed()
+        fn(FEED[SEQ], FEED[H0])   # gives up: the host loop from now on, its kernels released
+        assert not step.compile_hold.held
+        assert fn.wait_compiled(timeout=300)
+        fn(FEED[SEQ], FEED[H0])
+        assert fn.wait_compiled(timeout=300)
+        want = []
+        h = FEED[H0]
+        for x_t in FEED[SEQ]:
+            h = np.tanh(x_t @ WX.get_value() + (h @ WH.get_value()) * 0.25 + B.get_value())
+            want.append(h)
+        np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), np.array(want), rtol=1e-5, atol=1e-5)
+        assert loops_of(fn)[0].runs.startswith("host loop (compiling it failed")
+        generated = [k for k in step.body.kernels if k.current_tier is not None]
+        assert generated and all(k.current_tier == "compiled" for k in generated)
+    finally:
+        cache.set_cache_dir(None)

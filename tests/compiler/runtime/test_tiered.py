@@ -190,6 +190,27 @@ def test_no_worker_outlives_a_function_that_was_garbage_collected(tiering):
     assert tiering.workers == []
 
 
+def test_building_a_function_with_a_new_kernel_starts_a_worker_before_the_first_call(tiering):
+    # The worker's start (imports, Numba's CPU target) overlaps the build and the first call.
+    x = gn.placeholder("x", (None, 3))
+    assert tiering.workers == []
+    fn = gn.function([x], gn.exp(x) * 3.5 + 1.25)
+    [worker] = tiering.workers
+    a = np.linspace(-1, 1, 6, dtype="float32").reshape(2, 3)
+    np.testing.assert_allclose(fn(a), np.exp(a) * 3.5 + 1.25, rtol=1e-6)
+    assert fn.wait_compiled(WAIT_S)
+    assert [w.pid for w in tiering.workers] in ([worker.pid], [])   # its compile went to that worker
+    np.testing.assert_allclose(fn(a), np.exp(a) * 3.5 + 1.25, rtol=1e-6)
+    assert fn.kernels[0].tier == "compiled"
+
+
+def test_without_tiering_a_build_starts_no_worker(tiering, monkeypatch):
+    monkeypatch.setenv("GRAPHNET_TIERED", "0")
+    x = gn.placeholder("x", (None, 3))
+    gn.function([x], gn.exp(x) * 4.5 - 1.75)
+    assert tiering.workers == []
+
+
 def test_a_forked_child_compiles_in_the_background_on_its_own(tiering):
     x = gn.placeholder("x", (None, 3))
     a = np.linspace(-1, 1, 6, dtype="float32").reshape(2, 3)
