@@ -14,7 +14,9 @@ import math
 
 import numba
 import numpy as np
-from numba.extending import overload
+from numba.core import cgutils, types
+from numba.extending import intrinsic, overload
+from numba.np.arrayobj import make_array, populate_array
 
 from graphnet.compiler.render.vector_math import vexp
 
@@ -35,7 +37,10 @@ def contiguous_row(array, i, scratch):
     'A' layout, whose rows' stride is unknown when compiling: LLVM then kept the element loop
     scalar (the W7 cell kernel: 183 us against 20 us on contiguous arrays). Copying the row
     first (in cache, vectorized) makes every later read contiguous. The choice is made per
-    compiled signature: C-contiguous arrays pay nothing.
+    compiled signature: C-contiguous arrays pay nothing. A strided array whose elements are
+    adjacent within a row (a column slice of a C-ordered array: the gates ``z[:, H:2H]``) is
+    checked at run time and its row handed out as a C-layout view, no copy (:func:`_row_view`;
+    W7's cell kernel: the four gate rows' copies were ~4 of its ~21 us a time step).
     """
     return array[i]
 
@@ -51,18 +56,61 @@ def _contiguous_row(array, i, scratch):
         return lambda array, i, scratch: array[i]
 
     def copied(array, i, scratch):
-        row = array[i]
-        for j in range(row.shape[0]):
-            scratch[j] = row[j]
-        return scratch
+        adjacent = array.strides[1] == array.itemsize
+        if not adjacent:
+            _copy_row(array[i], scratch)
+        return _row_view(array, i, scratch, adjacent)
     return copied
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _copy_row(row, scratch):
+    for j in range(row.shape[0]):
+        scratch[j] = row[j]
+
+
+@intrinsic
+def _row_view(typingctx, array, i, scratch, adjacent):
+    """Row ``i`` of a 2-D ``array`` when ``adjacent`` (its elements are adjacent within a row,
+    ``strides[1] == itemsize``), else ``scratch`` (which holds the row's copy), as one C-layout
+    1-D array: the data pointer is selected, not the array, and the view carries no meminfo.
+
+    Numba types a row of an 'A'-layout array as 'A' even when its elements are adjacent, and
+    LLVM keeps a loop over it scalar; a function returning either ``array[i]`` or ``scratch``
+    as C-layout views (a branch joining two arrays) cost more than the copy saved (W7's cell
+    kernel: 22.7 against 16.9 us a time step), the reference counts of the two views and the
+    join kept in the row loop. A view without a meminfo has no reference count to keep: it is
+    safe here because :func:`contiguous_row`'s caller, a kernel's row loop, holds ``array`` and
+    ``scratch`` for as long as it reads the row."""
+    if not (isinstance(array, types.Array) and array.ndim == 2 and isinstance(i, types.Integer)
+            and isinstance(scratch, types.Array) and scratch.ndim == 1 and scratch.dtype == array.dtype):
+        return None
+    row_type = types.Array(array.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        array_type, index_type, scratch_type, adjacent_type = signature.args
+        source = make_array(array_type)(context, builder, args[0])
+        copy = make_array(scratch_type)(context, builder, args[2])
+        index = context.cast(builder, args[1], index_type, types.intp)
+        chosen = context.cast(builder, args[3], adjacent_type, types.boolean)
+        length = cgutils.unpack_tuple(builder, source.shape, 2)[1]
+        row_stride = cgutils.unpack_tuple(builder, source.strides, 2)[0]
+        in_place = cgutils.pointer_add(builder, source.data, builder.mul(index, row_stride))
+        data = builder.select(chosen, in_place, copy.data)
+        row = make_array(row_type)(context, builder)
+        populate_array(row, data=data, shape=[length], strides=[source.itemsize],
+                       itemsize=source.itemsize, meminfo=None)
+        return row._getvalue()
+
+    return row_type(array, i, scratch, adjacent), codegen
 
 
 @overload(row_scratch, jit_options={"cache": True})
 def _row_scratch(array, n):
     if array.layout == "C":
         return lambda array, n: array.reshape(-1)[:0]   # a view: nothing allocated
-    return lambda array, n: np.empty(n, array.dtype)
+    # no copy needed where the row's elements are adjacent (contiguous_row hands out a view)
+    return lambda array, n: np.empty(0 if array.strides[1] == array.itemsize else n, array.dtype)
 
 
 @overload(cast_like, jit_options={"cache": True})

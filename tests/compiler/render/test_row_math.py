@@ -101,14 +101,24 @@ def doubled_rows(a, out):
     return scratch.shape[0]
 
 
-@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "a gate view"])
-def test_a_row_is_read_contiguously_from_a_strided_view_and_copied_only_then(strided):
-    z = np.arange(6 * 20, dtype=np.float32).reshape(6, 20)
-    view = z[:, 5:10] if strided else np.ascontiguousarray(z[:, 5:10])
-    out = np.empty((6, 5), np.float32)
+Z = np.arange(12 * 20, dtype=np.float32).reshape(12, 20)
+ROW_VIEWS = {   # name: (view, whether its rows must be copied: their elements are not adjacent)
+    "contiguous": (np.ascontiguousarray(Z[:, 5:10]), False),
+    "a gate view": (Z[:, 5:10], False),   # rows strided, elements adjacent: read in place
+    "every other row": (Z[::2, 5:10], False),
+    "rows reversed": (Z[::-1, 5:10], False),
+    "every other column": (Z[:, 2:12:2], True),
+    "a transposed array": (Z.T[3:9, :5], True),
+}
+
+
+@pytest.mark.parametrize("name", ROW_VIEWS)
+def test_a_row_is_read_in_place_where_its_elements_are_adjacent_and_copied_only_else(name):
+    view, copied = ROW_VIEWS[name]
+    out = np.empty(view.shape, np.float32)
     scratch_size = doubled_rows(view, out)
-    np.testing.assert_array_equal(out, 2 * z[:, 5:10])
-    assert scratch_size == (5 if strided else 0)
+    np.testing.assert_array_equal(out, 2 * view)
+    assert scratch_size == (view.shape[1] if copied else 0)
 
 
 def test_the_first_block_and_the_later_ones_share_one_compiled_helper():
