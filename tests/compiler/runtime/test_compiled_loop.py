@@ -36,10 +36,11 @@ def lstm_step(x_t, h, c):
     return [o * gn.tanh(c_new), c_new]
 
 
-def numpy_elman(x, h, backwards=False):
+def numpy_elman(x, h, backwards=False, scale=1.0, bias_sign=1.0):
+    """NumPy's ``h = tanh(x_t @ Wx + scale * (h @ Wh) + bias_sign * b)`` over ``x``, stacked."""
     out = []
     for x_t in (x[::-1] if backwards else x):
-        h = np.tanh(x_t @ WX.get_value() + h @ WH.get_value() + B.get_value())
+        h = np.tanh(x_t @ WX.get_value() + scale * (h @ WH.get_value()) + bias_sign * B.get_value())
         out.append(h)
     return np.array(out)
 
@@ -220,7 +221,7 @@ def test_with_tiering_the_host_loop_runs_until_the_compiled_loop_is_ready(monkey
         hs, _ = gn.scan(lambda x_t, h: gn.tanh(gn.dot(x_t, WX) + gn.dot(h, WH) - B), sequences=SEQ,
                         outputs_info=H0, name="tiered")
         fn = gn.function([SEQ, H0], hs)
-        want = numpy_elman_minus_b(FEED[SEQ], FEED[H0])
+        want = numpy_elman(FEED[SEQ], FEED[H0], bias_sign=-1.0)
         np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), want, rtol=1e-5, atol=1e-5)
         assert loops_of(fn)[0].runs.startswith("host loop"), "the first call does not wait for the compile"
         assert fn.wait_compiled(timeout=300)
@@ -230,77 +231,63 @@ def test_with_tiering_the_host_loop_runs_until_the_compiled_loop_is_ready(monkey
         cache.set_cache_dir(None)
 
 
-def numpy_elman_minus_b(x, h):
-    out = []
-    for x_t in x:
-        h = np.tanh(x_t @ WX.get_value() + h @ WH.get_value() - B.get_value())
-        out.append(h)
-    return np.array(out)
-
-
 def scan_step_of(fn):
     [step] = [s for s in fn.program.steps if isinstance(s, scan_steps.ScanStep)]
     return step
 
 
-def test_the_loop_inlines_its_body_kernels_and_they_never_compile_on_their_own(monkeypatch, tmp_path):
+@pytest.fixture
+def tiered_in_new_cache(monkeypatch, tmp_path):
+    """Tiered compiles on, into an empty kernel cache (every kernel compiles in this test)."""
+    monkeypatch.setenv("GRAPHNET_TIERED", "1")
+    cache.set_cache_dir(tmp_path)
+    yield
+    cache.set_cache_dir(None)
+
+
+def scaled_elman(scale, name):
+    """A function of the Elman scan ``h = tanh(x_t @ Wx + scale * (h @ Wh) + b)`` (a new kernel per scale)."""
+    hs, _ = gn.scan(lambda x_t, h: gn.tanh(gn.dot(x_t, WX) + gn.dot(h, WH) * scale + B), sequences=SEQ,
+                    outputs_info=H0, name=name)
+    return gn.function([SEQ, H0], hs)
+
+
+def test_the_loop_inlines_its_body_kernels_and_they_never_compile_on_their_own(tiered_in_new_cache):
     # Linked, a callee is compiled on its own and then optimized and made into machine code a
     # second time inside the loop; inlined, once. Meanwhile the host loop runs it on NumPy.
-    monkeypatch.setenv("GRAPHNET_TIERED", "1")
-    cache.set_cache_dir(tmp_path)
-    try:
-        hs, _ = gn.scan(lambda x_t, h: gn.tanh(gn.dot(x_t, WX) + gn.dot(h, WH) * 0.5 + B), sequences=SEQ,
-                        outputs_info=H0, name="inlined")
-        fn = gn.function([SEQ, H0], hs)
-        want = []
-        h = FEED[H0]
-        for x_t in FEED[SEQ]:
-            h = np.tanh(x_t @ WX.get_value() + (h @ WH.get_value()) * 0.5 + B.get_value())
-            want.append(h)
-        np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), np.array(want), rtol=1e-5, atol=1e-5)
-        assert fn.wait_compiled(timeout=300)
-        np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), np.array(want), rtol=1e-5, atol=1e-5)
-        assert loops_of(fn)[0].runs == "compiled loop"
-        assert "= inlined(sibling_module(" in loops_of(fn)[0].source
-        body = scan_step_of(fn).body
-        generated = [k for k in body.kernels if k.current_tier is not None]
-        assert generated, "the body has kernels"
-        tiers = [(k.name, k.current_tier, len(k.all_background())) for k in generated]
-        assert tiers == [(k.name, "numpy", 0) for k in generated]   # never compiled, nor sent to a worker
-    finally:
-        cache.set_cache_dir(None)
+    fn = scaled_elman(0.5, "inlined")
+    want = numpy_elman(FEED[SEQ], FEED[H0], scale=0.5)
+    np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), want, rtol=1e-5, atol=1e-5)
+    assert fn.wait_compiled(timeout=300)
+    np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), want, rtol=1e-5, atol=1e-5)
+    assert loops_of(fn)[0].runs == "compiled loop"
+    assert "= inlined(sibling_module(" in loops_of(fn)[0].source
+    body = scan_step_of(fn).body
+    generated = [k for k in body.kernels if k.current_tier is not None]
+    assert generated, "the body has kernels"
+    tiers = [(k.name, k.current_tier, len(k.all_background())) for k in generated]
+    assert tiers == [(k.name, "numpy", 0) for k in generated]   # never compiled, nor sent to a worker
 
 
-def test_a_loop_that_cannot_compile_lets_its_body_kernels_compile(monkeypatch, tmp_path):
-    monkeypatch.setenv("GRAPHNET_TIERED", "1")
-    cache.set_cache_dir(tmp_path)
-    try:
-        hs, _ = gn.scan(lambda x_t, h: gn.tanh(gn.dot(x_t, WX) + gn.dot(h, WH) * 0.25 + B), sequences=SEQ,
-                        outputs_info=H0, name="uncompilable")
-        fn = gn.function([SEQ, H0], hs)
+def test_a_loop_that_cannot_compile_lets_its_body_kernels_compile(tiered_in_new_cache):
+    fn = scaled_elman(0.25, "uncompilable")
 
-        class Failed:   # the worker's answer for a loop Numba could not compile
-            ready, error, ticket = True, "TypingError: forced by the test", None
+    class Failed:   # the worker's answer for a loop Numba could not compile
+        ready, error, ticket = True, "TypingError: forced by the test", None
 
-            def wait(self, timeout=None):
-                return True
-        step = scan_step_of(fn)
-        fn(FEED[SEQ], FEED[H0])
-        [runner] = step._loops.values()
-        runner.background = Failed()
-        fn(FEED[SEQ], FEED[H0])   # gives up: the host loop from now on, its kernels released
-        assert not step.compile_hold.held
-        assert fn.wait_compiled(timeout=300)
-        fn(FEED[SEQ], FEED[H0])
-        assert fn.wait_compiled(timeout=300)
-        want = []
-        h = FEED[H0]
-        for x_t in FEED[SEQ]:
-            h = np.tanh(x_t @ WX.get_value() + (h @ WH.get_value()) * 0.25 + B.get_value())
-            want.append(h)
-        np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), np.array(want), rtol=1e-5, atol=1e-5)
-        assert loops_of(fn)[0].runs.startswith("host loop (compiling it failed")
-        generated = [k for k in step.body.kernels if k.current_tier is not None]
-        assert generated and all(k.current_tier == "compiled" for k in generated)
-    finally:
-        cache.set_cache_dir(None)
+        def wait(self, timeout=None):
+            return True
+    step = scan_step_of(fn)
+    fn(FEED[SEQ], FEED[H0])
+    [runner] = step._loops.values()
+    runner.background = Failed()
+    fn(FEED[SEQ], FEED[H0])   # gives up: the host loop from now on, its kernels released
+    assert not step.compile_hold.held
+    assert fn.wait_compiled(timeout=300)
+    fn(FEED[SEQ], FEED[H0])
+    assert fn.wait_compiled(timeout=300)
+    want = numpy_elman(FEED[SEQ], FEED[H0], scale=0.25)
+    np.testing.assert_allclose(fn(FEED[SEQ], FEED[H0]), want, rtol=1e-5, atol=1e-5)
+    assert loops_of(fn)[0].runs.startswith("host loop (compiling it failed")
+    generated = [k for k in step.body.kernels if k.current_tier is not None]
+    assert generated and all(k.current_tier == "compiled" for k in generated)
