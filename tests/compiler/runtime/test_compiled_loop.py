@@ -291,3 +291,20 @@ def test_a_loop_that_cannot_compile_lets_its_body_kernels_compile(tiered_in_new_
     assert loops_of(fn)[0].runs.startswith("host loop (compiling it failed")
     generated = [k for k in step.body.kernels if k.current_tier is not None]
     assert generated and all(k.current_tier == "compiled" for k in generated)
+
+
+def test_a_weight_read_transposed_at_every_step_is_copied_once_before_the_loop(monkeypatch):
+    # The backward loop multiplies by Wh.T at every step: OpenBLAS reads a C-ordered copy faster
+    # than the transposed view, and the copy is made once per call, before the loop
+    hs, _ = gn.scan(elman_step, sequences=SEQ, outputs_info=H0, name="transposed")
+    cost = gn.sum(hs * hs)
+    outputs = [hs] + gn.grad(cost, [SEQ, H0, WH])
+    compiled, host = compile_both([SEQ, H0], outputs, monkeypatch)
+    got = compiled(FEED[SEQ], FEED[H0])
+    backward = loops_of(compiled)[1]
+    assert backward.runs == "compiled loop"
+    loop_text = backward.source[backward.source.index("def loop("):backward.source.index("# the body's kernels")]
+    before, inside = loop_text.split("for i in range(steps):", 1)
+    assert "= np.ascontiguousarray(w0.T)" in before and "w0_t" in inside and "w0.T" not in inside
+    assert_all_close(got, host(FEED[SEQ], FEED[H0]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[0], numpy_elman(FEED[SEQ], FEED[H0]), rtol=1e-5, atol=1e-5)
