@@ -21,13 +21,14 @@ Where NumPy's BLAS is not an OpenBLAS with those symbols (ILP64, the
 from __future__ import annotations
 
 import ctypes
-import re
 import time
 
 import numba
 import numpy as np
 from numba import types
 from numba.extending import overload
+
+from graphnet.compiler.runtime.openblas import loaded_openblas
 
 #: ``library`` of :func:`gemm_into`: NumPy's OpenBLAS (np.dot's from Python), or Numba's np.dot on SciPy's BLAS
 NUMPY_BLAS, SCIPY_BLAS = 0, 1
@@ -46,16 +47,7 @@ _SYMBOLS = {"sgemm": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
 
 def _numpy_openblas():
     """{"sgemm": address, "dgemm": address, "library": path} of NumPy's ILP64 OpenBLAS, or None."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps.read())))
-    except OSError:   # not Linux
-        return None
-    for path in paths:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for path, library in loaded_openblas():
         found = {}
         for kind, names in _SYMBOLS.items():
             name = next((n for n in names if hasattr(library, n)), None)
@@ -232,14 +224,11 @@ def _scipy_cblas():
     """{"f": cblas_sgemm, "d": cblas_dgemm} of the OpenBLAS SciPy loads (LP64, ``scipy_``-prefixed), or None."""
     try:
         import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS Numba's np.dot calls)
-        with open("/proc/self/maps") as maps:
-            paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps.read())) - {FOUND["library"]})
-        for path in paths:
-            library = ctypes.CDLL(path)
-            if hasattr(library, "scipy_cblas_sgemm") and hasattr(library, "scipy_cblas_dgemm"):
-                return {"f": library.scipy_cblas_sgemm, "d": library.scipy_cblas_dgemm}
-    except (ImportError, OSError):
-        pass
+    except ImportError:
+        return None
+    for path, library in loaded_openblas():
+        if path != FOUND["library"] and hasattr(library, "scipy_cblas_sgemm") and hasattr(library, "scipy_cblas_dgemm"):
+            return {"f": library.scipy_cblas_sgemm, "d": library.scipy_cblas_dgemm}
     return None
 
 

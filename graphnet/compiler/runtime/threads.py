@@ -82,23 +82,19 @@ class _OpenBlas:
     SCIPY_SETTERS = ("scipy_openblas_set_num_threads",)
 
     def __init__(self, setters=SETTERS):
-        self._set, self.current = None, None
-        try:
-            import ctypes
-            import re
+        import ctypes
 
-            import numpy  # noqa: F401  (its BLAS must be loaded to be found)
-            with open("/proc/self/maps") as maps:
-                paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", maps.read())))
-            for path in paths:
-                library = ctypes.CDLL(path)
-                setter = next((getattr(library, n) for n in setters if hasattr(library, n)), None)
-                if setter is not None:
-                    setter.argtypes, setter.restype = [ctypes.c_int], None
-                    self._set = setter
-                    break
-        except (OSError, ImportError):   # not Linux, or no OpenBLAS: BLAS keeps its own policy
-            self._set = None
+        import numpy  # noqa: F401  (its BLAS must be loaded to be found)
+
+        from graphnet.compiler.runtime.openblas import loaded_openblas
+        # Not Linux, or no OpenBLAS with such a setter: BLAS keeps its own policy
+        self._set, self.current = None, None
+        for _, library in loaded_openblas():
+            setter = next((getattr(library, n) for n in setters if hasattr(library, n)), None)
+            if setter is not None:
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                self._set = setter
+                break
 
     def use(self, n):
         if n != self.current:
