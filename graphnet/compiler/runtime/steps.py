@@ -387,7 +387,7 @@ class GemmStep(Step):
         def ready(*args):
             return [0, 1] if serial(*args[len(args) - n_kernel_args:]) else [1]
 
-        panelled = panel_launch(self.epilogue, p.product, *frame.shapes[p.product], python_product(p.trans_a))
+        panelled = panel_launch(self.epilogue, p.product, *frame.shapes[p.product], self.python_multiply(frame))
         return [Call(threads.MeasuredChoice([panelled, in_whole], ready=ready), operands + epilogue_args,
                      compiled=None)]
 
@@ -396,23 +396,31 @@ class GemmStep(Step):
         between 2-d arrays also runs inside compiled code (a driver, a compiled loop), as
         ``blas_symbols.gemm_into(a, b, out, library)``: ``library`` (its last argument, a
         ``blas_symbols.Library``, an integer of the compiled code) is the OpenBLAS build
-        measured faster at its shape. From Python it runs ``np.dot`` (NumPy's) whatever
-        ``library`` says: SciPy's would be ``gemm_into`` called from Python, compiled for the
-        operands' layout in line."""
+        measured faster at its shape. From Python it runs on NumPy's (:meth:`python_multiply`)
+        whatever ``library`` says: SciPy's would be ``gemm_into`` called from Python, compiled
+        for the operands' layout in line."""
         p = self.planned
         m, n, k = self.dims(frame)
         if not p.blas_ready:
             return Call(threads.measured_blas(m, n, k, dot_into), operands, compiled=None)
-        matrices = all(len(frame.shapes[var]) == 2 for var in (p.a, p.b, p.product))
-        launch = threads.measured_blas(m, n, k, python_product(p.trans_a, matrices))
+        multiply = self.python_multiply(frame)
+        launch = threads.measured_blas(m, n, k, multiply)
         if not getattr(launch, "single_thread", False):
             return Call(launch, operands, compiled=None)
-        if not matrices:
+        if not self.between_matrices(frame):
             return Call(launch, operands, compiled=np.dot)   # a matrix-vector product: Numba's np.dot
         library = blas_symbols.Library(m, n, k, p.product.dtype, p.trans_a, p.trans_b)
-        in_python = numpy_matmul if p.trans_a else numpy_dot
-        return Call(threads.measured_blas(m, n, k, in_python), operands + [library],
+        return Call(threads.measured_blas(m, n, k, WITH_LIBRARY[multiply]), operands + [library],
                     compiled=blas_symbols.gemm_into)
+
+    def between_matrices(self, frame):
+        """Whether both operands and the product are 2-d at this frame's shapes."""
+        p = self.planned
+        return all(len(frame.shapes[var]) == 2 for var in (p.a, p.b, p.product))
+
+    def python_multiply(self, frame):
+        """``np.dot`` or ``np.matmul``, what the product runs from Python (:func:`python_product`)."""
+        return python_product(self.planned.trans_a, self.between_matrices(frame))
 
     def takes_panels(self, frame, epilogue_calls):
         """Whether the product may run in panels of rows, each followed by the epilogue on it.
@@ -439,7 +447,7 @@ class GemmStep(Step):
         if self.epilogue is not None:   # the variant the epilogue runs is this kernel's (fn.kernels)
             self.kernel.ran_parallel = self.epilogue.kernel.ran_parallel
         trans_a, trans_b, blas_ready, product = p.trans_a, p.trans_b, p.blas_ready, p.product
-        multiply = python_product(trans_a, all(len(frame.shapes[v]) == 2 for v in (p.a, p.b, product)))
+        multiply = self.python_multiply(frame)
         args = [a, b, out]
 
         def call(env):
@@ -471,8 +479,9 @@ PANEL_MAX_K = 64
 
 def panel_launch(epilogue, product, rows, cols, multiply=np.dot):
     """``launch(a, b, product buffer, *epilogue arguments)``: the product ``PANEL_ROWS`` rows at a
-    time (``multiply``: see :func:`python_product`) on one BLAS thread into the buffer's first rows, the epilogue's serial kernel on
-    each panel while it is in cache (the rest of the buffer is never written).
+    time (``multiply``: see :func:`python_product`) on one BLAS thread into the buffer's first
+    rows, the epilogue's serial kernel on each panel while it is in cache (the rest of the
+    buffer is never written).
 
     The epilogue's arguments are its :meth:`FusedStep.calls` arguments after the leading
     integers: its inputs (the product among them), then its outputs; those with a row per
@@ -519,6 +528,10 @@ def numpy_dot(a, b, out, library):
 def numpy_matmul(a, b, out, library):
     """``np.matmul(a, b, out=out)``, for a transposed left operand (see :func:`python_product`)."""
     np.matmul(a, b, out=out)
+
+
+#: the Python call of a product that also takes its compiled call's ``library``, by what it multiplies with
+WITH_LIBRARY = {np.dot: numpy_dot, np.matmul: numpy_matmul}
 
 
 def dot_into(a, b, out):
