@@ -145,12 +145,16 @@ class LoopNest:
     row_finish: list = field(default_factory=list)
     after: list = field(default_factory=list)
     block_rows: int = 0
+    #: (name, expression) of the scratch rows a row's code copies a strided row into: made once
+    #: per block of rows, and once per row of a register block (each row needs its own)
+    scratch_rows: list = field(default_factory=list)
 
     def render(self):
         lines = [f"def kernel({', '.join(self.args)}):"]
         lines += ["    " + s for s in self.hoisted]
         lines += ["    for c in prange(n_chunks):",
                   "        start, stop = c * R // n_chunks, (c + 1) * R // n_chunks"]
+        lines += [f"        {name} = {expr}" for name, expr in self.scratch_rows]
         lines += ["        " + s for s in self.chunk_setup]
         first = "start"
         if self.block_rows:
@@ -167,14 +171,17 @@ class LoopNest:
     def _render_blocks(self):
         rows = self.block_rows
         names = {"i"} | {m.group(1) for s in self.row_setup + self.inner + self.row_finish
-                         for m in [ASSIGNED.match(s)] if m}
+                         for m in [ASSIGNED.match(s)] if m} | {name for name, _ in self.scratch_rows}
         pattern = re.compile(r"\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")\b")
 
         def row(text, u):
             return pattern.sub(lambda m: f"{m.group(1)}_{u}", text)
 
-        lines = [f"        blocked_stop = start + (stop - start) // {rows} * {rows}",
-                 f"        for i in range(start, blocked_stop, {rows}):"]
+        # Each row of a block copies a strided row into a scratch of its own: with one scratch
+        # for all, the block's rows would all read the last row copied.
+        lines = [f"        {name}_{u} = {expr}" for name, expr in self.scratch_rows for u in range(rows)]
+        lines += [f"        blocked_stop = start + (stop - start) // {rows} * {rows}",
+                  f"        for i in range(start, blocked_stop, {rows}):"]
         lines += [f"            i_{u} = i + {u}" for u in range(rows)]
         lines += ["            " + row(s, u) for u in range(rows) for s in self.row_setup]
         lines += ["            for j in range(C):"]
@@ -239,7 +246,7 @@ class FusedKernelSource:
                 continue  # read by the epilogue only, in its own view
             if view == "full2d":
                 # contiguous_row: a strided view's row copied first (see row_math), so it vectorizes
-                nest.chunk_setup.append(f"in{k}_s = row_scratch(in{k}, C)")
+                nest.scratch_rows.append((f"in{k}_s", f"row_scratch(in{k}, C)"))
                 nest.row_setup.append(f"in{k}_r = contiguous_row(in{k}, i, in{k}_s)")
                 nest.inner.append(f"x{k} = in{k}_r[j]")
             elif view == "cols":
@@ -250,13 +257,17 @@ class FusedKernelSource:
         if any(n.op.uses_element_index for n in inner_nodes):
             nest.inner.append("index = i * C + j")
         for k, var in enumerate(self.outputs):
-            nest.row_setup.append(f"out{k}_r = out{k}[i]")
+            # output_row: a strided output's row written in place where its elements are
+            # adjacent, else into a scratch row that finish_row copies out (see row_math)
+            nest.scratch_rows.append((f"out{k}_s", f"row_scratch(out{k}, C)"))
+            nest.row_setup.append(f"out{k}_r = output_row(out{k}, i, out{k}_s)")
             if var in self.in_place:
                 # Written over an input it reads: LLVM's overlap check between the two rows
                 # fails at run time and the loop runs scalar (the W6 update: 2.5 ms, 0.18 ms
                 # this way). The row goes to a scratch row in cache, copied once it is done.
                 nest.chunk_setup.append(f"w{k} = np.empty(C, out{k}.dtype)")
                 nest.row_finish += [f"for j in range(C):", f"    out{k}_r[j] = w{k}[j]"]
+            nest.row_finish.append(f"finish_row(out{k}, i, out{k}_s)")
         stores = {v: f"w{k}[j]" if v in self.in_place else f"out{k}_r[j]" for k, v in enumerate(self.outputs)}
         red_slot = {v: k for k, v in enumerate(self.reduced)}
         acc_id = 0

@@ -10,8 +10,8 @@ import math
 import numba
 import numpy as np
 
-from graphnet.compiler.render.row_math import (cast_like, contiguous_row, row_max_exp_sum, row_scratch,  # noqa: F401
-                                              scratch_sum)
+from graphnet.compiler.render.row_math import (cast_like, contiguous_row, finish_row, output_row,  # noqa: F401
+                                              row_max_exp_sum, row_scratch, scratch_sum)
 from graphnet.compiler.render.vector_math import sigmoid, vexp, vsigmoid, vtanh  # noqa: F401
 from graphnet.ops.rng import keep_mask_nb as keep_mask  # noqa: F401
 
@@ -48,5 +48,6 @@ def nan_min(a, b):
 
 
 __all__ = ["math", "np", "numba", "keep_mask", "sigmoid", "softplus", "safe_log", "safe_sqrt", "nan_max",
-           "nan_min", "vexp", "vtanh", "vsigmoid", "cast_like", "contiguous_row", "row_scratch", "row_max_exp_sum",
+           "nan_min", "vexp", "vtanh", "vsigmoid", "cast_like", "contiguous_row", "finish_row", "output_row",
+           "row_scratch", "row_max_exp_sum",
            "scratch_sum"]

@@ -69,3 +69,15 @@ def test_partial_sums_start_at_zero_without_np_full():
     a = np.random.default_rng(4).random((ROWS, 5)).astype(np.float32)
     np.testing.assert_allclose(fn(a), (a.astype(np.float64) * 2).sum(), rtol=1e-6)
     assert all("np.full" not in k.source for k in fn.kernels)
+
+
+def test_column_sums_of_a_transposed_input_read_each_row_of_a_block_apart():
+    # A transposed view reaches the kernel strided: each row is copied into a scratch row
+    # first. The rows of a register block need one scratch each (with one for the block, the
+    # block summed its last row four times, silently).
+    x = gn.placeholder("x", (None, None))
+    fn = gn.function([x], [gn.sum(gn.transpose(x) * 2.0, axis=0), gn.sum(gn.transpose(x) ** 2, axis=0)])
+    v = np.random.default_rng(3).standard_normal((29, ROWS)).astype(np.float32)
+    doubled, squares = fn(v)
+    np.testing.assert_allclose(doubled, 2 * v.T.astype(np.float64).sum(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(squares, (v.T.astype(np.float64) ** 2).sum(axis=0), rtol=1e-5, atol=1e-5)
