@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from graphnet.compiler.runtime import cache, threads
+from graphnet.compiler.runtime import cache, split_loop, threads
+from graphnet.compiler.runtime.batch_rows import split_refusal
 from graphnet.compiler.runtime.compiled_loop import write_loop
 from graphnet.compiler.runtime.entry import Call, Ref
 from graphnet.compiler.runtime.loop_views import NotInLoop
@@ -41,14 +42,21 @@ from graphnet.ops.scan import check_lengths, loop_outputs, run_loop, state_buffe
 COMPILED = "compiled loop"
 #: ``GRAPHNET_COMPILED_LOOP=0`` keeps every loop on the host (what tests compare the compiled loop with)
 ENABLED = os.environ.get("GRAPHNET_COMPILED_LOOP", "1") != "0"
+#: ``GRAPHNET_SPLIT_LOOP``: whether a loop whose body keeps its batch rows apart runs as two
+#: halves of the batch at once (``split_loop.py``): ``1`` when measured faster on two threads
+#: (the default), ``0`` never, ``always`` whenever the body allows it, on any thread count
+#: (what tests compare with the whole loop)
+SPLIT_MODE = os.environ.get("GRAPHNET_SPLIT_LOOP", "1")
 
 
 @dataclass(eq=False)
 class LoopRecord(Kernel):
     """``fn.kernels`` entry of a loop; ``runs`` says how its last call ran: ``"compiled loop"``
-    or ``"host loop (why)"``."""
+    or ``"host loop (why)"``; ``split`` whether the compiled loop runs as two halves of its batch
+    at once (``split_loop.py``)."""
 
     runs: str = None
+    split: bool = False
 
 
 class ScanStep(Step):
@@ -91,11 +99,44 @@ class ScanStep(Step):
         if runner is None:
             if len(self._loops) >= MAX_FRAMES:   # as many as the body program keeps frames
                 self._loops.pop(next(iter(self._loops)))
-            runner = self._loops[key] = LoopRunner(self, *self._compiled_loop(seq_shapes, init_shapes, nonseq_shapes))
+            program, stacks, reason = self._compiled_loop(seq_shapes, init_shapes, nonseq_shapes)
+            runner = self._loops[key] = LoopRunner(self, program, stacks, reason)
+            if program is not None:
+                runner.halves = self._halves(seq_shapes, init_shapes, nonseq_shapes)
         return runner
 
-    def _compiled_loop(self, seq_shapes, init_shapes, nonseq_shapes):
-        """(LoopProgram, stack shapes, None), or (None, None, the reason the loop stays on the host)."""
+    def split_refusal(self):
+        """None when the body keeps its batch rows apart (``batch_rows``), else why not; once."""
+        if not hasattr(self, "_split_refusal"):
+            seqs, taps, nonseqs = self.node.op.inner_inputs()
+            self._split_refusal = split_refusal(self.body.fgraph, seqs + [v for t in taps for v in t],
+                                                list(nonseqs) + list(self.body._constants))
+        return self._split_refusal
+
+    def _halves(self, seq_shapes, init_shapes, nonseq_shapes):
+        """The loop as two halves of the batch's rows (``split_loop``), or None: one thread, a
+        batch too small, a body that mixes rows, or a half the compiled loop cannot express."""
+        op = self.node.op
+        if SPLIT_MODE == "0" or (threads.num_threads() < 2 and SPLIT_MODE != "always") \
+                or self.split_refusal() is not None:
+            return None
+        batch = split_loop.batch_of(op, seq_shapes, init_shapes)
+        if batch is None:
+            return None
+        cut = batch // 2
+        programs = []
+        for rows in (cut, batch - cut):
+            # fresh: each half has buffers of its own (a cached frame would be shared by both)
+            program, _, _ = self._compiled_loop(split_loop.halved(seq_shapes, rows),
+                                                split_loop.halved(init_shapes, rows), nonseq_shapes, fresh=True)
+            if program is None or program.function is not (programs[0].function if programs else program.function):
+                return None
+            programs.append(program)
+        return split_loop.HalvesLoop(programs, cut, op.n_seqs + op.n_states + op.n_stacked)
+
+    def _compiled_loop(self, seq_shapes, init_shapes, nonseq_shapes, fresh=False):
+        """(LoopProgram, stack shapes, None), or (None, None, the reason the loop stays on the host).
+        ``fresh``: on a body frame of its own, not the one the body keeps for these shapes."""
         op, body = self.node.op, self.body
         if not self.compiles_loops:
             return None, None, "GRAPHNET_COMPILED_LOOP=0"
@@ -109,7 +150,7 @@ class ScanStep(Step):
         host.update((var, np.zeros(s[1:], var.dtype)) for state, s in zip(taps, init_shapes) for var in state)
         host.update((var, np.zeros(s, var.dtype)) for var, s in zip(nonseqs, nonseq_shapes))
         try:
-            frame = body.frame(host)
+            frame = body._new_frame(body._infer_shapes(host))[0] if fresh else body.frame(host)
         except GraphnetError as exc:   # the host loop raises it, naming the scan
             return None, None, f"the body's shapes do not check: {exc}"
         for j, init in enumerate(init_shapes):
@@ -119,7 +160,8 @@ class ScanStep(Step):
             program = write_loop(op, body, frame, lambda source: cache.load_module(source, name_hint="loop"))
         except NotInLoop as exc:
             return None, None, str(exc)
-        self.kernel.source = f"{program.listing}\n\n# the body's kernels:\n{self.body_listing}"
+        if not fresh:
+            self.kernel.source = f"{program.listing}\n\n# the body's kernels:\n{self.body_listing}"
         stacks = [frame.shapes[v] for v in body.fgraph.outputs[op.n_states:]]
         return program, stacks, None
 
@@ -135,6 +177,8 @@ class LoopRunner:
     def __init__(self, step, program, stacks, reason):
         self.step, self.op, self.program, self.stacks, self.reason = step, step.node.op, program, stacks, reason
         self.background, self.signature = None, None   # the loop's compile in a worker, for these types
+        self.halves = None   # split_loop.HalvesLoop, set by the step where the body allows it
+        self._split_choice = None
         self._arrays = {}   # n_steps -> (state buffers, stacks), see _outputs
         self.current = self._first_call if program is not None else self._host
         if program is not None and tiered_enabled():
@@ -203,13 +247,44 @@ class LoopRunner:
         n, args, buffers, stacked = self._arguments(inputs)
         if self.program.multiplies:
             threads.compiled_code_blas()   # the body's products run on one BLAS thread
-        self.program.function(*args, *self.program.fixed)
+        if self.halves is None:
+            self.program.function(*args, *self.program.fixed)
+        else:
+            self._whole_or_halves()(args)
         self.step.kernel.runs = COMPILED
         return loop_outputs(self.op, buffers, stacked, n)
 
+    def _whole_or_halves(self):
+        """``run(args)``: the whole loop, or its two halves at once (``split_loop``) once they
+        are compiled and measure faster; the whole loop while other processes keep the cores."""
+        if self._split_choice is None:
+            fixed, halves = self.program.fixed, self.halves
+
+            def whole(args):
+                self.program.function(*args, *fixed)
+
+            def ready(args):
+                return [0, 1] if halves.start(args) else [0]
+
+            def record(index):
+                self.step.kernel.split = bool(index)
+
+            if SPLIT_MODE == "always":
+                def always(args):
+                    record(int(halves.start(args)))
+                    (halves if self.step.kernel.split else whole)(args)
+                self._split_choice = always
+            else:
+                self._split_choice = threads.MeasuredChoice([whole, halves], on_choice=record, ready=ready)
+        return self._split_choice
+
     def _first_call(self, inputs):
         function = self.program.function
-        signature = tuple(numba.typeof(a) for a in self._arguments(inputs)[1] + self.program.fixed)
+        args = self._arguments(inputs)[1]
+        signature = tuple(numba.typeof(a) for a in args + self.program.fixed)
+        if self.halves is not None:   # compiled beside the whole loop, awaited by wait_compiled too
+            self.halves.start(args)
+            self.step.kernel.background.append(self.halves)
         if signature in function.overloads or not tiered_enabled():
             start = time.perf_counter()
             try:

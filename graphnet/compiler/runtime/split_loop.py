@@ -1,0 +1,114 @@
+"""A compiled loop run as two at once, each over half of the batch's rows, on two cores.
+
+W7's LSTM loops are 50 steps of a 32x128 @ 128x512 product and a gate kernel:
+too small for BLAS threads (waking them costs what they save), so the loop ran
+on one core of two. Its body keeps every row of the batch apart
+(``batch_rows.split_refusal``), so the rows ``[0, B/2)`` and ``[B/2, B)`` are two
+independent loops: the same compiled function, called on row views of the
+sequences, states and stacks, each half with a body frame of its own (its own
+buffers: the halves run at the same time). One half runs on the caller's
+thread, the other on a worker thread; the loop function releases the GIL
+(``nogil=True``), so they overlap, and each half's products stay on one BLAS
+thread as before.
+
+The views are strided ('A' layout), a signature the loop compiles for in the
+background (``tiered.BackgroundCompile``); until it is ready, and whenever the
+measured choice (``threads.MeasuredChoice``: whole loop or halves, by median
+time, the whole one beside other busy processes) keeps it, the loop runs whole.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+
+from graphnet.compiler.runtime import threads
+from graphnet.compiler.runtime.tiered import BackgroundCompile, tiered_enabled
+
+#: rows each half takes at least: below, the products are too thin to pay for the handoff
+MIN_HALF_ROWS = 8
+
+_worker = None
+_worker_lock = threading.Lock()
+
+
+def worker():
+    """The one thread that runs the second half of every split loop in this process."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graphnet-half")
+        return _worker
+
+
+def batch_of(op, seq_shapes, init_shapes):
+    """The batch length shared by axis 1 of every sequence and state buffer (axis 0 of each
+    step's value), or None when they do not share one or a half would be too small."""
+    lengths = {s[1] for s in seq_shapes if len(s) > 1} | {s[1] for s in init_shapes if len(s) > 1}
+    if len(lengths) != 1 or any(len(s) < 2 for s in list(seq_shapes) + list(init_shapes)):
+        return None
+    batch = lengths.pop()
+    return batch if batch >= 2 * MIN_HALF_ROWS else None
+
+
+def halved(shapes, rows):
+    """``shapes`` of sequences or state buffers with ``rows`` rows on axis 1."""
+    return [(s[0], rows) + tuple(s[2:]) for s in shapes]
+
+
+class HalvesLoop:
+    """``halves(args)``: the loop of ``whole`` arguments ``[n, *seqs, *buffers, *stacks,
+    *nonseqs]`` run as two halves of the rows at once. ``programs``: the two halves'
+    LoopPrograms (same compiled function, their own frames); ``cut``: the first half's rows;
+    ``n_row_args``: how many arguments after ``n`` are row-split (the rest are non-sequences)."""
+
+    def __init__(self, programs, cut, n_row_args):
+        self.programs, self.cut, self.n_row_args = programs, cut, n_row_args
+        self.function = programs[0].function
+        self.background, self.compiled = None, False
+        self.failed = None   # why the halves never run (their compile failed)
+
+    def arguments(self, args):
+        rows = 1 + self.n_row_args
+        first = [args[0]] + [a[:, :self.cut] for a in args[1:rows]] + list(args[rows:])
+        second = [args[0]] + [a[:, self.cut:] for a in args[1:rows]] + list(args[rows:])
+        return first + list(self.programs[0].fixed), second + list(self.programs[1].fixed)
+
+    def start(self, args):
+        """Bring the halves' signature into this process: at once from Numba's cache or when
+        tiering is off, else in the background (``wait``). Returns whether it is ready now."""
+        if self.background is None and not self.compiled:
+            first, _ = self.arguments(args)
+            signature = tuple(numba.typeof(a) for a in first)
+            if signature in self.function.overloads:
+                self.compiled = True
+            elif not tiered_enabled():
+                self.compiled = True   # compiles in line on the first call, as every kernel then does
+            else:
+                self.background = BackgroundCompile(self.function, signature)
+        return self.ready()
+
+    def wait(self, timeout=None):
+        """Block until the halves' background compile ended (``fn.wait_compiled``)."""
+        return self.background is None or self.background.wait(timeout)
+
+    def ready(self):
+        if self.compiled:
+            return True
+        if self.background is None or not self.background.ready:
+            return False
+        if self.background.error is not None:
+            self.failed = self.background.error
+            return False
+        self.compiled = True
+        return True
+
+    def __call__(self, args):
+        first, second = self.arguments(args)
+        other = worker().submit(self.function, *second)
+        try:
+            self.function(*first)
+        finally:
+            other.result()   # raises what the other half raised, after both ended
+
