@@ -121,6 +121,11 @@ class CpuProgram(CompiledProgram):
             # every kernel loaded (none still on the NumPy tier): later calls take the entry
             frame.entry = write_entry(self, frame)
             frame.no_entry = frame.entry is None   # a step without Calls (a convolution): keep binding
+            halves = self._halves(frame)
+            if frame.entry is not None and halves:
+                # a loop can run as two halves of its batch: who takes the second core, BLAS or
+                # the loop, is measured over whole calls (threads.cores_choice)
+                frame.entry = threads.cores_choice(frame.entry, lambda: all(h.ready() for h in halves))
             if frame.entry is not None and driver.wants_driver(self, self._frames[signature][1]):
                 frame.until_driver = driver.DRIVER_AFTER
         fresh = self.fresh_outputs
@@ -133,6 +138,11 @@ class CpuProgram(CompiledProgram):
         updates = [env[expr] if expr in self.in_place else np.array(env[expr], copy=True)
                    for _, expr in self.fgraph.updates]
         return outputs, updates
+
+    def _halves(self, frame):
+        """The loops of ``frame`` that can run as two halves of their batch (``split_loop.py``)."""
+        found = [step.halves_at(frame) for step in self.steps if hasattr(step, "halves_at")]
+        return [h for h in found if h is not None]
 
     def load_driver(self, source):
         return cache.load_module(source, name_hint="step")

@@ -105,6 +105,12 @@ class ScanStep(Step):
                 runner.halves = self._halves(seq_shapes, init_shapes, nonseq_shapes)
         return runner
 
+    def halves_at(self, frame):
+        """The HalvesLoop this step runs at ``frame``'s shapes, or None (``cpu.py`` asks, to know
+        whether the frame has a choice of who takes the second core)."""
+        runner = self.loop_for(frame.shapes)
+        return runner.halves if runner.program is not None else None
+
     def split_refusal(self):
         """None when the body keeps its batch rows apart (``batch_rows``), else why not; once."""
         if not hasattr(self, "_split_refusal"):
@@ -255,27 +261,19 @@ class LoopRunner:
         return loop_outputs(self.op, buffers, stacked, n)
 
     def _whole_or_halves(self):
-        """``run(args)``: the whole loop, or its two halves at once (``split_loop``) once they
-        are compiled and measure faster; the whole loop while other processes keep the cores."""
+        """``run(args)``: the loop's two halves at once (``split_loop``) while this call's second
+        core is graphnet's (``threads.own_cores``, chosen over whole calls in ``cpu.py``) and they
+        are compiled, else the whole loop; with ``GRAPHNET_SPLIT_LOOP=always``, the halves."""
         if self._split_choice is None:
-            fixed, halves = self.program.fixed, self.halves
+            fixed, halves, kernel = self.program.fixed, self.halves, self.step.kernel
 
-            def whole(args):
-                self.program.function(*args, *fixed)
-
-            def ready(args):
-                return [0, 1] if halves.start(args) else [0]
-
-            def record(index):
-                self.step.kernel.split = bool(index)
-
-            if SPLIT_MODE == "always":
-                def always(args):
-                    record(int(halves.start(args)))
-                    (halves if self.step.kernel.split else whole)(args)
-                self._split_choice = always
-            else:
-                self._split_choice = threads.MeasuredChoice([whole, halves], on_choice=record, ready=ready)
+            def run(args):
+                kernel.split = (SPLIT_MODE == "always" or threads.own_cores()) and halves.start(args)
+                if kernel.split:
+                    halves(args)
+                else:
+                    self.program.function(*args, *fixed)
+            self._split_choice = run
         return self._split_choice
 
     def _first_call(self, inputs):

@@ -325,7 +325,7 @@ def measured_kernel(serial, parallel, rows, cols, on_choice):
 
 def measured_blas(m, n, k, dot):
     """``dot(*args)`` on one BLAS thread, or on every core when the product is large enough
-    and that measures faster."""
+    and that measures faster (never while graphnet's own threads hold the cores: ``own_cores``)."""
     def single(*args):
         _numpy_blas().use(1)
         dot(*args)
@@ -337,7 +337,44 @@ def measured_blas(m, n, k, dot):
     def every_core(*args):
         _numpy_blas().use(blas_budget())
         dot(*args)
-    return MeasuredChoice([single, every_core])
+    measured = MeasuredChoice([single, every_core])
+
+    def product(*args):
+        (single if _own_cores else measured)(*args)
+    product.may_thread = True   # the frame's choice of who takes the cores (own_cores) sees it
+    return product
+
+
+# ------------------------------------------- who takes the second core: BLAS or graphnet
+_own_cores = False
+
+
+def own_cores():
+    """Whether this call's second core is graphnet's (a loop run as two halves of its batch,
+    ``split_loop.py``) rather than BLAS's: then every product runs on one BLAS thread."""
+    return _own_cores
+
+
+def cores_choice(entry, ready):
+    """``entry(feeds)`` run one of two ways, the one measured faster over whole calls: BLAS
+    threads for the large products (as each product's own choice says), or graphnet's own
+    threads (``own_cores``) with every product on one BLAS thread. ``ready(feeds)``: whether
+    graphnet's threads can run now (the halves' compile done); until then, the first way.
+
+    A per-product measurement cannot make this choice: OpenBLAS's threads spin for a while
+    after each threaded product and slow whatever runs next on their core (W7, 2 threads:
+    10.7 ms a step with BLAS threads beside the loop's two halves, 7.9 ms with OpenBLAS told to
+    stop spinning at once, ``OPENBLAS_THREAD_TIMEOUT=4``, which only works when set before
+    NumPy loads). Beside a busy machine, the first way (whose products then run on one thread)."""
+    def with_own_cores(feeds):
+        global _own_cores
+        _own_cores = True
+        try:
+            return entry(feeds)
+        finally:
+            _own_cores = False
+
+    return MeasuredChoice([entry, with_own_cores], ready=lambda feeds: [0, 1] if ready() else [0])
 
 
 def _numpy_blas():

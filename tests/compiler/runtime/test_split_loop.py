@@ -1,10 +1,11 @@
 """A loop run as two halves of its batch at once (``runtime/split_loop.py``): which bodies may
 be split (``runtime/batch_rows.py``), and that the halves compute what the whole loop does."""
+import numba
 import numpy as np
 import pytest
 
 import graphnet as gn
-from graphnet.compiler.runtime import scan_steps
+from graphnet.compiler.runtime import scan_steps, threads
 
 RNG = np.random.default_rng(1907)
 T, I, H = 5, 3, 4
@@ -59,6 +60,28 @@ def test_an_lstm_split_in_two_halves_of_its_batch_matches_the_whole_loop_and_num
 def numpy_lstm_gates_in_this_order(numpy_lstm, feeds):
     """The oracle's gate order is i, f, o, g (as here); its bias is added to every step."""
     return numpy_lstm(feeds[0], feeds[1], feeds[2], W.get_value(), U.get_value(), BIAS.get_value())
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two threads")
+def test_who_takes_the_second_core_is_measured_over_whole_calls_and_both_agree(monkeypatch):
+    # BLAS threads for the large products, or the loops' halves with every product on one
+    # thread: the frame's first calls alternate the two (threads.cores_choice)
+    monkeypatch.setattr(threads.Neighbours, "crowded", lambda self, now: False)   # a quiet machine
+    feeds = [f32(T, 16, I), f32(16, H), f32(16, H)]
+    before = threads.num_threads()
+    gn.set_num_threads(2)
+    try:
+        fn, first = run(monkeypatch, "1", 16, feeds)
+        seen, results = set(), []
+        for _ in range(2 * (threads.MeasuredChoice.SAMPLES + 2)):
+            results.append(fn(*feeds))
+            seen.add(tuple(k.split for k in fn.kernels if k.kind == "loop"))
+    finally:
+        gn.set_num_threads(before)
+    assert (True, True) in seen and (False, False) in seen
+    for got in results:
+        for g, w in zip(got, first):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
 def test_a_batch_too_small_to_halve_runs_whole(monkeypatch):
