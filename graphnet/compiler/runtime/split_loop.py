@@ -18,9 +18,6 @@ time, the whole one beside other busy processes) keeps it, the loop runs whole.
 """
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 
 from graphnet.compiler.runtime import threads
@@ -28,19 +25,6 @@ from graphnet.compiler.runtime.tiered import BackgroundCompile, tiered_enabled
 
 #: rows each half takes at least: below, the products are too thin to pay for the handoff
 MIN_HALF_ROWS = 8
-
-_worker = None
-_worker_lock = threading.Lock()
-
-
-def worker():
-    """The one thread that runs the second half of every split loop in this process."""
-    global _worker
-    with _worker_lock:
-        if _worker is None:
-            _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graphnet-half")
-        return _worker
-
 
 def batch_of(op, seq_shapes, init_shapes):
     """The batch length shared by axis 1 of every sequence and state buffer (axis 0 of each
@@ -106,7 +90,7 @@ class HalvesLoop:
 
     def __call__(self, args):
         first, second = self.arguments(args)
-        other = worker().submit(self.function, *second)
+        other = threads.worker().submit(self.function, *second)
         try:
             self.function(*first)
         finally:

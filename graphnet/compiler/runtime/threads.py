@@ -16,6 +16,8 @@ busy one (2 spinning BLAS threads against a co-tenant slowed a step 6-7x).
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -235,7 +237,7 @@ class MeasuredChoice:
 
     SAMPLES, JUMP, JUMPS, RECHECK, MARGIN = 5, 1.8, 3, 1000, 0.85
 
-    def __init__(self, variants, on_choice=None, settle=None, threads=True, ready=None):
+    def __init__(self, variants, on_choice=None, settle=None, threads=True, ready=None, block=1, settle_s=0.0):
         #: ``settle(variant)``, when given, is told the first choice instead of timing every
         #: call after it (for a choice that load does not change: the caller keeps the variant)
         self.variants, self.on_choice, self.settle = variants, on_choice, settle
@@ -244,6 +246,10 @@ class MeasuredChoice:
         #: now (the others compiling in the background); until all can, the first of those runs,
         #: unmeasured (timing a variant that compiles in line would stop the call for a second)
         self.ready = ready
+        #: calls of one variant in a row while measuring, and seconds of calls not counted after
+        #: a switch (for variants that leave something behind that slows the other for a while:
+        #: OpenBLAS's threads spin ~0.1 s after a threaded product)
+        self.block, self.settle_s, self.switched_at = block, settle_s, None
         self.crowded = False
         self._measure()
 
@@ -263,6 +269,8 @@ class MeasuredChoice:
             if len(runnable) < len(self.variants):
                 return self.variants[runnable[0] if runnable else 0](*args)
             self.ready = None
+            if self.block > 1:   # until now the first variant ran: the others start after a switch
+                self.switched_at = start
         if self.neighbours is not None and self.neighbours.crowded(start):
             # Other processes hold cores: threads would wait on them, and timings taken now
             # would not hold once they stop.
@@ -282,6 +290,10 @@ class MeasuredChoice:
                 # 1.8x slower). Measure once the cores are back.
                 return result
             samples = self.times[self.current]
+            if self.switched_at is not None:
+                if start - self.switched_at < self.settle_s:
+                    return result   # this call may still pay for the variant before it
+                self.switched_at = None
             samples.append(elapsed)
             if all(len(t) > self.SAMPLES for t in self.times):   # the first of each: a warm-up
                 # Medians, not minima: beside other work, two threads now and then get a lucky
@@ -295,8 +307,11 @@ class MeasuredChoice:
                 self._choose(self.chosen)
                 if self.settle is not None:
                     self.settle(self.variants[self.chosen])
-            else:
-                self._choose(min(range(len(self.times)), key=lambda i: len(self.times[i])))
+            elif len(samples) % self.block == 0:
+                following = min(range(len(self.times)), key=lambda i: len(self.times[i]))
+                if self.block > 1 and following != self.current:
+                    self.switched_at = perf_counter()
+                self._choose(following)
             return result
         self.calls += 1
         # Only a parallel choice is measured again when it slows down: a serial variant slowed
@@ -339,14 +354,53 @@ def measured_blas(m, n, k, dot):
         dot(*args)
     measured = MeasuredChoice([single, every_core])
 
+    def halves(a, b, out, *rest):
+        _numpy_blas().use(1)
+        in_halves(dot, a, b, out, *rest)
+    # Not measured per call: the frame's choice (cores_choice) measures this way as a whole,
+    # and a choice still exploring inside it would blur that. One thread, halves of the rows,
+    # 1600x128 @ 128x512 1787 -> 1006 us, 128x1024 @ 1024x1024 2276 -> 1242 us (OpenBLAS's
+    # two threads: 932, 1161 us, but they spin on after the product).
+    own = halves if m >= 2 * OWN_HALF_MIN_ROWS else single
+
     def product(*args):
-        (single if _own_cores else measured)(*args)
-    product.may_thread = True   # the frame's choice of who takes the cores (own_cores) sees it
+        (own if _own_cores else measured)(*args)
     return product
+
+
+def in_halves(dot, a, b, out, *rest):
+    """``dot(a, b, out, *rest)`` as two products, over the two halves of ``out``'s rows, one on
+    graphnet's worker thread (each on one BLAS thread): how a large product takes the second
+    core while graphnet owns it (``own_cores``), with no BLAS thread left spinning after it."""
+    if getattr(a, "ndim", 0) != 2 or getattr(out, "ndim", 0) != 2 or out.shape[0] < 2:
+        dot(a, b, out, *rest)
+        return
+    cut = out.shape[0] // 2
+    other = worker().submit(dot, a[cut:], b, out[cut:], *rest)
+    try:
+        dot(a[:cut], b, out[:cut], *rest)
+    finally:
+        other.result()   # raises what the other half raised, after both ended
+
+
+_worker = None
+_worker_lock = threading.Lock()
+
+
+def worker():
+    """graphnet's one worker thread: the second half of a split loop or product runs on it."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graphnet-half")
+        return _worker
 
 
 # ------------------------------------------- who takes the second core: BLAS or graphnet
 _own_cores = False
+
+#: rows each half of a product split while graphnet owns the cores takes at least
+OWN_HALF_MIN_ROWS = 32
 
 
 def own_cores():
@@ -374,7 +428,24 @@ def cores_choice(entry, ready):
         finally:
             _own_cores = False
 
-    return MeasuredChoice([entry, with_own_cores], ready=lambda feeds: [0, 1] if ready() else [0])
+    warm = [0]
+
+    def runnable(feeds):
+        # The first calls only the first way, while each large product measures its own threads
+        # (their alternating variants would blur the comparison of the two ways).
+        warm[0] += 1
+        return [0, 1] if warm[0] > CORES_WARM_CALLS and ready() else [0]
+
+    # Each way in one block of calls, the first 0.2 s after a switch not counted: calls right
+    # after ones with BLAS threads meet them still spinning (W7: 12.7 against 7.1-8.1 ms)
+    return MeasuredChoice([entry, with_own_cores], ready=runnable, block=MeasuredChoice.SAMPLES + 1,
+                          settle_s=CORES_SETTLE_S)
+
+
+#: calls of a frame before ``cores_choice`` starts comparing: every product's choice made by then
+CORES_WARM_CALLS = 4 * (MeasuredChoice.SAMPLES + 1)
+#: seconds of calls ``cores_choice`` does not count after switching ways (OpenBLAS spins ~0.1 s)
+CORES_SETTLE_S = 0.2
 
 
 def _numpy_blas():

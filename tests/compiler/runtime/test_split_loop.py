@@ -67,13 +67,15 @@ def test_who_takes_the_second_core_is_measured_over_whole_calls_and_both_agree(m
     # BLAS threads for the large products, or the loops' halves with every product on one
     # thread: the frame's first calls alternate the two (threads.cores_choice)
     monkeypatch.setattr(threads.Neighbours, "crowded", lambda self, now: False)   # a quiet machine
+    monkeypatch.setattr(threads, "CORES_WARM_CALLS", 2)
+    monkeypatch.setattr(threads, "CORES_SETTLE_S", 0.0)
     feeds = [f32(T, 16, I), f32(16, H), f32(16, H)]
     before = threads.num_threads()
     gn.set_num_threads(2)
     try:
         fn, first = run(monkeypatch, "1", 16, feeds)
         seen, results = set(), []
-        for _ in range(2 * (threads.MeasuredChoice.SAMPLES + 2)):
+        for _ in range(threads.CORES_WARM_CALLS + 2 * (threads.MeasuredChoice.SAMPLES + 2)):
             results.append(fn(*feeds))
             seen.add(tuple(k.split for k in fn.kernels if k.kind == "loop"))
     finally:
