@@ -47,6 +47,9 @@ ENABLED = os.environ.get("GRAPHNET_COMPILED_LOOP", "1") != "0"
 #: (the default), ``0`` never, ``always`` whenever the body allows it, on any thread count
 #: (what tests compare with the whole loop)
 SPLIT_MODE = os.environ.get("GRAPHNET_SPLIT_LOOP", "1")
+#: compiled calls of a loop before its halves start compiling (in the background): a short
+#: run does not pay for their compile (W7's two: ~1 s of a worker), a training run soon has them
+HALVES_AFTER_CALLS = 20
 
 
 @dataclass(eq=False)
@@ -267,7 +270,13 @@ class LoopRunner:
         if self._split_choice is None:
             fixed, halves, kernel = self.program.fixed, self.halves, self.step.kernel
 
+            calls = [0]
+
             def run(args):
+                calls[0] += 1
+                if calls[0] == HALVES_AFTER_CALLS:   # a loop called this often: its halves compile
+                    halves.start(args)                 # meanwhile (fn.wait_compiled waits from now)
+                    kernel.background.append(halves)
                 kernel.split = (SPLIT_MODE == "always" or threads.own_cores()) and halves.start(args)
                 if kernel.split:
                     halves(args)
@@ -280,7 +289,7 @@ class LoopRunner:
         function = self.program.function
         args = self._arguments(inputs)[1]
         signature = tuple(numba.typeof(a) for a in args + self.program.fixed)
-        if self.halves is not None:   # compiled beside the whole loop, awaited by wait_compiled too
+        if self.halves is not None and SPLIT_MODE == "always":   # compiled beside the whole loop
             self.halves.start(args)
             self.step.kernel.background.append(self.halves)
         if signature in function.overloads or not tiered_enabled():

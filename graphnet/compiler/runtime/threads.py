@@ -269,8 +269,8 @@ class MeasuredChoice:
             if len(runnable) < len(self.variants):
                 return self.variants[runnable[0] if runnable else 0](*args)
             self.ready = None
-            if self.block > 1:   # until now the first variant ran: the others start after a switch
-                self.switched_at = start
+            if self.block > 1:   # until now the first variant ran: measured first, no switch
+                self._choose(0)
         if self.neighbours is not None and self.neighbours.crowded(start):
             # Other processes hold cores: threads would wait on them, and timings taken now
             # would not hold once they stop.

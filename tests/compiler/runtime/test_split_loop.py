@@ -69,11 +69,13 @@ def test_who_takes_the_second_core_is_measured_over_whole_calls_and_both_agree(m
     monkeypatch.setattr(threads.Neighbours, "crowded", lambda self, now: False)   # a quiet machine
     monkeypatch.setattr(threads, "CORES_WARM_CALLS", 2)
     monkeypatch.setattr(threads, "CORES_SETTLE_S", 0.0)
+    monkeypatch.setattr(scan_steps, "HALVES_AFTER_CALLS", 1)   # the halves compile from the first call
     feeds = [f32(T, 16, I), f32(16, H), f32(16, H)]
     before = threads.num_threads()
     gn.set_num_threads(2)
     try:
         fn, first = run(monkeypatch, "1", 16, feeds)
+        fn.wait_compiled()   # the halves, which the compiled loop's first call started
         seen, results = set(), []
         for _ in range(threads.CORES_WARM_CALLS + 2 * (threads.MeasuredChoice.SAMPLES + 2)):
             results.append(fn(*feeds))
