@@ -187,7 +187,7 @@ class LoopRunner:
         self.step, self.op, self.program, self.stacks, self.reason = step, step.node.op, program, stacks, reason
         self.background, self.signature = None, None   # the loop's compile in a worker, for these types
         self.halves = None   # split_loop.HalvesLoop, set by the step where the body allows it
-        self._split_choice = None
+        self._loop_call = None
         self._arrays = {}   # n_steps -> (state buffers, stacks), see _outputs
         self.current = self._first_call if program is not None else self._host
         if program is not None and tiered_enabled():
@@ -267,29 +267,29 @@ class LoopRunner:
         """``run(args)``: the loop's two halves at once (``split_loop``) while this call's second
         core is graphnet's (``threads.own_cores``, chosen over whole calls in ``cpu.py``) and they
         are compiled, else the whole loop; with ``GRAPHNET_SPLIT_LOOP=always``, the halves."""
-        if self._split_choice is None:
+        if self._loop_call is None:
             fixed, halves, kernel = self.program.fixed, self.halves, self.step.kernel
-
             calls = [0]
 
             def run(args):
                 calls[0] += 1
-                if calls[0] == HALVES_AFTER_CALLS:   # a loop called this often: its halves compile
-                    halves.start(args)                 # meanwhile (fn.wait_compiled waits from now)
+                if calls[0] == HALVES_AFTER_CALLS and halves.fits(args):   # a loop called this often:
+                    halves.start(args)   # its halves compile meanwhile (fn.wait_compiled waits from now)
                     kernel.background.append(halves)
-                kernel.split = (SPLIT_MODE == "always" or threads.own_cores()) and halves.start(args)
+                kernel.split = ((SPLIT_MODE == "always" or threads.own_cores()) and halves.fits(args)
+                                and halves.start(args))
                 if kernel.split:
                     halves(args)
                 else:
                     self.program.function(*args, *fixed)
-            self._split_choice = run
-        return self._split_choice
+            self._loop_call = run
+        return self._loop_call
 
     def _first_call(self, inputs):
         function = self.program.function
         args = self._arguments(inputs)[1]
         signature = tuple(numba.typeof(a) for a in args + self.program.fixed)
-        if self.halves is not None and SPLIT_MODE == "always":   # compiled beside the whole loop
+        if self.halves is not None and SPLIT_MODE == "always" and self.halves.fits(args):   # beside the whole
             self.halves.start(args)
             self.step.kernel.background.append(self.halves)
         if signature in function.overloads or not tiered_enabled():

@@ -12,9 +12,11 @@ thread, the other on a worker thread; the loop function releases the GIL
 thread as before.
 
 The views are strided ('A' layout), a signature the loop compiles for in the
-background (``tiered.BackgroundCompile``); until it is ready, and whenever the
-measured choice (``threads.MeasuredChoice``: whole loop or halves, by median
-time, the whole one beside other busy processes) keeps it, the loop runs whole.
+background (``tiered.BackgroundCompile``) once the loop has run 20 compiled
+calls (``scan_steps.HALVES_AFTER_CALLS``). The halves run only in the calls
+where graphnet takes the second core (``threads.cores_choice``, measured over
+whole calls against BLAS threads, which spin on after their products and slow
+the halves); otherwise, and until they are compiled, the loop runs whole.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from graphnet.compiler.runtime.tiered import BackgroundCompile, tiered_enabled
 
 #: rows each half takes at least: below, the products are too thin to pay for the handoff
 MIN_HALF_ROWS = 8
+
 
 def batch_of(op, seq_shapes, init_shapes):
     """The batch length shared by axis 1 of every sequence and state buffer (axis 0 of each
@@ -58,6 +61,11 @@ class HalvesLoop:
         first = [args[0]] + [a[:, :self.cut] for a in args[1:rows]] + list(args[rows:])
         second = [args[0]] + [a[:, self.cut:] for a in args[1:rows]] + list(args[rows:])
         return first + list(self.programs[0].fixed), second + list(self.programs[1].fixed)
+
+    def fits(self, args):
+        """Whether the halves' compiled signature takes these arguments: with one step (or one
+        slot), a half's view of an array is C-contiguous, a type it was not compiled for."""
+        return all(a.shape[0] > 1 for a in args[1:1 + self.n_row_args])
 
     def start(self, args):
         """Bring the halves' signature into this process: at once from Numba's cache or when

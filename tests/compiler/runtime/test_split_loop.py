@@ -29,7 +29,7 @@ def lstm_step(x_t, h, c):
 
 def lstm_training(batch):
     """(function of (x, h0, c0) -> [loss, hidden states, dW, dU, db, dx]) of an LSTM."""
-    x, h0, c0 = gn.placeholder("x", (T, batch, I)), gn.placeholder("h0", (batch, H)), gn.placeholder("c0", (batch, H))
+    x, h0, c0 = gn.placeholder("x", (None, batch, I)), gn.placeholder("h0", (batch, H)), gn.placeholder("c0", (batch, H))
     (hs, _), _ = gn.scan(lstm_step, sequences=x, outputs_info=[h0, c0], name="lstm")
     loss = gn.sum(hs * hs)
     return gn.function([x, h0, c0], [loss, hs] + list(gn.grad(loss, [W, U, BIAS, x])), name="split")
@@ -86,6 +86,16 @@ def test_who_takes_the_second_core_is_measured_over_whole_calls_and_both_agree(m
     for got in results:
         for g, w in zip(got, first):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_a_one_step_sequence_runs_whole_and_right(monkeypatch):
+    # one step: a half's view is C-contiguous, not the type the halves were compiled for
+    feeds = [f32(1, 16, I), f32(16, H), f32(16, H)]
+    split, got = run(monkeypatch, "always", 16, feeds)
+    assert not any(k.split for k in split.kernels if k.kind == "loop")
+    _, want = run(monkeypatch, "0", 16, feeds)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
 def test_a_batch_too_small_to_halve_runs_whole(monkeypatch):
