@@ -236,6 +236,11 @@ class MeasuredChoice:
     """
 
     SAMPLES, JUMP, JUMPS, RECHECK, MARGIN = 5, 1.8, 3, 1000, 0.85
+    #: calls after the first choice until it is measured again: the first calls of a frame meet
+    #: transients (a fresh output's page faults, kernels loading), and a choice made then was
+    #: kept for ``RECHECK`` calls (W3's 4096x4096 normalize: serial 4.5 ms chosen over
+    #: parallel 3.3 ms in one of two runs)
+    FIRST_RECHECK = 50
 
     def __init__(self, variants, on_choice=None, settle=None, threads=True, ready=None, block=1, settle_s=0.0):
         #: ``settle(variant)``, when given, is told the first choice instead of timing every
@@ -251,6 +256,7 @@ class MeasuredChoice:
         #: OpenBLAS's threads spin ~0.1 s after a threaded product)
         self.block, self.settle_s, self.switched_at = block, settle_s, None
         self.crowded = False
+        self.rounds = 0   # choices made so far
         self._measure()
 
     def _measure(self):
@@ -303,6 +309,7 @@ class MeasuredChoice:
                 # barely pay on a quiet machine are the first to collapse beside a busy one.
                 fastest = best.index(min(best))
                 self.chosen = fastest if best[fastest] < self.MARGIN * best[0] else 0
+                self.rounds += 1
                 self.baseline, self.slow = best[self.chosen], 0
                 self._choose(self.chosen)
                 if self.settle is not None:
@@ -319,7 +326,7 @@ class MeasuredChoice:
         # the parallel variant there costs the most); the periodic check finds a quiet machine.
         if self.current:
             self.slow = self.slow + 1 if elapsed > self.JUMP * self.baseline else 0
-        if self.slow >= self.JUMPS or self.calls >= self.RECHECK:
+        if self.slow >= self.JUMPS or self.calls >= (self.FIRST_RECHECK if self.rounds == 1 else self.RECHECK):
             self._measure()
         return result
 
