@@ -138,8 +138,8 @@ class ScanStep(Step):
             # fresh: each half has buffers of its own (a cached frame would be shared by both)
             program, _, _ = self._compiled_loop(split_loop.halved(seq_shapes, rows),
                                                 split_loop.halved(init_shapes, rows), nonseq_shapes, fresh=True)
-            if program is None or program.function is not (programs[0].function if programs else program.function):
-                return None
+            if program is None or (programs and program.function is not programs[0].function):
+                return None   # the halves share one compiled function (their text is the same)
             programs.append(program)
         return split_loop.HalvesLoop(programs, cut, op.n_seqs + op.n_states + op.n_stacked)
 
