@@ -158,29 +158,31 @@ def row_max(xr, start, stop):
     One chain of compares waits on itself; eight run side by side (2.7x faster
     from memory here). NaN entries are passed over unless the first is NaN: a
     NaN anywhere still makes the row's softmax NaN, through its exponential.
+    The block is sliced first and indexed from 0 (see :func:`block_exp_sum`).
     """
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = xr[start]
-    j = start
-    while j + 8 <= stop:
-        v = xr[j]
+    xb = xr[start:stop]
+    n = xb.shape[0]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = xb[0]
+    for b in range(n // 8):
+        j = 8 * b
+        v = xb[j]
         m0 = v if v > m0 else m0
-        v = xr[j + 1]
+        v = xb[j + 1]
         m1 = v if v > m1 else m1
-        v = xr[j + 2]
+        v = xb[j + 2]
         m2 = v if v > m2 else m2
-        v = xr[j + 3]
+        v = xb[j + 3]
         m3 = v if v > m3 else m3
-        v = xr[j + 4]
+        v = xb[j + 4]
         m4 = v if v > m4 else m4
-        v = xr[j + 5]
+        v = xb[j + 5]
         m5 = v if v > m5 else m5
-        v = xr[j + 6]
+        v = xb[j + 6]
         m6 = v if v > m6 else m6
-        v = xr[j + 7]
+        v = xb[j + 7]
         m7 = v if v > m7 else m7
-        j += 8
-    for k in range(j, stop):
-        v = xr[k]
+    for k in range(n // 8 * 8, n):
+        v = xb[k]
         m0 = v if v > m0 else m0
     m0 = m1 if m1 > m0 else m0
     m2 = m3 if m3 > m2 else m2
@@ -195,15 +197,23 @@ def row_max(xr, start, stop):
 # of <= ROW_BLOCK terms in (0, 1], added to a float64 total per block).
 @numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def block_exp_sum(xr, m, out, start, stop, store):
+    """``sum(exp(xr[start:stop] - m))``, each term stored in ``out[start:stop]`` when ``store``.
+
+    The block is sliced first and its loop runs from 0: indexed as ``xr[j]`` for ``j`` in
+    ``range(start, stop)``, an index whose sign LLVM cannot prove keeps Numba's check for a
+    negative index (wrap around) in every element, and the loop ran 7x slower (AMD Zen 5,
+    4096x1024 float32: 1.5 against 0.21 ns an element; softmax-xent 3.2 ms, JAX's time)."""
     total = cast_like(xr, 0.0)
+    xb = xr[start:stop]
     if store:
-        for j in range(start, stop):
-            e = vexp(xr[j] - m)
-            out[j] = e
+        ob = out[start:stop]
+        for j in range(xb.shape[0]):
+            e = vexp(xb[j] - m)
+            ob[j] = e
             total += e
     else:
-        for j in range(start, stop):
-            total += vexp(xr[j] - m)
+        for j in range(xb.shape[0]):
+            total += vexp(xb[j] - m)
     return total
 
 
