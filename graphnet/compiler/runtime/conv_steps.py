@@ -18,9 +18,6 @@ Why im2col + GEMM and no direct convolution on the CPU: docs/architecture.md
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
-import numba
 import numpy as np
 
 from graphnet.compiler.render import conv as templates
@@ -133,16 +130,6 @@ class ConvGeometry:
         return (self.kh, self.kw, qh, qw, 1, 1, self.dh, self.dw, self.h, self.w)
 
 
-def image_pool():
-    """The threads that run a convolution's images side by side (made on first use)."""
-    global _IMAGE_POOL
-    if _IMAGE_POOL is None:
-        _IMAGE_POOL = ThreadPoolExecutor(max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),
-                                         thread_name_prefix="graphnet-images")
-    return _IMAGE_POOL
-
-
-_IMAGE_POOL = None
 #: convolutions with fewer output elements run their images in one lane (threads cost more)
 LANE_MIN_ELEMENTS = threads.PARALLEL_MIN_ELEMENTS
 
@@ -154,7 +141,7 @@ def over_images(count, lanes, work):
     if lanes == 1:
         work(0, range(count))
         return
-    futures = [image_pool().submit(work, k, range(k * count // lanes, (k + 1) * count // lanes))
+    futures = [threads.helpers().submit(work, k, range(k * count // lanes, (k + 1) * count // lanes))
                for k in range(1, lanes)]
     work(0, range(count // lanes))
     for future in futures:

@@ -7,7 +7,7 @@ on one core of two. Its body keeps every row of the batch apart
 independent loops: the same compiled function, called on row views of the
 sequences, states and stacks, each half with a body frame of its own (its own
 buffers: the halves run at the same time). One half runs on the caller's
-thread, the other on a worker thread; the loop function releases the GIL
+thread, the other on a helper thread (``threads.helpers``); the loop function releases the GIL
 (``nogil=True``), so they overlap, and each half's products stay on one BLAS
 thread as before.
 
@@ -98,7 +98,7 @@ class HalvesLoop:
 
     def __call__(self, args):
         first, second = self.arguments(args)
-        other = threads.worker().submit(self.function, *second)
+        other = threads.helpers().submit(self.function, *second)
         try:
             self.function(*first)
         finally:

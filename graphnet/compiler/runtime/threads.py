@@ -377,30 +377,33 @@ def measured_blas(m, n, k, dot):
 
 def in_halves(dot, a, b, out, *rest):
     """``dot(a, b, out, *rest)`` as two products, over the two halves of ``out``'s rows, one on
-    graphnet's worker thread (each on one BLAS thread): how a large product takes the second
+    a helper thread (each on one BLAS thread): how a large product takes the second
     core while graphnet owns it (``own_cores``), with no BLAS thread left spinning after it."""
     if getattr(a, "ndim", 0) != 2 or getattr(out, "ndim", 0) != 2 or out.shape[0] < 2:
         dot(a, b, out, *rest)
         return
     cut = out.shape[0] // 2
-    other = worker().submit(dot, a[cut:], b, out[cut:], *rest)
+    other = helpers().submit(dot, a[cut:], b, out[cut:], *rest)
     try:
         dot(a[:cut], b, out[:cut], *rest)
     finally:
         other.result()   # raises what the other half raised, after both ended
 
 
-_worker = None
-_worker_lock = threading.Lock()
+_helpers = None
+_helpers_lock = threading.Lock()
 
 
-def worker():
-    """graphnet's one worker thread: the second half of a split loop or product runs on it."""
-    global _worker
-    with _worker_lock:
-        if _worker is None:
-            _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graphnet-half")
-        return _worker
+def helpers():
+    """graphnet's helper threads, every core but the caller's (made on first use): a
+    convolution's image lanes (``conv_steps.over_images``), the second half of a split loop
+    or product. The steps of a call run one after the other, so they never wait on each other."""
+    global _helpers
+    with _helpers_lock:
+        if _helpers is None:
+            _helpers = ThreadPoolExecutor(max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),
+                                          thread_name_prefix="graphnet-helper")
+        return _helpers
 
 
 # ------------------------------------------- who takes the second core: BLAS or graphnet
@@ -419,7 +422,7 @@ def own_cores():
 def cores_choice(entry, ready):
     """``entry(feeds)`` run one of two ways, the one measured faster over whole calls: BLAS
     threads for the large products (as each product's own choice says), or graphnet's own
-    threads (``own_cores``) with every product on one BLAS thread. ``ready(feeds)``: whether
+    threads (``own_cores``) with every product on one BLAS thread. ``ready()``: whether
     graphnet's threads can run now (the halves' compile done); until then, the first way.
 
     A per-product measurement cannot make this choice: OpenBLAS's threads spin for a while
