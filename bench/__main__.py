@@ -28,7 +28,7 @@ from bench import (  # noqa: E402
     call_overhead, compile_time, convnet, hand_kernels, isolated, lstm_w7, peers, probes, report, step_breakdown,
     theano_mlp,
 )
-from bench.env import machine_description  # noqa: E402
+from bench.env import blas_kernels, describe_blas, machine_description  # noqa: E402
 from bench.timing import interleaved  # noqa: E402
 from bench.workloads import GraphnetRunner, all_cases, make_problem  # noqa: E402
 
@@ -183,6 +183,8 @@ def main(argv=None):
     import graphnet
     from graphnet.compiler.runtime import threads as gn_threads
     gn_threads.set_num_threads(args.threads)
+    machine["blas"] = blas_kernels()   # once NumPy's (and SciPy's) OpenBLAS loaded
+    log(describe_blas(machine["blas"]))
 
     wanted = [v for v in args.variants.split(",") if v] or list(report.VARIANT_ORDER)
     peer_builders, peer_notes = peers.load_peers(args.threads, [p for p in report.PEER_NAMES if p in wanted])

@@ -65,6 +65,45 @@ def machine_description():
     return info
 
 
+#: what this machine's environment may set to pin OpenBLAS's kernels (older OpenBLAS builds
+#: computed wrong results on some processors); a current NumPy then runs older, slower kernels
+BLAS_KERNEL_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def blas_kernels():
+    """Which kernels each loaded BLAS runs, and the variables that chose them.
+
+    On this project's AMD EPYC (Zen 5) the machine's environment sets
+    ``OPENBLAS_CORETYPE=Haswell``: NumPy's and SciPy's OpenBLAS then run their AVX2
+    kernels, 1.5x slower on every product than the AVX-512 ones they pick themselves
+    (128x1024 @ 1024x1024: 1.17 against 0.78 ms on two threads). Every figure is only
+    comparable with the kernels it was measured on, so the report names them.
+    Call after NumPy (and SciPy, when used) loaded: OpenBLAS reads the variables then."""
+    found = {"environment": {var: os.environ.get(var) for var in BLAS_KERNEL_VARIABLES}, "libraries": []}
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        found["libraries"] = None   # threadpoolctl (in the bench extra) tells; absent, unknown
+        return found
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas":
+            found["libraries"].append({"library": os.path.basename(lib.get("filepath", "?")),
+                                       "version": lib.get("version"), "kernels": lib.get("architecture"),
+                                       "threads": lib.get("num_threads")})
+    return found
+
+
+def describe_blas(blas):
+    """One line of :func:`blas_kernels`' findings, for the report."""
+    if not blas:
+        return "BLAS kernels: not recorded."
+    env = ", ".join(f"{k}={v}" if v is not None else f"{k} unset" for k, v in blas["environment"].items())
+    if blas["libraries"] is None:
+        return f"BLAS kernels: unknown (threadpoolctl not installed); {env}."
+    libs = "; ".join(f"{lib['library']} {lib['version']}: {lib['kernels']}" for lib in blas["libraries"])
+    return f"BLAS kernels: {libs or 'none loaded'} ({env})."
+
+
 def _cpu_model():
     try:
         with open("/proc/cpuinfo") as file:

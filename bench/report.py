@@ -10,6 +10,7 @@ import json
 import os
 
 from bench import step_breakdown
+from bench.env import describe_blas
 
 VARIANT_ORDER = ("graphnet fused", "graphnet unfused", "numpy", "pytorch", "jax", "hand numba")
 PEER_NAMES = ("numpy", "pytorch", "jax")
@@ -183,6 +184,7 @@ def markdown(results):
              f"({', '.join(f'{k}: {v:.0f}' for k, v in probes['gemm']['by_shape'].items())}); "
              f"copy {probes['copy']['gbs']:.1f} GB/s "
              f"({', '.join(f'{k}: {v:.1f}' for k, v in probes['copy']['by_method'].items())}).",
+             describe_blas(machine.get("blas")),
              f"Timing: {results['settings']['blocks']} interleaved blocks of ~{results['settings']['block_seconds']} s "
              "per variant; median per call, (ratio to graphnet fused: above 1 is slower).", ""]
     lines += ["| case | " + " | ".join(variants) + " | fused rate (% of ceiling) |",
