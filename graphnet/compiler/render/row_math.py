@@ -18,7 +18,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import make_array, populate_array
 
-from graphnet.compiler.render.vector_math import vexp
+from graphnet.compiler.render.vector_math import maxnum, vexp
 
 #: elements of a row per block of the online max and sum (8 KiB of float32)
 ROW_BLOCK = 2048
@@ -151,69 +151,54 @@ def _cast_like(array, value):
     return lambda array, value: dtype(value)
 
 
-@numba.njit(cache=True, error_model="numpy")
+# nnan: LLVM may then fold the block into vector lanes of maxnum (a max reduction); the
+# maximum only steadies the exponentials, and NaN reaches the row's softmax through them.
+@numba.njit(cache=True, error_model="numpy", fastmath={"nnan"})
 def row_max(xr, start, stop):
-    """The largest entry of ``xr[start:stop]`` (not empty), in eight independent lanes.
+    """The largest entry of ``xr[start:stop]`` (not empty), folded with :func:`maxnum` in vector lanes.
 
-    One chain of compares waits on itself; eight run side by side (2.7x faster
-    from memory here). NaN entries are passed over unless the first is NaN: a
-    NaN anywhere still makes the row's softmax NaN, through its exponential.
-    The block is sliced first and indexed from 0 (see :func:`block_exp_sum`).
+    A compare-and-select chain waits on itself (8 scalar lanes of it: 2.7x faster than one,
+    still 6x slower than this: 64-column rows 25 against 3.3 us per 1600 rows). A NaN
+    entry leaves a maximum of the other entries, or NaN (what IEEE maxNum makes of it in
+    vector lanes is not fixed); either way the NaN makes the row's softmax NaN, through its
+    exponential, which runs without ``nnan``. The block is sliced first and indexed from 0
+    (see :func:`block_exp_sum`).
     """
     xb = xr[start:stop]
-    n = xb.shape[0]
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = xb[0]
-    for b in range(n // 8):
-        j = 8 * b
-        v = xb[j]
-        m0 = v if v > m0 else m0
-        v = xb[j + 1]
-        m1 = v if v > m1 else m1
-        v = xb[j + 2]
-        m2 = v if v > m2 else m2
-        v = xb[j + 3]
-        m3 = v if v > m3 else m3
-        v = xb[j + 4]
-        m4 = v if v > m4 else m4
-        v = xb[j + 5]
-        m5 = v if v > m5 else m5
-        v = xb[j + 6]
-        m6 = v if v > m6 else m6
-        v = xb[j + 7]
-        m7 = v if v > m7 else m7
-    for k in range(n // 8 * 8, n):
-        v = xb[k]
-        m0 = v if v > m0 else m0
-    m0 = m1 if m1 > m0 else m0
-    m2 = m3 if m3 > m2 else m2
-    m4 = m5 if m5 > m4 else m4
-    m6 = m7 if m7 > m6 else m6
-    m0 = m2 if m2 > m0 else m0
-    m4 = m6 if m6 > m4 else m4
-    return m4 if m4 > m0 else m0
+    m = xb[0]
+    for j in range(xb.shape[0]):   # from 0 (xb[0] twice): from 1, LLVM left it scalar
+        m = maxnum(m, xb[j])
+    return m
 
 
 # reassoc: the block's sum of exponentials runs in vector lanes (a float32 sum
 # of <= ROW_BLOCK terms in (0, 1], added to a float64 total per block).
 @numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def block_exp_sum(xr, m, out, start, stop, store):
-    """``sum(exp(xr[start:stop] - m))``, each term stored in ``out[start:stop]`` when ``store``.
+def block_exp_store_sum(xr, m, out, start, stop):
+    """``sum(exp(xr[start:stop] - m))``, each term stored in ``out[start:stop]``.
 
     The block is sliced first and its loop runs from 0: indexed as ``xr[j]`` for ``j`` in
     ``range(start, stop)``, an index whose sign LLVM cannot prove keeps Numba's check for a
     negative index (wrap around) in every element, and the loop ran 7x slower (AMD Zen 5,
-    4096x1024 float32: 1.5 against 0.21 ns an element; softmax-xent 3.2 ms, JAX's time)."""
+    4096x1024 float32: 1.5 against 0.21 ns an element; softmax-xent 3.2 ms, JAX's time).
+    Storing and not storing are two functions, not one with a flag: a flag passed as a
+    variable kept its branch beside the vector loop, 1.7x slower on 64-element rows."""
+    total = cast_like(xr, 0.0)
+    xb, ob = xr[start:stop], out[start:stop]
+    for j in range(xb.shape[0]):
+        e = vexp(xb[j] - m)
+        ob[j] = e
+        total += e
+    return total
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def block_exp_sum(xr, m, start, stop):
+    """``sum(exp(xr[start:stop] - m))`` (see :func:`block_exp_store_sum`)."""
     total = cast_like(xr, 0.0)
     xb = xr[start:stop]
-    if store:
-        ob = out[start:stop]
-        for j in range(xb.shape[0]):
-            e = vexp(xb[j] - m)
-            ob[j] = e
-            total += e
-    else:
-        for j in range(xb.shape[0]):
-            total += vexp(xb[j] - m)
+    for j in range(xb.shape[0]):
+        total += vexp(xb[j] - m)
     return total
 
 
@@ -251,7 +236,9 @@ def scratch_sum(s, n):
     return total
 
 
-@numba.njit(cache=True, error_model="numpy")
+# inline="always": inlined into each kernel by Numba, not called (1600x64 float32 rows: 53
+# against 85 us; LLVM's inlining across Numba's modules stopped short of it)
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def row_max_exp_sum(xr, out):
     """(``m = max(xr)``, ``sum(exp(xr - m))`` as float64), storing each ``exp(xr[j] - m)``
     in ``out`` unless ``out`` is empty: the online softmax described above."""
@@ -260,10 +247,13 @@ def row_max_exp_sum(xr, out):
         return cast_like(xr, -np.inf), 0.0
     store = out.shape[0] > 0
     # np.int64(0), not 0: a literal would type as Literal[int](0), a signature of row_max and
-    # block_exp_sum apart from the later blocks' int64 starts, compiling each twice (0.3 s cold)
+    # the block sums apart from the later blocks' int64 starts, compiling each twice (0.3 s cold)
     first = np.int64(0)
     m = row_max(xr, first, min(n, ROW_BLOCK))
-    total = float(block_exp_sum(xr, m, out, first, min(n, ROW_BLOCK), store))
+    if store:
+        total = float(block_exp_store_sum(xr, m, out, first, min(n, ROW_BLOCK)))
+    else:
+        total = float(block_exp_sum(xr, m, first, min(n, ROW_BLOCK)))
     for start in range(ROW_BLOCK, n, ROW_BLOCK):
         stop = min(n, start + ROW_BLOCK)
         mb = row_max(xr, start, stop)
@@ -277,7 +267,7 @@ def row_max_exp_sum(xr, out):
                 for j in range(start):
                     out[j] = out[j] * rescale if earlier else rescale
             m = mb
-        total += block_exp_sum(xr, m, out, start, stop, store)
+        total += block_exp_store_sum(xr, m, out, start, stop) if store else block_exp_sum(xr, m, start, stop)
     return m, total
 
 

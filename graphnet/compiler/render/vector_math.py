@@ -105,6 +105,22 @@ def sigmoid(x):
     return e / (1 + e)
 
 
+@intrinsic
+def maxnum(typingctx, a, b):
+    """``max(a, b)`` of two floats of one type, NaN passed over (IEEE maxNum: ``maxnum(nan, b)``
+    is ``b``), as LLVM's ``llvm.maxnum``: a loop folding a row into it with ``fastmath={"nnan"}``
+    vectorizes as a max reduction, where a compare-and-select ``a if a > b else b`` stays one
+    scalar chain (:func:`..row_math.row_max`)."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [t], ir.FunctionType(t, [t, t]))
+        return builder.call(fn, args)
+    return a(a, b), codegen
+
+
 def vexp(x):
     """``exp`` in the dtype of ``x``: :func:`exp32` for float32, ``math.exp`` otherwise."""
     return math.exp(x)

@@ -4,7 +4,8 @@ import numba
 import numpy as np
 import pytest
 
-from graphnet.compiler.render.row_math import ROW_BLOCK, contiguous_row, row_max_exp_sum, row_scratch, scratch_sum
+from graphnet.compiler.render.row_math import (ROW_BLOCK, contiguous_row, row_max, row_max_exp_sum, row_scratch,
+                                               scratch_sum)
 
 ULP32 = np.finfo(np.float32).eps     # 2^-23: one unit in the last place at 1.0
 SMALLEST_NORMAL32 = np.finfo(np.float32).tiny
@@ -62,6 +63,25 @@ def test_a_nan_anywhere_makes_the_total_nan_as_in_numpy(where):
     row[where] = np.nan
     _, total, _ = max_and_total(row, False)
     assert np.isnan(total)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("columns", [1, 10, 64, 65, 1000])
+def test_the_vector_lanes_maximum_is_numpys_on_any_block(dtype, columns):
+    rng = np.random.default_rng(columns)
+    row = rng.standard_normal(columns + 9).astype(dtype)
+    row[rng.integers(0, columns + 9, 3)] = -np.inf
+    for start, stop in ((0, columns), (4, columns + 9), (columns - 1, columns)):
+        assert row_max(row, np.int64(start), np.int64(stop)) == row[start:stop].max()
+
+
+@pytest.mark.parametrize("where", [0, 3, 63])
+def test_a_nan_in_a_short_row_makes_its_softmax_nan(where):
+    # The maximum may pass over the NaN (its lanes assume none); the exponentials may not.
+    row = np.linspace(-2, 2, 64).astype(np.float32)
+    row[where] = np.nan
+    _, total, out = max_and_total(row, True)
+    assert np.isnan(total) and np.isnan(out[where])
 
 
 def test_an_empty_row_has_no_maximum_and_a_zero_total():
@@ -130,6 +150,8 @@ def test_the_first_block_and_the_later_ones_share_one_compiled_helper():
     row = np.linspace(-3, 3, 3 * ROW_BLOCK + 5).astype(np.float32)
     m, _ = fresh(row, np.empty(0, np.float32))
     assert m == row.max()
-    for helper in (row_math.row_max, row_math.block_exp_sum):
+    m, _ = fresh(row, np.empty_like(row))
+    assert m == row.max()
+    for helper in (row_math.row_max, row_math.block_exp_sum, row_math.block_exp_store_sum):
         literal = [sig for sig in helper.signatures if any(isinstance(t, numba.types.Literal) for t in sig)]
         assert literal == [], f"{helper.__name__} compiled for a literal argument: {literal}"
