@@ -110,28 +110,37 @@ def test_weight_decay_reads_each_weight_once_for_both_penalties_and_their_gradie
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_penalty_sums_stay_apart_so_the_weight_update_is_the_gradient_gemms_epilogue():
+def test_penalty_sums_and_the_weight_update_share_one_loop_over_the_weights():
     # The tutorial's SGD step: W <- W - lr * (x.T @ dh + l1 sign(W) + 2 l2 W) beside the cost's
-    # sum(abs(W)) and sum(W ** 2). Merged with the sums (horizontal fusion), the update would
-    # reduce and could not be the product's epilogue: the product would go to memory and back.
+    # sum(abs(W)) and sum(W ** 2). Merged (horizontal fusion), one loop reads W for both sums and
+    # the update; the product x.T @ dh goes to memory (measured faster than the update as its
+    # epilogue beside a loop of its own for the sums: fuse.py, _merge_siblings).
     rng = np.random.default_rng(2)
-    x = gn.placeholder("x_step", (None, 6))
+    x, y = gn.placeholder("x_step", (None, 6)), gn.placeholder("y_step", (None,), "int64")
     W = gn.shared(rng.standard_normal((6, 7)).astype("float32"), name="W_step")
-    W0 = W.get_value().copy()
-    h = gn.tanh(gn.dot(x, W))
-    cost = gn.sum(h * h) + 0.01 * gn.sum(abs(W)) + 0.001 * gn.sum(W ** 2)
-    (gW,) = gn.grad(cost, [W])
-    fn = gn.function([x], cost, updates=[(W, W - 0.1 * gW)], backend="cpu")
+    V = gn.shared(rng.standard_normal((7, 3)).astype("float32"), name="V_step")
+    W0, V0 = W.get_value().copy(), V.get_value().copy()
+    nll = gn.nn.cross_entropy(gn.dot(gn.tanh(gn.dot(x, W)), V), y)
+    cost = nll + 0.01 * gn.sum(abs(W)) + 0.001 * gn.sum(W ** 2)
+    gW, gV = gn.grad(cost, [W, V])
+    fn = gn.function([x, y], cost, updates=[(W, W - 0.1 * gW), (V, V - 0.1 * gV)], backend="cpu")
     update = next(k for k in fn.kernels if "sub" in k.ops and "sign" in k.ops)
-    assert update.is_blas and "dot" in update.ops
-    sums = [k for k in non_blas(fn) if "abs" in k.ops]
-    assert len(sums) == 1 and "sum" in sums[0].ops and "sign" not in sums[0].ops
-    xb = rng.standard_normal((4, 6)).astype("float32")
-    hb = np.tanh(xb @ W0)
-    want_cost = (hb * hb).sum() + 0.01 * np.abs(W0).sum() + 0.001 * (W0 ** 2).sum()
-    want_W = W0 - 0.1 * (xb.T @ (2 * hb * (1 - hb * hb)) + 0.01 * np.sign(W0) + 0.002 * W0)
-    np.testing.assert_allclose(fn(xb), want_cost, rtol=1e-5)
+    assert not update.is_blas and {"abs", "sum"} <= set(update.ops)
+    assert len([k for k in non_blas(fn) if "abs" in k.ops]) == 1
+    xb, yb = rng.standard_normal((4, 6)).astype("float32"), np.array([0, 2, 1, 2])
+    h = np.tanh(xb.astype(np.float64) @ W0)
+    logits = h @ V0
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    want_cost = -np.log(p[np.arange(4), yb]).mean() + 0.01 * np.abs(W0).sum() + 0.001 * (W0 ** 2).sum()
+    dlogits = p.copy()
+    dlogits[np.arange(4), yb] -= 1
+    dlogits /= 4
+    dh = dlogits @ V0.T * (1 - h * h)
+    want_W = W0 - 0.1 * (xb.T @ dh + 0.01 * np.sign(W0) + 0.002 * W0)
+    np.testing.assert_allclose(fn(xb, yb), want_cost, rtol=1e-5)
     np.testing.assert_allclose(W.get_value(), want_W, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(V.get_value(), V0 - 0.1 * h.T @ dlogits, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------- convolutions and per-channel vectors
