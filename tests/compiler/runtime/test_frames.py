@@ -51,6 +51,21 @@ def test_an_out_of_range_index_after_many_calls_changes_no_parameter():
     np.testing.assert_array_equal(w.get_value(), before)
 
 
+def test_an_index_that_passed_is_remembered_and_a_refused_one_is_refused_every_time():
+    # The value rules remember values that passed (a minibatch index cycles through a few);
+    # a value that failed is never remembered, in whatever dtype it comes.
+    X = gn.shared(np.arange(24, dtype="float32").reshape(8, 3), name="X_passed")
+    index = gn.placeholder("index_passed", (), "int64")
+    x = gn.placeholder("x_passed", (None, 3))
+    fn = gn.function([index], gn.sum(x, axis=0), givens={x: X[index * 4:(index + 1) * 4]})
+    for i in (0, 1, 0, 1):
+        np.testing.assert_allclose(fn(np.int64(i)), np.arange(24).reshape(8, 3)[4 * i:4 * i + 4].sum(axis=0))
+    for bad in (np.int64(2), 2, np.int64(2), np.int64(-3)):
+        with pytest.raises(OutOfBoundsError, match="X_passed"):
+            fn(bad)
+    np.testing.assert_allclose(fn(1), np.arange(24).reshape(8, 3)[4:].sum(axis=0))
+
+
 def test_a_new_batch_size_gets_a_frame_of_its_own_and_the_old_one_still_works():
     x = gn.placeholder("x_sizes", (None, 4))
     fn = gn.function([x], gn.exp(x) + 1.0)
