@@ -33,8 +33,11 @@ PARALLEL_MIN_ELEMENTS = int(os.environ.get("GRAPHNET_PARALLEL_MIN_ELEMENTS", 1 <
 #: Not 2^22: the Theano MLP tutorial's two 20x784x500 products (7.8M) each measured 33% faster
 #: on two threads, but with both on two threads the minibatch ran 1.9x slower (OpenBLAS's
 #: threads spin on after a product and slow the kernels after it), which a per-call
-#: measurement does not see; over 3 runs each, 1.17 ms a minibatch against 1.00 ms at 2^24
-BLAS_PARALLEL_MIN_MACS = int(os.environ.get("GRAPHNET_BLAS_PARALLEL_MIN_MACS", 1 << 24))
+#: measurement does not see; over 3 runs each, 1.17 ms a minibatch against 1.00 ms at 2^24.
+#: Not 2^24 since OpenBLAS runs its AVX-512 kernels (AMD Zen 5): W1 at batch 16's 16x784 @
+#: 784x1024 and 784x16 @ 16x1024 (12.8M) take 326 / 239 us on one thread, 217 / 159 on two,
+#: and the step 2.08-2.58 ms at 2^24 against 1.78-1.98 at 2^23 (three runs each)
+BLAS_PARALLEL_MIN_MACS = int(os.environ.get("GRAPHNET_BLAS_PARALLEL_MIN_MACS", 1 << 23))
 
 _threads = None
 
