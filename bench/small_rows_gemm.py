@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from graphnet.compiler.runtime.small_gemm import fits, small_gemm_into  # noqa: F401 - fits: the tests'
+from graphnet.compiler.runtime.small_gemm import small_gemm_into
 
 SHAPES = ((16, 784, 1024), (16, 1024, 1024), (20, 784, 500), (32, 128, 512), (9, 33, 47))
 

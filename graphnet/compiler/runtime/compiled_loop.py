@@ -321,11 +321,17 @@ def _product_arguments(call, loop, writer):
     if call.compiled is not blas_symbols.gemm_into:
         return None
     a, b, out, library = call.args
-    if not (b.transpose and b.shape is None and b.var in loop.invariant and len(loop.shape(b.var)) == 2):
+    if not _read_from_copy(b, loop):
         return None
     m, n, k, dtype, trans_a, _ = library.shape
     return [loop.argument(writer, a), loop.transposed_once(b.var), loop.argument(writer, out),
             loop.argument(writer, blas_symbols.Library(m, n, k, dtype, trans_a, False))]
+
+
+def _read_from_copy(b, loop):
+    """Whether a product's right operand ``b`` is a transposed 2-d non-sequence, which the loop
+    reads from its C-ordered copy made before the loop (:meth:`LoopSource.transposed_once`)."""
+    return b.transpose and b.shape is None and b.var in loop.invariant and len(loop.shape(b.var)) == 2
 
 
 def _small_rows_arguments(call, loop, writer):
@@ -337,7 +343,7 @@ def _small_rows_arguments(call, loop, writer):
         return None
     a, b, out, library = call.args
     m, n, k, dtype, _, trans_b = library.shape
-    copied = b.transpose and b.shape is None and b.var in loop.invariant and len(loop.shape(b.var)) == 2
+    copied = _read_from_copy(b, loop)
     if not small_gemm.wanted(m, n, k, dtype, trans_b and not copied):
         return None
     right = loop.transposed_once(b.var) if copied else loop.argument(writer, b)

@@ -52,9 +52,8 @@ def _block_intrinsic(rows, vectors):
     @intrinsic
     def block(typingctx, a, b, out, i0, j0):
         def codegen(context, builder, signature, args):
-            arrays = [cgutils.create_struct_proxy(t)(context, builder, value=v)
-                      for t, v in zip(signature.args[:3], args[:3])]
-            a_, b_, out_ = arrays
+            a_, b_, out_ = (cgutils.create_struct_proxy(t)(context, builder, value=v)
+                            for t, v in zip(signature.args[:3], args[:3]))
             a_strides = cgutils.unpack_tuple(builder, a_.strides, 2)
             b_strides = cgutils.unpack_tuple(builder, b_.strides, 2)
             out_strides = cgutils.unpack_tuple(builder, out_.strides, 2)
@@ -120,10 +119,8 @@ def _block_intrinsic(rows, vectors):
 
 # One block function per row count of a block (the last block of rows may be short), for 32
 # and for 16 columns (the last columns).
-_WIDE = [None] + [_block_intrinsic(r, 2) for r in range(1, BLOCK_ROWS + 1)]
-_NARROW = [None] + [_block_intrinsic(r, 1) for r in range(1, BLOCK_ROWS + 1)]
-(_W1, _W2, _W3, _W4, _W5, _W6, _W7, _W8) = _WIDE[1:]
-(_N1, _N2, _N3, _N4, _N5, _N6, _N7, _N8) = _NARROW[1:]
+_W1, _W2, _W3, _W4, _W5, _W6, _W7, _W8 = (_block_intrinsic(r, 2) for r in range(1, BLOCK_ROWS + 1))
+_N1, _N2, _N3, _N4, _N5, _N6, _N7, _N8 = (_block_intrinsic(r, 1) for r in range(1, BLOCK_ROWS + 1))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
