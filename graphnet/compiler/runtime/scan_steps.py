@@ -48,7 +48,7 @@ ENABLED = os.environ.get("GRAPHNET_COMPILED_LOOP", "1") != "0"
 #: tests compare with the whole loop). Off by default since the loops' products run on
 #: ``small_gemm``: W7 took 5.25-5.69 ms whole against 6.8-7.4 ms with the measured choice,
 #: which kept the halves (their frame's products then ran on one BLAS thread each)
-SPLIT_MODE = os.environ.get("GRAPHNET_SPLIT_LOOP", "0")
+SPLIT_MODE = os.environ.get("GRAPHNET_SPLIT_LOOP", "1")
 #: compiled calls of a loop before its halves start compiling (in the background): a short
 #: run does not pay for their compile (W7's two: ~1 s of a worker), a training run soon has them
 HALVES_AFTER_CALLS = 20

@@ -6,12 +6,15 @@ on one core of two. Its body keeps every row of the batch apart
 (``batch_rows.split_refusal``), so the rows ``[0, B/2)`` and ``[B/2, B)`` are two
 independent loops: the same compiled function, called on row views of the
 sequences, states and stacks, each half with a body frame of its own (its own
-buffers: the halves run at the same time). One half runs on the caller's
-thread, the other on a helper thread (``threads.helpers``); the loop function releases the GIL
-(``nogil=True``), so they overlap, and each half's products stay on one BLAS
-thread as before.
+buffers: the halves run at the same time). Both halves run inside one generated
+Numba function, ``both``, a ``prange`` of two iterations, one per half, on
+Numba's threads (the kernels' own), and each half's products stay on one BLAS
+thread as before. One parallel region a call, not a Python helper thread: the
+handoff through ``concurrent.futures`` (a lock, a condition, the GIL passed back
+and forth) cost 80-130 us more a loop (W7's forward loop, 32 rows: whole 1480 us,
+halves on a helper thread 920-960, halves in ``both`` 825-845).
 
-The views are strided ('A' layout), a signature the loop compiles for in the
+The views are strided ('A' layout), a signature ``both`` compiles for in the
 background (``tiered.BackgroundCompile``) once the loop has run 20 compiled
 calls (``scan_steps.HALVES_AFTER_CALLS``). The halves run only in the calls
 where graphnet takes the second core (``threads.cores_choice``, measured over
@@ -20,9 +23,12 @@ the halves); otherwise, and until they are compiled, the loop runs whole.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import numba
 
-from graphnet.compiler.runtime import threads
+from graphnet.compiler.runtime import cache
 from graphnet.compiler.runtime.tiered import BackgroundCompile, tiered_enabled
 
 #: rows each half takes at least: below, the products are too thin to pay for the handoff
@@ -52,7 +58,8 @@ class HalvesLoop:
 
     def __init__(self, programs, cut, n_row_args):
         self.programs, self.cut, self.n_row_args = programs, cut, n_row_args
-        self.function = programs[0].function
+        self.loop = programs[0].function
+        self.function = None   # ``both``, written on the first start (the halves' argument count)
         self.background, self.compiled = None, False
         self.failed = None   # why the halves never run (their compile failed)
 
@@ -71,8 +78,10 @@ class HalvesLoop:
         """Bring the halves' signature into this process: at once from Numba's cache or when
         tiering is off, else in the background (``wait``). Returns whether it is ready now."""
         if self.background is None and not self.compiled:
-            first, _ = self.arguments(args)
-            signature = tuple(numba.typeof(a) for a in first)
+            first, second = self.arguments(args)
+            if self.function is None:
+                self.function = both_halves(self.loop, len(first))
+            signature = tuple(numba.typeof(a) for a in first + second)
             if signature in self.function.overloads:
                 self.compiled = True
             elif not tiered_enabled():
@@ -98,9 +107,25 @@ class HalvesLoop:
 
     def __call__(self, args):
         first, second = self.arguments(args)
-        other = threads.helpers().submit(self.function, *second)
-        try:
-            self.function(*first)
-        finally:
-            other.result()   # raises what the other half raised, after both ended
+        self.function(*first, *second)
+
+
+def both_halves(loop, n_args):
+    """``both(*first, *second)``: the compiled ``loop`` on two argument lists of ``n_args`` each,
+    at once, as the two iterations of a ``prange`` (one per Numba thread; with one thread they
+    run one after the other, as right). Written into the kernel cache beside the loop's module,
+    which it imports as the loop's body imports its kernels (``cache.sibling_module``)."""
+    module = sys.modules[loop.py_func.__module__]
+    first = ", ".join(f"a{i}" for i in range(n_args))
+    second = ", ".join(f"b{i}" for i in range(n_args))
+    source = (f"import numba\nfrom graphnet.compiler.runtime.cache import sibling_module\n\n"
+              f"loop = sibling_module(__file__, {os.path.basename(module.__file__)!r}).{loop.py_func.__name__}\n\n\n"
+              f"@numba.njit(cache=True, nogil=True, parallel=True)\n"
+              f"def both({first}, {second}):\n"
+              f"    for half in numba.prange(2):\n"
+              f"        if half == 0:\n"
+              f"            loop({first})\n"
+              f"        else:\n"
+              f"            loop({second})\n")
+    return cache.load_module(source, name_hint="halves").both
 
