@@ -402,9 +402,9 @@ class GemmStep(Step):
         p = self.planned
         m, n, k = self.dims(frame)
         if not p.blas_ready:
-            return Call(threads.measured_blas(m, n, k, dot_into), operands, compiled=None)
+            return Call(threads.measured_blas(m, n, k, dot_into, self.kernel.background), operands, compiled=None)
         multiply = self.python_multiply(frame)
-        launch = threads.measured_blas(m, n, k, multiply)
+        launch = threads.measured_blas(m, n, k, multiply, self.kernel.background)
         if not getattr(launch, "single_thread", False):
             return Call(launch, operands, compiled=None)
         if not self.between_matrices(frame):

@@ -20,10 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 
-if os.environ.get("GRAPHNET_OMP_SPIN"):
-    os.environ.setdefault("GOMP_SPINCOUNT", os.environ["GRAPHNET_OMP_SPIN"])
-else:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("KMP_BLOCKTIME", "0")
 
 import numba  # noqa: E402
@@ -353,9 +350,10 @@ def measured_kernel(serial, parallel, rows, cols, on_choice):
                           ready=CompiledVariants([(serial, (rows, cols, 1)), (parallel, (rows, cols, n))])), []
 
 
-def measured_blas(m, n, k, dot):
+def measured_blas(m, n, k, dot, background=None):
     """``dot(*args)`` on one BLAS thread, or on every core when the product is large enough
-    and that measures faster (never while graphnet's own threads hold the cores: ``own_cores``)."""
+    and that measures faster (never while graphnet's own threads hold the cores: ``own_cores``,
+    where it runs as two halves: ``in_halves``, whose compiles go to the list ``background``)."""
     def single(*args):
         _numpy_blas().use(1)
         dot(*args)
@@ -369,9 +367,11 @@ def measured_blas(m, n, k, dot):
         dot(*args)
     measured = MeasuredChoice([single, every_core])
 
+    started = background.append if background is not None else None
+
     def halves(a, b, out, *rest):
         _numpy_blas().use(1)
-        in_halves(dot, a, b, out, *rest)
+        in_halves(dot, a, b, out, *rest, started=started)
     # Not measured per call: the frame's choice (cores_choice) measures this way as a whole,
     # and a choice still exploring inside it would blur that. One thread, halves of the rows,
     # 1600x128 @ 128x512 1787 -> 1006 us, 128x1024 @ 1024x1024 2276 -> 1242 us (OpenBLAS's
@@ -383,12 +383,17 @@ def measured_blas(m, n, k, dot):
     return product
 
 
-def in_halves(dot, a, b, out, *rest):
-    """``dot(a, b, out, *rest)`` as two products, over the two halves of ``out``'s rows, one on
-    a helper thread (each on one BLAS thread): how a large product takes the second
-    core while graphnet owns it (``own_cores``), with no BLAS thread left spinning after it."""
+def in_halves(dot, a, b, out, *rest, started=None):
+    """``dot(a, b, out, *rest)`` as two products, over the two halves of ``out``'s rows (each on
+    one BLAS thread): how a large product takes the second core while graphnet owns it
+    (``own_cores``), with no BLAS thread left spinning after it. A product of 2-d arrays runs
+    both in one ``prange`` (``gemm_halves``; its compile for these operand types goes to
+    ``started``), until that is compiled, and any other, the second half on a helper thread."""
     if getattr(a, "ndim", 0) != 2 or getattr(out, "ndim", 0) != 2 or out.shape[0] < 2:
         dot(a, b, out, *rest)
+        return
+    from graphnet.compiler.runtime import gemm_halves   # it imports tiered, which imports this module
+    if not rest and gemm_halves.run(a, b, out, started):
         return
     cut = out.shape[0] // 2
     other = helpers().submit(dot, a[cut:], b, out[cut:], *rest)
