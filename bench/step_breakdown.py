@@ -45,8 +45,8 @@ def timed_blas_launches(samples):
     from graphnet.compiler.runtime import threads
     original = threads.measured_blas
 
-    def measured(m, n, k, dot):
-        launch = original(m, n, k, dot)
+    def measured(m, n, k, dot, *rest):
+        launch = original(m, n, k, dot, *rest)
 
         def timed(*args):
             start = perf_counter()

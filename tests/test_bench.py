@@ -158,3 +158,22 @@ def test_w8_conv_block_runs_each_framework_in_its_process_and_they_agree(quick_r
     for framework, result in summary.items():
         if isinstance(result, dict) and "median_s" in result:
             assert result["agrees_with_graphnet"], (framework, result)
+
+
+def test_the_step_breakdown_times_each_blas_launch_of_a_compiled_step():
+    """``bench.step_breakdown`` wraps ``threads.measured_blas`` with its own signature: a wrapper
+    that fell behind it broke the full run (a GEMM step passes its background compiles)."""
+    import numpy as np
+
+    import graphnet as gn
+    from bench.step_breakdown import timed_blas_launches
+    samples = []
+    a, w = np.ones((6, 5), "float32"), gn.shared(np.full((5, 3), 0.5, "float32"), name="w")
+    with timed_blas_launches(samples):
+        x = gn.placeholder("x", (None, 5))
+        fn = gn.function([x], gn.dot(x, w))
+        fn(a)
+        fn.wait_compiled()
+        got = fn(a)
+    np.testing.assert_allclose(got, a @ w.get_value())
+    assert (6, 3, 5) in {sample[:3] for sample in samples}

@@ -43,11 +43,10 @@ COMPILED = "compiled loop"
 #: ``GRAPHNET_COMPILED_LOOP=0`` keeps every loop on the host (what tests compare the compiled loop with)
 ENABLED = os.environ.get("GRAPHNET_COMPILED_LOOP", "1") != "0"
 #: ``GRAPHNET_SPLIT_LOOP``: whether a loop whose body keeps its batch rows apart runs as two
-#: halves of the batch at once (``split_loop.py``): ``1`` when measured faster on two threads,
-#: ``0`` never (the default), ``always`` whenever the body allows it, on any thread count (what
-#: tests compare with the whole loop). Off by default since the loops' products run on
-#: ``small_gemm``: W7 took 5.25-5.69 ms whole against 6.8-7.4 ms with the measured choice,
-#: which kept the halves (their frame's products then ran on one BLAS thread each)
+#: halves of the batch at once (``split_loop.py``): ``1`` (the default) when measured faster
+#: on two threads, ``0`` never, ``always`` whenever the body allows it, on any thread count
+#: (what tests compare with the whole loop). W7: 3.52-3.55 ms with the halves in one prange,
+#: against 4.10-5.19 ms whole (docs/benchmarks.md, seventh session)
 SPLIT_MODE = os.environ.get("GRAPHNET_SPLIT_LOOP", "1")
 #: compiled calls of a loop before its halves start compiling (in the background): a short
 #: run does not pay for their compile (W7's two: ~1 s of a worker), a training run soon has them
