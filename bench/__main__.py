@@ -256,7 +256,9 @@ def main(argv=None):
                                          threads=args.threads,
                                          shape=lstm_w7.QUICK_SHAPE if args.quick else lstm_w7.SHAPE)
         line = "W7 LSTM step: " + ", ".join(
-            f"{name} {r['step_ms']:.1f} ms (cold {r['cold_s']:.1f} s, first loss {r['first_loss']:.5f})"
+            f"{name} {r['step_ms']:.1f} ms (cold {r['cold_s']:.1f} s"
+            + (f", every compile done {r['compiled_s']:.1f} s" if "compiled_s" in r else "")
+            + f", first loss {r['first_loss']:.5f})"
             if "step_ms" in r else f"{name}: {r}" for name, r in w7.items() if name != "ratio")
         if "ratio" in w7:
             line += f"; graphnet / the faster peer {w7['ratio']:.2f}x (target <= 1.0x)"

@@ -7,6 +7,8 @@ see DESIGN.md) from the same initial weights and data; each reports:
 
 - ``cold_s``: building and the first step (graphnet: compiling its kernels; ``--cold`` runs
   graphnet on an empty kernel cache, the user's first run);
+- ``compiled_s`` (graphnet): until every compile has ended, also those that start after
+  the first steps (a loop's halves, ``split_loop``): until then steps run slower;
 - ``step_ms``: the median of ``--repeats`` timed blocks of ``--steps`` steps each;
 - ``first_loss``: the loss of the first step, which must agree across frameworks (same
   weights, same data: a check that all three compute the same step).
@@ -40,7 +42,7 @@ bo = np.zeros(C, np.float32)
 X = rng.standard_normal((T, B, I)).astype(np.float32)
 Y = rng.integers(0, C, (T, B)).astype(np.int64)
 
-def report(cold, step, first_loss, last_loss):
+def report(cold, step, first_loss, last_loss, **extra):
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -49,7 +51,7 @@ def report(cold, step, first_loss, last_loss):
         times.append((time.perf_counter() - start) / steps)
     times.sort()
     print(json.dumps({"cold_s": cold, "step_ms": 1e3 * times[len(times) // 2], "first_loss": first_loss,
-                      "last_loss": float(last_loss)}))
+                      "last_loss": float(last_loss), **extra}))
 '''
 
 SCRIPTS = {
@@ -76,12 +78,16 @@ train = gn.function([x, y], loss, updates=[(p, p - LR * g) for p, g in zip(param
 first = float(train(X, Y))
 cold = time.perf_counter() - start
 train.wait_compiled()   # tiered: the first steps ran on NumPy; time the compiled ones
+for _ in range(40):     # a loop's halves (split_loop) start compiling after its 20th compiled call,
+    train(X, Y)
+train.wait_compiled()   # in the background: their wait ends the run's start, timed as compiled_s
+compiled = time.perf_counter() - start
 start_values = [p.get_value().copy() for p in params]
 for _ in range(120):    # and once the thread choices are measured (threads.cores_choice: ~60 calls)
     train(X, Y)
 for p, value in zip(params, start_values):   # from the same weights as the peers' timed steps
     p.get_value(copy=False)[...] = value       # in place: set_value would start the frame afresh
-report(cold, lambda: train(X, Y), first, first)
+report(cold, lambda: train(X, Y), first, first, compiled_s=compiled)
 ''',
     "pytorch": r'''
 start = time.perf_counter()

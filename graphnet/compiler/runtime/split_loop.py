@@ -14,9 +14,13 @@ handoff through ``concurrent.futures`` (a lock, a condition, the GIL passed back
 and forth) cost 80-130 us more a loop (W7's forward loop, 32 rows: whole 1480 us,
 halves on a helper thread 920-960, halves in ``both`` 825-845).
 
-The views are strided ('A' layout), a signature ``both`` compiles for in the
-background (``tiered.BackgroundCompile``) once the loop has run 20 compiled
-calls (``scan_steps.HALVES_AFTER_CALLS``). The halves run only in the calls
+The views are strided ('A' layout), a signature the loop compiles for in the
+background (``tiered.BackgroundCompile``) once it has run 20 compiled calls
+(``scan_steps.HALVES_AFTER_CALLS``), and ``both`` beside it, which calls the loop
+through its address (``call_address``): calling the loop by name compiled the
+whole loop into ``both``'s ``prange`` body again, 4.8 s a loop on top of its own
+1.5 s, and a W7 process trained ~19 s on the whole loops before its halves were
+ready in the background. The halves run only in the calls
 where graphnet takes the second core (``threads.cores_choice``, measured over
 whole calls against BLAS threads, which spin on after their products and slow
 the halves); otherwise, and until they are compiled, the loop runs whole.
@@ -29,6 +33,7 @@ import sys
 import numba
 
 from graphnet.compiler.runtime import cache
+from graphnet.compiler.runtime.call_address import address_of
 from graphnet.compiler.runtime.tiered import BackgroundCompile, tiered_enabled
 
 #: rows each half takes at least: below, the products are too thin to pay for the handoff
@@ -60,7 +65,9 @@ class HalvesLoop:
         self.programs, self.cut, self.n_row_args = programs, cut, n_row_args
         self.loop = programs[0].function
         self.function = None   # ``both``, written on the first start (the halves' argument count)
-        self.background, self.compiled = None, False
+        self.signature = None  # the loop's for one half's arguments
+        self.address = None    # of the loop compiled for ``signature`` (call_address.address_of)
+        self.background, self.compiled = [], False
         self.failed = None   # why the halves never run (their compile failed)
 
     def arguments(self, args):
@@ -75,57 +82,67 @@ class HalvesLoop:
         return all(a.shape[0] > 1 for a in args[1:1 + self.n_row_args])
 
     def start(self, args):
-        """Bring the halves' signature into this process: at once from Numba's cache or when
-        tiering is off, else in the background (``wait``). Returns whether it is ready now."""
-        if self.background is None and not self.compiled:
+        """Bring the halves' signatures into this process (the loop's for a half's views, and
+        ``both``'s): at once from Numba's cache or when tiering is off, else in the background
+        (``wait``). Returns whether they are ready now."""
+        if self.function is None and self.failed is None:
             first, second = self.arguments(args)
-            if self.function is None:
-                self.function = both_halves(self.loop, len(first))
-            signature = tuple(numba.typeof(a) for a in first + second)
-            if signature in self.function.overloads:
-                self.compiled = True
-            elif not tiered_enabled():
-                self.compiled = True   # compiles in line on the first call, as every kernel then does
-            else:
-                self.background = BackgroundCompile(self.function, signature)
+            half = tuple(numba.typeof(a) for a in first)
+            if half != tuple(numba.typeof(a) for a in second):
+                # both calls the loop's code for one signature through its address
+                self.failed = "the two halves' arguments have different types"
+                return False
+            self.signature = half
+            self.function = both_halves(self.loop, len(first))
+            for dispatcher, signature in ((self.loop, half), (self.function, (numba.int64,) + half + half)):
+                if signature not in dispatcher.overloads and tiered_enabled():
+                    self.background.append(BackgroundCompile(dispatcher, signature))
+                elif signature not in dispatcher.overloads:
+                    dispatcher.compile(signature)   # tiering off: in line, as every kernel then
         return self.ready()
 
     def wait(self, timeout=None):
-        """Block until the halves' background compile ended (``fn.wait_compiled``)."""
-        return self.background is None or self.background.wait(timeout)
+        """Block until the halves' background compiles ended (``fn.wait_compiled``)."""
+        return all(compile.wait(timeout) for compile in self.background)
 
     def ready(self):
         if self.compiled:
             return True
-        if self.background is None or not self.background.ready:
+        if self.function is None or not all(compile.ready for compile in self.background):
             return False
-        if self.background.error is not None:
-            self.failed = self.background.error
+        errors = [compile.error for compile in self.background if compile.error is not None]
+        if errors:
+            self.failed = errors[0]
             return False
+        self.address = address_of(self.loop, self.signature)
+        # Only the signature the address was taken for: another would pass the loop arguments
+        # of types its code was not compiled for (Numba raises TypeError instead of compiling).
+        self.function.disable_compile()
         self.compiled = True
         return True
 
     def __call__(self, args):
         first, second = self.arguments(args)
-        self.function(*first, *second)
+        self.function(self.address, *first, *second)
 
 
 def both_halves(loop, n_args):
-    """``both(*first, *second)``: the compiled ``loop`` on two argument lists of ``n_args`` each,
-    at once, as the two iterations of a ``prange`` (one per Numba thread; with one thread they
-    run one after the other, as right). Written into the kernel cache beside the loop's module,
-    which it imports as the loop's body imports its kernels (``cache.sibling_module``)."""
-    module = sys.modules[loop.py_func.__module__]
+    """``both(address, *first, *second)``: the compiled loop at ``address`` on two argument
+    lists of ``n_args`` each, at once, as the two iterations of a ``prange`` (one per Numba
+    thread; with one thread they run one after the other, as right). Called through its
+    address (``call_address``), the loop is not compiled into ``both`` again. Written into
+    the kernel cache, one module per loop (named in it), so that each ``both`` is locked to
+    its own loop's signature."""
     first = ", ".join(f"a{i}" for i in range(n_args))
     second = ", ".join(f"b{i}" for i in range(n_args))
-    source = (f"import numba\nfrom graphnet.compiler.runtime.cache import sibling_module\n\n"
-              f"loop = sibling_module(__file__, {os.path.basename(module.__file__)!r}).{loop.py_func.__name__}\n\n\n"
+    module = os.path.basename(sys.modules[loop.py_func.__module__].__file__)
+    source = (f"# both halves of {module}:{loop.py_func.__name__}\n"
+              f"import numba\nfrom graphnet.compiler.runtime.call_address import call_at\n\n\n"
               f"@numba.njit(cache=True, nogil=True, parallel=True)\n"
-              f"def both({first}, {second}):\n"
+              f"def both(address, {first}, {second}):\n"
               f"    for half in numba.prange(2):\n"
               f"        if half == 0:\n"
-              f"            loop({first})\n"
+              f"            call_at(address, ({first},))\n"
               f"        else:\n"
-              f"            loop({second})\n")
+              f"            call_at(address, ({second},))\n")
     return cache.load_module(source, name_hint="halves").both
-

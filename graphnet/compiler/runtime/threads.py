@@ -245,7 +245,8 @@ class MeasuredChoice:
     #: parallel 3.3 ms in one of two runs)
     FIRST_RECHECK = 50
 
-    def __init__(self, variants, on_choice=None, settle=None, threads=True, ready=None, block=1, settle_s=0.0):
+    def __init__(self, variants, on_choice=None, settle=None, threads=True, ready=None, block=1, settle_s=0.0,
+                 settle_after=None, margin=None):
         #: ``settle(variant)``, when given, is told the first choice instead of timing every
         #: call after it (for a choice that load does not change: the caller keeps the variant)
         self.variants, self.on_choice, self.settle = variants, on_choice, settle
@@ -256,8 +257,12 @@ class MeasuredChoice:
         self.ready = ready
         #: calls of one variant in a row while measuring, and seconds of calls not counted after
         #: a switch (for variants that leave something behind that slows the other for a while:
-        #: OpenBLAS's threads spin ~0.1 s after a threaded product)
+        #: OpenBLAS's threads spin ~0.1 s after a threaded product); ``settle_after``: the
+        #: indices of the variants that do (None: every variant)
         self.block, self.settle_s, self.switched_at = block, settle_s, None
+        self.settle_after = None if settle_after is None else frozenset(settle_after)
+        #: how much faster than the first variant another must be to be chosen (``MARGIN``)
+        self.margin = self.MARGIN if margin is None else margin
         self.crowded = False
         self.rounds = 0   # choices made so far
         self._measure()
@@ -267,14 +272,23 @@ class MeasuredChoice:
         self._choose(len(self.variants) - 1)   # what the thresholds chose, until measured
 
     def _choose(self, index):
-        if self.settle_s and index != getattr(self, "current", index):
-            # Every switch, also those of a new measurement (after a crowded spell, a recheck):
-            # one not followed by the settling time measured the loops' halves of W7 right
-            # after calls with BLAS threads, still spinning (6.1-9.8 against 3.7 ms settled)
+        left = getattr(self, "current", index)
+        if self.settle_s and index != left and (self.settle_after is None or left in self.settle_after):
+            # Every switch away from a variant that leaves threads spinning, also those of a new
+            # measurement (after a crowded spell, a recheck): one not followed by the settling
+            # time measured the loops' halves of W7 right after calls with BLAS threads, still
+            # spinning (6.1-9.8 against 3.7 ms settled)
             self.switched_at = perf_counter()
         self.current = index
         if self.on_choice is not None:
             self.on_choice(index)
+
+    def _settling(self, now):
+        """Whether a call starting ``now`` is within the settling time of the last switch."""
+        if self.switched_at is not None and now - self.switched_at < self.settle_s:
+            return True
+        self.switched_at = None
+        return False
 
     def __call__(self, *args):
         start = perf_counter()
@@ -304,10 +318,8 @@ class MeasuredChoice:
                 # 1.8x slower). Measure once the cores are back.
                 return result
             samples = self.times[self.current]
-            if self.switched_at is not None:
-                if start - self.switched_at < self.settle_s:
-                    return result   # this call may still pay for the variant before it
-                self.switched_at = None
+            if self._settling(start):
+                return result   # this call may still pay for the variant before it
             samples.append(elapsed)
             if all(len(t) > self.SAMPLES for t in self.times):   # the first of each: a warm-up
                 # Medians, not minima: beside other work, two threads now and then get a lucky
@@ -316,7 +328,7 @@ class MeasuredChoice:
                 # The first variant (serial) unless another is clearly faster: threads that
                 # barely pay on a quiet machine are the first to collapse beside a busy one.
                 fastest = best.index(min(best))
-                self.chosen = fastest if best[fastest] < self.MARGIN * best[0] else 0
+                self.chosen = fastest if best[fastest] < self.margin * best[0] else 0
                 self.rounds += 1
                 self.baseline, self.slow = best[self.chosen], 0
                 self._choose(self.chosen)
@@ -329,7 +341,9 @@ class MeasuredChoice:
         # Only a parallel choice is measured again when it slows down: a serial variant slowed
         # by other work would not run faster on threads the other work is using (and timing
         # the parallel variant there costs the most); the periodic check finds a quiet machine.
-        if self.current:
+        # Nor while settling after the switch to the choice: the calls right after the measured
+        # BLAS way are slow for a while (W7: 3 in a row, a new measurement every time).
+        if self.current and not self._settling(start):
             self.slow = self.slow + 1 if elapsed > self.JUMP * self.baseline else 0
         if self.slow >= self.JUMPS or self.calls >= (self.FIRST_RECHECK if self.rounds == 1 else self.RECHECK):
             self._measure()
@@ -459,10 +473,15 @@ def cores_choice(entry, ready):
         warm[0] += 1
         return [0, 1] if warm[0] > CORES_WARM_CALLS and ready() else [0]
 
-    # Each way in one block of calls, the first 0.2 s after a switch not counted: calls right
-    # after ones with BLAS threads meet them still spinning (W7: 12.7 against 7.1-8.1 ms)
+    # Each way in one block of calls, the first 0.2 s after leaving the BLAS way not counted:
+    # calls right after ones with BLAS threads meet them still spinning (W7: 12.7 against
+    # 7.1-8.1 ms). Not after leaving graphnet's own threads, which wait passively: settling
+    # there ran the BLAS way, the slower one, for 0.2 s (~40 of W7's calls) every measurement.
+    # The faster way wins by any margin: both use every core, so the serial variant's margin
+    # (threads that barely pay collapse beside other work) does not apply; W7's own threads,
+    # 3.84 against 4.48 ms, lost to it in one run of three.
     return MeasuredChoice([entry, with_own_cores], ready=runnable, block=MeasuredChoice.SAMPLES + 1,
-                          settle_s=CORES_SETTLE_S)
+                          settle_s=CORES_SETTLE_S, settle_after=(0,), margin=1.0)
 
 
 #: calls of a frame before ``cores_choice`` starts comparing: every product's choice made by then

@@ -6,6 +6,7 @@ import pytest
 
 import graphnet as gn
 from graphnet.compiler.runtime import scan_steps, threads
+from graphnet.compiler.runtime.call_address import address_of
 
 RNG = np.random.default_rng(1907)
 T, I, H = 5, 3, 4
@@ -55,6 +56,20 @@ def test_an_lstm_split_in_two_halves_of_its_batch_matches_the_whole_loop_and_num
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     hs, _ = numpy_lstm_gates_in_this_order(numpy_lstm, feeds)
     np.testing.assert_allclose(got[1], hs, rtol=1e-5, atol=1e-5)
+
+
+def test_the_halves_call_the_loop_by_address_for_one_signature_only(monkeypatch):
+    # both() passes the loop arguments of the types the address was taken for: once ready, its
+    # dispatcher compiles no other signature (a TypeError, not arguments of the wrong layout)
+    feeds = [f32(T, 16, I), f32(16, H), f32(16, H)]
+    fn, _ = run(monkeypatch, "always", 16, feeds)
+    runners = [r for step in fn.program.steps for r in getattr(step, "_loops", {}).values()]
+    halves = [r.halves for r in runners if r.halves is not None]
+    assert len(halves) == 2 and all(h.ready() and h.address for h in halves)
+    h = halves[0]
+    assert h.address == address_of(h.loop, h.signature)
+    with pytest.raises(TypeError):
+        h.function(h.address, *([np.zeros(3)] * (2 * len(h.signature))))
 
 
 def numpy_lstm_gates_in_this_order(numpy_lstm, feeds):

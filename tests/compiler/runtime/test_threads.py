@@ -173,3 +173,44 @@ def test_while_a_variant_compiles_in_the_background_a_compiled_one_runs_unmeasur
     for _ in range(2 * (MeasuredChoice.SAMPLES + 1)):
         choice(None)
     assert choice.chosen == 0
+
+
+BLOCK = MeasuredChoice.SAMPLES + 1
+
+
+@pytest.mark.parametrize("settle_after, settles", [((0,), False), (None, True)])
+def test_only_a_switch_away_from_a_variant_that_leaves_threads_spinning_waits_to_settle(settle_after, settles):
+    # The measurement starts on variant 1, then switches to 0: with settle_after=(0,), leaving 1
+    # needs no settling, so both blocks count at once; else the calls of 0 inside the
+    # settling time are not counted and no choice is made yet.
+    variants, ran = _variants([False, False])
+    choice = MeasuredChoice(variants, block=BLOCK, settle_s=5.0, settle_after=settle_after)
+    for _ in range(2 * BLOCK):
+        choice(None)
+    assert ran == [1] * BLOCK + [0] * BLOCK
+    assert (choice.chosen is None) == settles
+
+
+def test_slow_calls_while_settling_after_the_switch_to_the_choice_do_not_measure_again():
+    slow = [True, False]
+    variants, ran = _variants(slow)
+    choice = MeasuredChoice(variants, block=BLOCK, settle_s=0.3, settle_after=(0,))
+    for _ in range(2 * BLOCK):
+        choice(None)
+    assert choice.chosen == 1          # and leaving variant 0 started the settling time
+    slow[:] = [True, True]             # what variant 0 left behind slows the first calls
+    for _ in range(MeasuredChoice.JUMPS + 1):
+        choice(None)
+    assert choice.chosen == 1
+    time.sleep(0.3)                    # settled: a jump now is a real one
+    for _ in range(MeasuredChoice.JUMPS):
+        choice(None)
+    assert choice.chosen is None
+
+
+def test_with_no_margin_a_variant_barely_faster_is_chosen():
+    variants = [lambda x: time.sleep(0.010), lambda x: time.sleep(0.0090)]
+    choice = MeasuredChoice(variants, margin=1.0)
+    for _ in range(2 * BLOCK):
+        choice(None)
+    assert choice.chosen == 1
