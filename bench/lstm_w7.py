@@ -78,11 +78,11 @@ train = gn.function([x, y], loss, updates=[(p, p - LR * g) for p, g in zip(param
 first = float(train(X, Y))
 cold = time.perf_counter() - start
 train.wait_compiled()   # tiered: the first steps ran on NumPy; time the compiled ones
+start_values = [p.get_value().copy() for p in params]
 for _ in range(40):     # a loop's halves (split_loop) start compiling after its 20th compiled call,
     train(X, Y)
 train.wait_compiled()   # in the background: their wait ends the run's start, timed as compiled_s
 compiled = time.perf_counter() - start
-start_values = [p.get_value().copy() for p in params]
 for _ in range(120):    # and once the thread choices are measured (threads.cores_choice: ~60 calls)
     train(X, Y)
 for p, value in zip(params, start_values):   # from the same weights as the peers' timed steps
