@@ -93,7 +93,7 @@ class HalvesLoop:
                 self.failed = "the two halves' arguments have different types"
                 return False
             self.signature = half
-            self.function = both_halves(self.loop, len(first))
+            self.function = both_halves(self.loop, half)
             for dispatcher, signature in ((self.loop, half), (self.function, (numba.int64,) + half + half)):
                 if signature not in dispatcher.overloads and tiered_enabled():
                     self.background.append(BackgroundCompile(dispatcher, signature))
@@ -126,17 +126,18 @@ class HalvesLoop:
         self.function(self.address, *first, *second)
 
 
-def both_halves(loop, n_args):
+def both_halves(loop, signature):
     """``both(address, *first, *second)``: the compiled loop at ``address`` on two argument
-    lists of ``n_args`` each, at once, as the two iterations of a ``prange`` (one per Numba
-    thread; with one thread they run one after the other, as right). Called through its
-    address (``call_address``), the loop is not compiled into ``both`` again. Written into
-    the kernel cache, one module per loop (named in it), so that each ``both`` is locked to
-    its own loop's signature."""
-    first = ", ".join(f"a{i}" for i in range(n_args))
-    second = ", ".join(f"b{i}" for i in range(n_args))
+    lists of ``signature``'s types, at once, as the two iterations of a ``prange`` (one per
+    Numba thread; with one thread they run one after the other, as right). Called through
+    its address (``call_address``), the loop is not compiled into ``both`` again. Written
+    into the kernel cache, one module per loop and signature (named in it), so that each
+    ``both`` is locked to the one signature its address is for."""
+    first = ", ".join(f"a{i}" for i in range(len(signature)))
+    second = ", ".join(f"b{i}" for i in range(len(signature)))
     module = os.path.basename(sys.modules[loop.py_func.__module__].__file__)
-    source = (f"# both halves of {module}:{loop.py_func.__name__}\n"
+    types = ", ".join(str(t) for t in signature)
+    source = (f"# both halves of {module}:{loop.py_func.__name__}\n# for ({types})\n"
               f"import numba\nfrom graphnet.compiler.runtime.call_address import call_at\n\n\n"
               f"@numba.njit(cache=True, nogil=True, parallel=True)\n"
               f"def both(address, {first}, {second}):\n"
