@@ -64,7 +64,7 @@ class HalvesLoop:
     def __init__(self, programs, cut, n_row_args):
         self.programs, self.cut, self.n_row_args = programs, cut, n_row_args
         self.loop = programs[0].function
-        self.function = None   # ``both``, written on the first start (the halves' argument count)
+        self.function = None   # ``both``, written on the first start (for the halves' signature)
         self.signature = None  # the loop's for one half's arguments
         self.address = None    # of the loop compiled for ``signature`` (call_address.address_of)
         self.background, self.compiled = [], False
