@@ -6,7 +6,7 @@ Before, the second half went to a helper thread through ``concurrent.futures``: 
 condition and the GIL passed back and forth, 40-45 us a product even when it does nothing,
 paid by each of W7's six products a step. A ``prange`` region hands over in one wake of a
 waiting thread. :func:`gemm_halves` is compiled for each operand type (a C-ordered array,
-a ``.T`` view) once, in the background (``tiered.BackgroundCompile``); until then
+a ``.T`` view) once, in the background (``tiered.CompiledVariants``); until then
 :func:`run` says no and the caller takes the helper thread, as before.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from graphnet.compiler.runtime.blas_symbols import NUMPY_BLAS, gemm_into
-from graphnet.compiler.runtime.tiered import BackgroundCompile, tiered_enabled
+from graphnet.compiler.runtime.tiered import CompiledVariants
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -30,8 +30,8 @@ def gemm_halves(a, b, out):
             gemm_into(a[cut:], b, out[cut:], NUMPY_BLAS)
 
 
-#: operand types -> the BackgroundCompile of gemm_halves for them (None: compiled in line)
-_compiles = {}
+#: operand layouts -> whether gemm_halves is compiled for them (``CompiledVariants``)
+_variants = {}
 
 
 def _key(x):
@@ -48,19 +48,10 @@ def run(a, b, out, started=None):
             or out.dtype.char not in "fd" or out.shape[0] < 2:
         return False
     key = (_key(a), _key(b), _key(out))
-    found = _compiles.get(key, False)
-    if found is False:
-        signature = tuple(numba.typeof(x) for x in (a, b, out))
-        if signature in gemm_halves.overloads or not tiered_enabled():
-            found = None   # compiled, or compiled in line now (tiering off: as every kernel then)
-        else:
-            found = BackgroundCompile(gemm_halves, signature)
-            if started is not None:
-                started(found)
-        _compiles[key] = found
-    if found is not None:
-        if not found.ready or found.error is not None:
-            return False
-        _compiles[key] = None
+    compiled = _variants.get(key)
+    if compiled is None:
+        compiled = _variants[key] = CompiledVariants([(gemm_halves, ())], started)
+    if not compiled(a, b, out):
+        return False
     gemm_halves(a, b, out)
     return True

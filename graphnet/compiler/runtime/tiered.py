@@ -111,11 +111,14 @@ class CompiledVariants:
     minibatches after ``wait_compiled()``: 1 s, its serial update kernel compiled in line).
 
     With tiering off every variant counts as ready: it compiles in line, as any kernel then
-    does. A compile that failed leaves its variant never ready.
+    does. A compile that failed leaves its variant never ready. ``started``, when given, is
+    passed each background compile as it starts (a kernel's ``background.append``: what
+    ``fn.wait_compiled`` waits for).
     """
 
-    def __init__(self, variants):
+    def __init__(self, variants, started=None):
         self.variants = [(dispatcher, tuple(head)) for dispatcher, head in variants]
+        self.started = started
         #: per variant: None until first asked, then True (compiled) or its BackgroundCompile
         self.state = [None] * len(self.variants)
 
@@ -129,6 +132,8 @@ class CompiledVariants:
                 signature = tuple(numba.typeof(a) for a in head + args)
                 state = self.state[index] = (True if signature in dispatcher.overloads
                                              else BackgroundCompile(dispatcher, signature))
+                if state is not True and self.started is not None:
+                    self.started(state)
             if state is True or (state.ready and state.error is None):
                 ready.append(index)
         return ready

@@ -25,7 +25,7 @@ def test_both_halves_of_the_rows_are_the_product(dtype, m, transposed):
 
 
 def test_run_says_no_until_its_background_compile_is_ready_and_the_caller_waits_on_it(monkeypatch):
-    monkeypatch.setattr(gemm_halves, "_compiles", {})
+    monkeypatch.setattr(gemm_halves, "_variants", {})
     monkeypatch.setenv(tiered.TIERED_ENV, "1")
     # An F-ordered output is a layout no other test compiles, so this signature is new here.
     a, b, _ = operands("float32", 9, 5, 6, False)
