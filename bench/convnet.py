@@ -271,7 +271,7 @@ def worker(framework, case, seconds, threads, quick):
 
 def run_worker(framework, case, seconds, threads, quick):
     from bench.env import THREAD_VARIABLES
-    env = dict(os.environ, GRAPHNET_QUIET="1", OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+    env = dict(os.environ, GRAPHNET_QUIET="1")   # each framework's own OpenMP settings (threads.py)
     env.update({var: str(threads) for var in THREAD_VARIABLES})
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")

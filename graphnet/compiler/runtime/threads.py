@@ -3,7 +3,7 @@ OpenBLAS, and SciPy's, which Numba's ``np.dot`` calls inside compiled code).
 
 Measured on 2 cores: a training step with OpenMP threads spinning against
 OpenBLAS's ran 62 ms instead of 9 ms. graphnet therefore (1) makes OpenMP
-threads wait passively (set before Numba starts its threading layer), (2) runs
+threads wait passively (set while Numba starts its threading layer, and only then), (2) runs
 kernels and BLAS calls one after the other, never at once, and (3) runs a
 kernel in parallel only when it is large enough to amortize waking threads, and
 (4) gives a matrix product every BLAS thread only when it is large enough to
@@ -20,10 +20,31 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("KMP_BLOCKTIME", "0")
-
 import numba  # noqa: E402
+
+#: OpenMP's settings for Numba's threads: they wait passively (a spinning thread took the core
+#: a BLAS thread or the other kernel thread needed, DESIGN.md). OpenMP reads them when it
+#: starts, so they are in the environment only while Numba's pool starts (at import, below),
+#: unless the user set them: another library's OpenMP (PyTorch's own libgomp) and child
+#: processes keep the user's environment. Left in it, they slowed PyTorch's W7 step beside
+#: graphnet 4x (31.5 against 8.2 ms), in the process and in the benchmark's peer processes.
+OPENMP_SETTINGS = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+
+
+def _start_numba_threads():
+    """Start Numba's thread pool with ``OPENMP_SETTINGS``, then take them out of the environment."""
+    added = {name: value for name, value in OPENMP_SETTINGS.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        from numba.np.ufunc import parallel
+        parallel._launch_threads()
+    except Exception:  # noqa: BLE001 - a Numba without this entry: the settings stay set, as before
+        return
+    for name in added:
+        os.environ.pop(name, None)
+
+
+_start_numba_threads()
 
 #: kernels with fewer elements run serially: waking threads costs more, and a
 #: parallel variant costs a second compile (~1 s cold) the first time it runs

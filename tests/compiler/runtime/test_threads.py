@@ -214,3 +214,32 @@ def test_with_no_margin_a_variant_barely_faster_is_chosen():
     for _ in range(2 * BLOCK):
         choice(None)
     assert choice.chosen == 1
+
+
+def openmp_at_import(env_extra):
+    """(what Numba's OpenMP runtime started with, the environment after ``import graphnet``) in a
+    fresh process: GNU OpenMP prints its settings at start with ``OMP_DISPLAY_ENV``."""
+    env = {k: v for k, v in os.environ.items() if k not in threads.OPENMP_SETTINGS}
+    env.update(env_extra, OMP_DISPLAY_ENV="TRUE")
+    done = subprocess.run([sys.executable, "-c", "import os, graphnet; print('after', os.environ.get('OMP_WAIT_POLICY'))"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    started = [line.split("=", 1)[1].strip().strip("'") for line in done.stderr.splitlines()
+               if line.strip().startswith("OMP_WAIT_POLICY")]
+    after = done.stdout.split("after", 1)[1].strip()
+    return started, after
+
+
+def test_numbas_threads_wait_passively_but_the_setting_does_not_stay_in_the_environment():
+    started, after = openmp_at_import({})
+    if not started:
+        pytest.skip("Numba's threading layer here is not GNU OpenMP")
+    # Left in the environment, PyTorch's own OpenMP (and the benchmark's peer processes) read it too.
+    assert started == ["PASSIVE"] and after == "None"
+
+
+def test_an_openmp_wait_policy_the_user_set_is_kept():
+    started, after = openmp_at_import({"OMP_WAIT_POLICY": "ACTIVE"})
+    if not started:
+        pytest.skip("Numba's threading layer here is not GNU OpenMP")
+    assert started == ["ACTIVE"] and after == "ACTIVE"
