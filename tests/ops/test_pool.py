@@ -53,7 +53,9 @@ def region_pool(x, ws, ignore_border=True, stride=None, pad=(0, 0), mode="max"):
 
 
 CONFIGS = [
-    dict(ws=(2, 2)),
+    dict(ws=(2, 2)),                                            # windows tiling the image, a row left over
+    dict(ws=(3, 3)),                                            # tiled, not 2x2: the kernels' tiled loops
+    dict(ws=(3, 2)),                                            # tiled, two columns a window
     dict(ws=(3, 2), ignore_border=False),                       # truncated windows at the edges
     dict(ws=(3, 3), stride=(2, 1), pad=(1, 1)),
     dict(ws=(3, 2), ignore_border=False, stride=(1, 2)),        # overlapping, stride < ws
@@ -94,6 +96,30 @@ def test_max_pooling_ties_share_the_gradient_as_theano():
     op = MaxPool2DGrad((2, 2), True, (2, 2), (0, 0), "max")
     dx, = op.perform([x, np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 3.0)])
     np.testing.assert_array_equal(dx[0, 0], np.full((2, 2), 3.0))
+
+
+@pytest.mark.parametrize("ws", [(2, 2), (3, 3)])
+def test_compiled_max_pooling_keeps_ties_and_nans_as_the_reference(ws):
+    """The kernels' loops for windows tiling the image (the 2x2 one compares in pairs) against
+    the reference's: a tie sends the gradient to each tied pixel, a NaN wins its window and
+    takes no gradient, rows and columns past the last window get none."""
+    rng = np.random.default_rng(5)
+    value = rng.integers(-2, 3, size=(2, 3, 7, 8)).astype(np.float32)   # many ties, zeros of both signs
+    value[0, 0, 0, 0] = np.nan
+    value[1, 2, 4, 5] = -0.0
+    x = gn.placeholder("xt", (None, 3, 7, 8), "float32")
+    g = gn.placeholder("gt", (None, 3) + tuple(n // w for n, w in zip((7, 8), ws)), "float32")
+    out = gn.nn.pool_2d(x, ws)
+    dx = gn.grad(gn.sum(out * g), x)
+    fn = gn.function([x, g], [out, dx])
+    g_value = rng.normal(size=(2, 3, 7 // ws[0], 8 // ws[1])).astype(np.float32)
+    got_out, got_dx = fn(value, g_value)
+    op = Pool2D(ws, True, ws, (0, 0), "max")
+    want_out = op.perform([value])[0]
+    want_dx = MaxPool2DGrad(*op._props()).perform([value, want_out, g_value])[0]
+    np.testing.assert_array_equal(got_out, want_out)
+    np.testing.assert_array_equal(got_dx, want_dx)
+    assert np.isnan(got_out[0, 0, 0, 0]) and not got_dx[0, 0, :ws[0], :ws[1]].any()
 
 
 def test_average_pooling_gradient_has_a_gradient_of_its_own():

@@ -79,59 +79,127 @@ POOL_MODE_CODES = {"max": 0, "sum": 1, "average_inc_pad": 2, "average_exc_pad": 
 #: 3 average_exc_pad. A window starts at (i * sh - ph, j * sw - pw) and holds the real
 #: pixels it covers (the padding never wins a max nor adds to a sum); inc_pad counts the
 #: padded image's pixels (rows -ph .. H + ph), exc_pad the real ones, as Pool2D's reference.
+#: Max windows that tile the image (stride = window, no padding, every window whole: the usual
+#: 2x2 / 2) skip the clipping of each window, and a 2x2 max is one expression LLVM vectorizes:
+#: LeNet's first pool, 1280 planes of 24x24, took 1096 us on one thread in the general loop,
+#: 87 us so. The order of the comparisons keeps the general loop's answer (the first of equal
+#: values, the first NaN).
 POOL = ConvTemplate("pool", """\
 def kernel(n_chunks, x, out, wh, ww, sh, sw, ph, pw, mode):
     P, H, W = x.shape
     oh, ow = out.shape[1], out.shape[2]
+    tiled_max = mode == 0 and sh == wh and sw == ww and ph == 0 and pw == 0 and oh * wh <= H and ow * ww <= W
     for t in prange(n_chunks):
         for p in range(t * P // n_chunks, (t + 1) * P // n_chunks):
             xp = x[p]
             op = out[p]
-            for i in range(oh):
-                r0 = i * sh - ph
-                r_lo, r_hi = max(r0, 0), min(r0 + wh, H)
-                for j in range(ow):
-                    q0 = j * sw - pw
-                    q_lo, q_hi = max(q0, 0), min(q0 + ww, W)
-                    if mode == 0:
-                        m = xp[r_lo, q_lo]
-                        for r in range(r_lo, r_hi):
-                            for q in range(q_lo, q_hi):
-                                m = nan_max(m, xp[r, q])
+            # One loop nest per case, each simple (a nest branching inside vectorizes nothing)
+            if tiled_max and wh == 2 and ww == 2:
+                for i in range(oh):
+                    upper = xp[2 * i]
+                    lower = xp[2 * i + 1]
+                    orow = op[i]
+                    for j in range(ow):
+                        orow[j] = nan_max(nan_max(upper[2 * j], upper[2 * j + 1]),
+                                          nan_max(lower[2 * j], lower[2 * j + 1]))
+            elif tiled_max:
+                for i in range(oh):
+                    for j in range(ow):
+                        m = xp[i * wh, j * ww]
+                        for r in range(i * wh, i * wh + wh):
+                            xr = xp[r]
+                            for q in range(j * ww, j * ww + ww):
+                                m = nan_max(m, xr[q])
                         op[i, j] = m
-                    else:
-                        s = 0.0
-                        for r in range(r_lo, r_hi):
-                            for q in range(q_lo, q_hi):
-                                s += xp[r, q]
-                        if mode == 2:
-                            s /= (min(r0 + wh, H + ph) - max(r0, -ph)) * (min(q0 + ww, W + pw) - max(q0, -pw))
-                        elif mode == 3:
-                            s /= (r_hi - r_lo) * (q_hi - q_lo)
-                        op[i, j] = s
+            else:
+                for i in range(oh):
+                    r0 = i * sh - ph
+                    r_lo, r_hi = max(r0, 0), min(r0 + wh, H)
+                    for j in range(ow):
+                        q0 = j * sw - pw
+                        q_lo, q_hi = max(q0, 0), min(q0 + ww, W)
+                        if mode == 0:
+                            m = xp[r_lo, q_lo]
+                            for r in range(r_lo, r_hi):
+                                for q in range(q_lo, q_hi):
+                                    m = nan_max(m, xp[r, q])
+                            op[i, j] = m
+                        else:
+                            s = 0.0
+                            for r in range(r_lo, r_hi):
+                                for q in range(q_lo, q_hi):
+                                    s += xp[r, q]
+                            if mode == 2:
+                                s /= (min(r0 + wh, H + ph) - max(r0, -ph)) * (min(q0 + ww, W + pw) - max(q0, -pw))
+                            elif mode == 3:
+                                s /= (r_hi - r_lo) * (q_hi - q_lo)
+                            op[i, j] = s
 """)
 
 #: max pooling's gradient: each window sends its output gradient to every pixel equal to
-#: its maximum (ties share it, as graphnet's max); overlapping windows add up
+#: its maximum (ties share it, as graphnet's max); overlapping windows add up. Windows that
+#: tile the image (see POOL) write each pixel once, its gradient or 0, with no zeroing pass
+#: and no accumulation (LeNet's first pool, 2x2: 2922 us on one thread in the general loop,
+#: 220 us so; 3x3 windows over the same planes: 2492 against 650 us).
 MAX_POOL_GRAD = ConvTemplate("max_pool_grad", """\
 def kernel(n_chunks, x, pooled, g, dx, wh, ww, sh, sw, ph, pw):
     P, H, W = x.shape
     oh, ow = g.shape[1], g.shape[2]
+    tiled = sh == wh and sw == ww and ph == 0 and pw == 0 and oh * wh <= H and ow * ww <= W
     for t in prange(n_chunks):
         for p in range(t * P // n_chunks, (t + 1) * P // n_chunks):
             xp = x[p]
             dp = dx[p]
-            dp[:, :] = 0
-            for i in range(oh):
-                r0 = i * sh - ph
-                for j in range(ow):
-                    q0 = j * sw - pw
-                    m = pooled[p, i, j]
-                    gij = g[p, i, j]
-                    for r in range(max(r0, 0), min(r0 + wh, H)):
-                        for q in range(max(q0, 0), min(q0 + ww, W)):
-                            if xp[r, q] == m:
-                                dp[r, q] += gij
+            mp = pooled[p]
+            gp = g[p]
+            # Three loop nests, each simple: one nest branching on the window's width inside
+            # vectorized none of them (1578 against 228 us on one thread).
+            if tiled and ww == 2:
+                for r in range(H):
+                    dr = dp[r]
+                    i = r // wh
+                    if i >= oh:   # below the last window: no gradient
+                        dr[:] = 0
+                        continue
+                    xr = xp[r]
+                    mr = mp[i]
+                    gr = gp[i]
+                    for j in range(ow):
+                        m = mr[j]
+                        gij = gr[j]
+                        dr[2 * j] = gij if xr[2 * j] == m else 0
+                        dr[2 * j + 1] = gij if xr[2 * j + 1] == m else 0
+                    for q in range(2 * ow, W):
+                        dr[q] = 0
+            elif tiled:
+                for r in range(H):
+                    dr = dp[r]
+                    i = r // wh
+                    if i >= oh:
+                        dr[:] = 0
+                        continue
+                    xr = xp[r]
+                    mr = mp[i]
+                    gr = gp[i]
+                    for j in range(ow):
+                        m = mr[j]
+                        gij = gr[j]
+                        for q in range(j * ww, j * ww + ww):
+                            dr[q] = gij if xr[q] == m else 0
+                    for q in range(ow * ww, W):
+                        dr[q] = 0
+            else:
+                dp[:, :] = 0
+                for i in range(oh):
+                    r0 = i * sh - ph
+                    for j in range(ow):
+                        q0 = j * sw - pw
+                        m = mp[i, j]
+                        gij = gp[i, j]
+                        for r in range(max(r0, 0), min(r0 + wh, H)):
+                            for q in range(max(q0, 0), min(q0 + ww, W)):
+                                if xp[r, q] == m:
+                                    dp[r, q] += gij
 """)
 
 #: per-channel sum over (images, pixels) of x (N, C, L), accumulated in float64
