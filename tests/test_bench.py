@@ -177,3 +177,20 @@ def test_the_step_breakdown_times_each_blas_launch_of_a_compiled_step():
         got = fn(a)
     np.testing.assert_allclose(got, a @ w.get_value())
     assert (6, 3, 5) in {sample[:3] for sample in samples}
+
+
+def test_the_w1_floor_times_the_products_the_compiled_step_makes():
+    """``bench.w1_floor``'s floor adds up the step's products: the list it times must be the one
+    graphnet's compiled step launches (shapes and transposes, read from the program)."""
+    from bench.step_breakdown import gemm_operands
+    from bench.w1_floor import _case, measure_openblas, products
+    from bench.workloads import GraphnetRunner
+    case, problem = _case("W1-B16", quick=True)
+    runner = GraphnetRunner(case, problem)
+    runner.run()
+    compiled = sorted((m, k, n) for m, k, n, _, _ in gemm_operands(runner.fn))
+    timed = sorted((left.shape[0], left.shape[1], right.shape[1]) for left, right in products(case).values())
+    assert timed == compiled
+    measured = measure_openblas(case, problem, blocks=1, block_seconds=0.002)
+    assert len(measured["products_s"]) == len(compiled) and all(t > 0 for t in measured["products_s"].values())
+    assert measured["params"] == sum(p.size for p in problem["params"].values()) and measured["copy_gbs"] > 0
