@@ -426,13 +426,14 @@ def build_jax(case, problem):
     raise ValueError(task)
 
 
-def _jax_mlp(case, problem, jax, jnp):
+def jax_mlp_model(case, jax, jnp):
+    """``(forward, loss)`` of ``case``'s MLP in JAX: ``forward(params, running, x, masks)`` gives
+    the logits and the new running statistics, ``loss(params, running, x, y, masks)`` the mean
+    cross-entropy and the same statistics (``running`` and ``masks`` unused where the case has no
+    batch norm or dropout)."""
     d = case.dims
     layers = len(d["sizes"]) - 1
     bn, rate = d["bn"], d["dropout"]
-    keep = 1.0 - rate
-    x = jnp.asarray(problem["x"])
-    y = jnp.asarray(problem["y"].astype(np.int32))
 
     def forward(params, running, x, masks):
         h, new_running = x, []
@@ -456,16 +457,28 @@ def _jax_mlp(case, problem, jax, jnp):
             h = z
         return h, new_running
 
+    def loss_fn(params, running, x, y, masks):
+        logits, new_running = forward(params, running, x, masks)
+        log_p = jax.nn.log_softmax(logits, axis=1)
+        return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1)), new_running
+
+    return forward, loss_fn
+
+
+def _jax_mlp(case, problem, jax, jnp):
+    d = case.dims
+    layers = len(d["sizes"]) - 1
+    bn, rate = d["bn"], d["dropout"]
+    keep = 1.0 - rate
+    x = jnp.asarray(problem["x"])
+    y = jnp.asarray(problem["y"].astype(np.int32))
+    forward, loss_fn = jax_mlp_model(case, jax, jnp)
+
     params = {k: jnp.asarray(v) for k, v in problem["params"].items()}
     if case.task == "mlp_infer":
         infer = jax.jit(lambda params, x: forward(params, None, x, None)[0])
         fn = lambda: [np.asarray(jax.block_until_ready(infer(params, x)))]  # noqa: E731
         return Runner(run=fn, check=fn)
-
-    def loss_fn(params, running, x, y, masks):
-        logits, new_running = forward(params, running, x, masks)
-        log_p = jax.nn.log_softmax(logits, axis=1)
-        return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1)), new_running
 
     def apply(params, velocity, running, x, y, masks):
         (loss, new_running), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, running, x, y, masks)

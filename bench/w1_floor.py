@@ -10,12 +10,13 @@ figure is a median of interleaved blocks (``bench.timing``), parameters and inpu
 - **graphnet**: the step (momentum), the SGD step, the forward loss, each a ``gn.function``;
 - **openblas**: each of the step's eight products alone through NumPy's BLAS on two threads
   (the faster of ``np.dot`` and ``np.matmul``, on the same operands every call: in a step the
-  working set of both batch sizes fits this machine's 32 MiB L3), and the machine's copy
-  bandwidth (``bench.probes``).
+  working set of both batch sizes fits this machine's 32 MiB L3), and the copy bandwidth
+  (``bench.probes``) of arrays the size of the weights and velocities (15 MiB for W1, hot as
+  a step's are).
 
 The floor is the products' sum plus the momentum update's least traffic (each parameter's
-weight and velocity read and written once, 16 bytes, the gradient never stored) at the copy
-bandwidth of arrays that size (hot, as the step's are: 15 MiB for W1). The target is 0.9x JAX's step. When the floor is above the target, no schedule of
+weight and velocity read and written once, 16 bytes, the gradient never stored) at that
+bandwidth. The target is 0.9x JAX's step. When the floor is above the target, no schedule of
 OpenBLAS's products and graphnet's kernels reaches it; what would is a product kernel faster
 than OpenBLAS's at these shapes, or an update whose traffic overlaps the products' compute.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -87,9 +89,9 @@ def measure_openblas(case, problem, blocks, block_seconds):
     each = {}
     for (name, _), seconds in medians.items():
         each[name] = min(each.get(name, seconds), seconds)
-    params = sum(p.size for k, p in problem["params"].items())
-    # copying the weights' and velocities' size (read once, written once), on hot arrays as in a step
-    mib = -(-UPDATE_BYTES // 2 * params // (1 << 20))
+    params = sum(p.size for p in problem["params"].values())
+    # a copy of the weights' and velocities' size (read once, written once), hot as in a step
+    mib = math.ceil(UPDATE_BYTES // 2 * params / (1 << 20))
     return {"products_s": each, "products_sum_s": sum(each.values()), "params": params,
             "copy_gbs": copy_probe(mib=mib, blocks=blocks, block_seconds=block_seconds)["gbs"]}
 
@@ -98,19 +100,13 @@ def measure_jax(case, problem, blocks, block_seconds):
     import jax
     import jax.numpy as jnp
 
-    from bench.peers import build_jax
+    from bench.peers import build_jax, jax_mlp_model
     from bench.workloads import LR
-    layers = len(case.dims["sizes"]) - 1
     x, y = jnp.asarray(problem["x"]), jnp.asarray(problem["y"].astype("int32"))
+    model_loss = jax_mlp_model(case, jax, jnp)[1]
 
-    def loss(params, x, y):
-        h = x
-        for layer in range(layers):
-            h = h @ params[f"W{layer}"] + params[f"b{layer}"]
-            if layer < layers - 1:
-                h = jax.nn.relu(h)
-        log_p = jax.nn.log_softmax(h, axis=1)
-        return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=1))
+    def loss(params, x, y):   # W1 has no batch norm and no dropout: no running statistics, no masks
+        return model_loss(params, [], x, y, None)[0]
 
     def sgd(params, x, y):
         grads = jax.grad(loss)(params, x, y)
@@ -132,31 +128,12 @@ def measure_jax(case, problem, blocks, block_seconds):
 
 
 def measure_graphnet(case, problem, blocks, block_seconds):
-    import graphnet as gn
-    from bench.workloads import LR, GraphnetRunner
-    runner = GraphnetRunner(case, problem)
-    runner.check()
-    layers = len(case.dims["sizes"]) - 1
-    params = {k: gn.shared(v.copy(), name=k) for k, v in problem["params"].items()}
-    x, y = gn.placeholder("x", (None, case.dims["sizes"][0])), gn.placeholder("y", (None,), "int64")
-    h = x
-    for layer in range(layers):
-        h = gn.dot(h, params[f"W{layer}"]) + params[f"b{layer}"]
-        if layer < layers - 1:
-            h = gn.relu(h)
-    loss = gn.nn.cross_entropy(h, y)
-    shared = list(params.values())
-    sgd = gn.function([x, y], loss, updates=[(p, p - LR * g) for p, g in zip(shared, gn.grad(loss, shared))],
-                      training=True, name=f"{case.id}-sgd")
-    forward = gn.function([x, y], loss, training=True, name=f"{case.id}-forward")
-    feeds = (problem["x"], problem["y"])
-    for fn in (sgd, forward):
-        fn(*feeds)
-        fn.wait_compiled()
-        for _ in range(50):   # the measured thread choices made
-            fn(*feeds)
-    return _timed({"step": runner.run, "sgd step": lambda: sgd(*feeds), "forward loss": lambda: forward(*feeds)},
-                  blocks, block_seconds)
+    from bench.workloads import GraphnetRunner
+    runners = {"step": GraphnetRunner(case, problem), "sgd step": GraphnetRunner(case, problem, optimizer="sgd"),
+               "forward loss": GraphnetRunner(case, problem, optimizer=None)}
+    for runner in runners.values():
+        runner.check()   # the compiles awaited, the thread choices made
+    return _timed({name: runner.run for name, runner in runners.items()}, blocks, block_seconds)
 
 
 MEASURES = {"openblas": measure_openblas, "jax": measure_jax, "graphnet": measure_graphnet}
@@ -182,8 +159,13 @@ def _median_of(runs):
 
 def run(cases=CASES, rounds=2, blocks=7, block_seconds=0.1, quick=False):
     """{case: {part: figures (medians over its processes)}, "floor": ...}."""
+    from bench.workloads import all_cases
+    known = [c.id for c in all_cases(quick)]
     results = {}
     for case_id in cases:
+        if case_id not in known:
+            results[case_id] = {"error": f"no case {case_id}{' with --quick' if quick else ''} (known: {known})"}
+            continue
         measured = {part: [] for part in PARTS}
         for _ in range(rounds):
             for part in PARTS:
@@ -206,6 +188,9 @@ def run(cases=CASES, rounds=2, blocks=7, block_seconds=0.1, quick=False):
 
 def lines(results):
     for case_id, row in results.items():
+        if "error" in row:
+            yield f"{case_id}: {row['error']}"
+            continue
         if "floor" not in row:
             yield f"{case_id}: " + "; ".join(f"{p} {row[p]}" for p in PARTS if "error" in row[p])
             continue

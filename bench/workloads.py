@@ -179,12 +179,13 @@ WARM_CALLS = 120
 
 
 class GraphnetRunner:
-    """A graphnet function for ``case`` compiled with ``fuse`` on or off."""
+    """A graphnet function for ``case`` compiled with ``fuse`` on or off; an MLP training case
+    updates its parameters by ``optimizer`` (see :func:`_build_graphnet`)."""
 
-    def __init__(self, case, problem, fuse=True):
+    def __init__(self, case, problem, fuse=True, optimizer="momentum"):
         import graphnet as gn
         self.case, self.problem = case, problem
-        self.feeds, self.fn, self.check_outputs = _build_graphnet(gn, case, problem, fuse)
+        self.feeds, self.fn, self.check_outputs = _build_graphnet(gn, case, problem, fuse, optimizer)
 
     def run(self):
         return self.fn(*self.feeds)
@@ -210,8 +211,26 @@ class GraphnetRunner:
             self.run()
 
 
-def _build_graphnet(gn, case, problem, fuse):
-    """(feeds, compiled function, shared variables to compare after a call)."""
+def _updates(gn, optimizer, loss, shared):
+    """The updates of ``shared`` that minimize ``loss`` by ``optimizer`` (see :func:`_build_graphnet`)."""
+    if optimizer is None:
+        return []
+    grads = gn.grad(loss, shared)
+    if optimizer == "sgd":
+        return [(p, p - LR * g) for p, g in zip(shared, grads)]
+    if optimizer != "momentum":
+        raise ValueError(f"optimizer {optimizer!r}: expected 'momentum', 'sgd' or None")
+    updates = []
+    for p, g in zip(shared, grads):
+        v = gn.shared(np.zeros(p.get_value(copy=False).shape, FLOAT), name=f"velocity_{p.name}")
+        new_v = MU * v - LR * g
+        updates += [(v, new_v), (p, p + new_v)]
+    return updates
+
+
+def _build_graphnet(gn, case, problem, fuse, optimizer="momentum"):
+    """(feeds, compiled function, shared variables to compare after a call). An MLP training
+    step's ``optimizer``: "momentum" (the workloads' own), "sgd", or None (the loss alone)."""
     task = case.task
     if task.startswith("mlp"):
         d = case.dims
@@ -235,14 +254,9 @@ def _build_graphnet(gn, case, problem, fuse):
             return [problem["x"]], gn.function([x], h, training=False, fuse=fuse, name=case.id), []
         y = gn.placeholder("y", (None,), "int64")
         loss = gn.nn.cross_entropy(h, y)
-        shared = list(params.values())
-        grads = gn.grad(loss, shared)
-        updates = []
-        for p, g in zip(shared, grads):
-            v = gn.shared(np.zeros(p.get_value(copy=False).shape, FLOAT), name=f"velocity_{p.name}")
-            new_v = MU * v - LR * g
-            updates += [(v, new_v), (p, p + new_v)]
-        fn = gn.function([x, y], loss, updates=updates, training=True, fuse=fuse, name=case.id)
+        updates = _updates(gn, optimizer, loss, list(params.values()))
+        name = case.id if optimizer == "momentum" else f"{case.id}-{optimizer or 'loss'}"
+        fn = gn.function([x, y], loss, updates=updates, training=True, fuse=fuse, name=name)
         return [problem["x"], problem["y"]], fn, []
     if task in ("bn_relu_fwd", "bn_relu_bwd"):
         cols = case.dims["cols"]

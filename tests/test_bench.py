@@ -188,8 +188,9 @@ def test_the_w1_floor_times_the_products_the_compiled_step_makes():
     case, problem = _case("W1-B16", quick=True)
     runner = GraphnetRunner(case, problem)
     runner.run()
-    compiled = sorted((m, k, n) for m, k, n, _, _ in gemm_operands(runner.fn))
-    timed = sorted((left.shape[0], left.shape[1], right.shape[1]) for left, right in products(case).values())
+    compiled = sorted(gemm_operands(runner.fn))
+    timed = sorted((left.shape[0], left.shape[1], right.shape[1], not left.flags.c_contiguous,
+                    not right.flags.c_contiguous) for left, right in products(case).values())
     assert timed == compiled
     measured = measure_openblas(case, problem, blocks=1, block_seconds=0.002)
     assert len(measured["products_s"]) == len(compiled) and all(t > 0 for t in measured["products_s"].values())
